@@ -1,0 +1,50 @@
+/* libresil: the engine.
+ *
+ * One background thread per process (started on first need, all signals
+ * blocked, resil_in_shim set so every libc call it makes goes straight to
+ * the real function) runs the connection races, the c-ares lookups that
+ * refresh a race's candidates, and the dead-path monitor. Hooks talk to it
+ * through the functions below; all of them return at once except
+ * resil_engine_connect() for a blocking socket, which waits like connect().
+ */
+#ifndef RESIL_ENGINE_H
+#define RESIL_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "table.h"
+
+uint64_t resil_now_ns(void);
+
+/* Set the configuration (kept by pointer; immutable from now on). */
+void resil_engine_configure(const struct resil_config *cfg);
+const struct resil_config *resil_engine_config(void);
+
+/* connect() on a managed socket in RS_FRESH. Returns RESIL_OK with *err
+ * set to what connect() must report (0, EINPROGRESS, EINTR or the race's
+ * errno), or RESIL_EUNSUPP when the socket must be passed through (the
+ * caller then calls the real connect; s is in RS_PASSTHRU or RS_DIRECT). */
+resil_status_t resil_engine_connect(struct resil_sock *s,
+                                    const struct sockaddr *sa, socklen_t len,
+                                    int *err);
+
+/* The program closes s->fd: stop its race and monitoring. s->mu held. */
+void resil_engine_forget(struct resil_sock *s);
+
+/* The program wrote to s: watch it for a stalled path. */
+void resil_engine_watch(struct resil_sock *s);
+
+/* A data call on s failed with err. When the connection never carried a
+ * byte, it is re-raced to another address: returns true, and when wait is
+ * set, only after the new connection is in place (or failed). */
+bool resil_engine_path_error(struct resil_sock *s, int err, bool wait);
+
+/* pthread_atfork child handler: the engine thread does not exist here. */
+void resil_engine_atfork_child(void);
+
+/* Apply the dead-path detection settings (keepalive) to a socket. */
+void resil_engine_tune(struct resil_sock *s, int fd);
+
+#endif

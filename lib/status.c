@@ -1,0 +1,19 @@
+#include "status.h"
+
+static const char *const names[RESIL_STATUS_MAX] = {
+    [RESIL_OK] = "success",
+    [RESIL_ENOMEM] = "out of memory",
+    [RESIL_EINVAL] = "invalid argument",
+    [RESIL_ERANGE] = "value out of range",
+    [RESIL_ENOENT] = "no such entry",
+    [RESIL_EFULL] = "table full",
+    [RESIL_ESYS] = "system call failed",
+    [RESIL_EUNSUPP] = "not supported by libresil",
+};
+
+const char *resil_strerror(resil_status_t st)
+{
+    if ((unsigned)st >= RESIL_STATUS_MAX)
+        return "unknown status";
+    return names[st];
+}

@@ -1,0 +1,206 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "table.h"
+
+#define CHUNK_BITS 12
+#define CHUNK (1 << CHUNK_BITS)
+#define NCHUNKS (RESIL_TABLE_MAX / CHUNK)
+#define NSTRIPES 64
+
+typedef _Atomic(struct resil_sock *) slot_t;
+
+static _Atomic(slot_t *) chunks[NCHUNKS];
+static pthread_mutex_t stripes[NSTRIPES] = {
+    [0 ... NSTRIPES - 1] = PTHREAD_MUTEX_INITIALIZER};
+static pthread_mutex_t chunk_mu = PTHREAD_MUTEX_INITIALIZER;
+
+struct resil_sock *resil_sock_new(int fd, int family, int type)
+{
+    struct resil_sock *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    atomic_init(&s->refs, 1);
+    pthread_mutex_init(&s->mu, NULL);
+    s->fd = fd;
+    s->family = family;
+    s->type = type;
+    return s;
+}
+
+void resil_sock_ref(struct resil_sock *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void resil_sock_unref(struct resil_sock *s)
+{
+    if (s == NULL ||
+        atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (struct resil_sockopt *o = s->opts, *n; o; o = n) {
+        n = o->next;
+        free(o);
+    }
+    for (struct resil_epreg *e = s->ep, *n; e; e = n) {
+        n = e->next;
+        free(e);
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+resil_status_t resil_sock_add_opt(struct resil_sock *s, int level, int name,
+                                  const void *val, socklen_t len)
+{
+    struct resil_sockopt **pp, *o;
+
+    if (len > 256)
+        return RESIL_EUNSUPP;
+    o = malloc(sizeof(*o) + len);
+    if (o == NULL)
+        return RESIL_ENOMEM;
+    o->next = NULL;
+    o->level = level;
+    o->name = name;
+    o->len = len;
+    if (len)
+        memcpy(o->val, val, len);
+    /* replace an earlier value of the same option, keep the order */
+    for (pp = &s->opts; *pp; pp = &(*pp)->next) {
+        if ((*pp)->level == level && (*pp)->name == name) {
+            o->next = (*pp)->next;
+            free(*pp);
+            *pp = o;
+            return RESIL_OK;
+        }
+    }
+    *pp = o;
+    return RESIL_OK;
+}
+
+resil_status_t resil_sock_epoll(struct resil_sock *s, int epfd, int op,
+                                const struct epoll_event *ev)
+{
+    struct resil_epreg **pp, *e;
+
+    for (pp = &s->ep; *pp; pp = &(*pp)->next)
+        if ((*pp)->epfd == epfd)
+            break;
+    switch (op) {
+    case EPOLL_CTL_ADD:
+    case EPOLL_CTL_MOD:
+        if (*pp == NULL) {
+            e = calloc(1, sizeof(*e));
+            if (e == NULL)
+                return RESIL_ENOMEM;
+            e->epfd = epfd;
+            *pp = e;
+        }
+        if (ev)
+            (*pp)->ev = *ev;
+        return RESIL_OK;
+    case EPOLL_CTL_DEL:
+        if (*pp) {
+            e = *pp;
+            *pp = e->next;
+            free(e);
+        }
+        return RESIL_OK;
+    }
+    return RESIL_EINVAL;
+}
+
+void resil_sock_epoll_forget(struct resil_sock *s, int epfd)
+{
+    resil_sock_epoll(s, epfd, EPOLL_CTL_DEL, NULL);
+}
+
+static slot_t *slot_of(int fd, bool create)
+{
+    slot_t *c;
+
+    if (fd < 0 || fd >= RESIL_TABLE_MAX)
+        return NULL;
+    c = atomic_load_explicit(&chunks[fd >> CHUNK_BITS], memory_order_acquire);
+    if (c == NULL && create) {
+        pthread_mutex_lock(&chunk_mu);
+        c = atomic_load(&chunks[fd >> CHUNK_BITS]);
+        if (c == NULL) {
+            c = calloc(CHUNK, sizeof(*c));
+            if (c)
+                atomic_store_explicit(&chunks[fd >> CHUNK_BITS], c,
+                                      memory_order_release);
+        }
+        pthread_mutex_unlock(&chunk_mu);
+    }
+    return c ? &c[fd & (CHUNK - 1)] : NULL;
+}
+
+bool resil_table_has(int fd)
+{
+    slot_t *sl = slot_of(fd, false);
+    return sl && atomic_load_explicit(sl, memory_order_relaxed) != NULL;
+}
+
+struct resil_sock *resil_table_get(int fd)
+{
+    slot_t *sl = slot_of(fd, false);
+    struct resil_sock *s;
+
+    if (sl == NULL || atomic_load_explicit(sl, memory_order_relaxed) == NULL)
+        return NULL;
+    pthread_mutex_lock(&stripes[fd % NSTRIPES]);
+    s = atomic_load(sl);
+    if (s)
+        resil_sock_ref(s);
+    pthread_mutex_unlock(&stripes[fd % NSTRIPES]);
+    return s;
+}
+
+resil_status_t resil_table_set(int fd, struct resil_sock *s)
+{
+    struct resil_sock *old;
+    slot_t *sl;
+
+    if (fd < 0 || fd >= RESIL_TABLE_MAX)
+        return RESIL_ERANGE;
+    sl = slot_of(fd, true);
+    if (sl == NULL)
+        return RESIL_ENOMEM;
+    resil_sock_ref(s);
+    pthread_mutex_lock(&stripes[fd % NSTRIPES]);
+    old = atomic_exchange(sl, s);
+    pthread_mutex_unlock(&stripes[fd % NSTRIPES]);
+    resil_sock_unref(old);
+    return RESIL_OK;
+}
+
+struct resil_sock *resil_table_take(int fd)
+{
+    slot_t *sl = slot_of(fd, false);
+    struct resil_sock *s;
+
+    if (sl == NULL || atomic_load_explicit(sl, memory_order_relaxed) == NULL)
+        return NULL;
+    pthread_mutex_lock(&stripes[fd % NSTRIPES]);
+    s = atomic_exchange(sl, NULL);
+    pthread_mutex_unlock(&stripes[fd % NSTRIPES]);
+    return s;
+}
+
+void resil_table_foreach(void (*fn)(struct resil_sock *, void *), void *arg)
+{
+    for (int c = 0; c < NCHUNKS; c++) {
+        if (atomic_load(&chunks[c]) == NULL)
+            continue;
+        for (int i = 0; i < CHUNK; i++) {
+            struct resil_sock *s = resil_table_get(c * CHUNK + i);
+            if (s) {
+                fn(s, arg);
+                resil_sock_unref(s);
+            }
+        }
+    }
+}

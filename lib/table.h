@@ -1,0 +1,117 @@
+/* libresil: the fd table and the per-socket state.
+ *
+ * The table is an array indexed by fd (two levels, chunks allocated on first
+ * use) of pointers to reference-counted struct resil_sock. A NULL slot means
+ * "not managed": hooks pass straight through after this one lookup.
+ *
+ * Locking (outer to inner; no lock is held across a blocking call except
+ * where noted):
+ *   1. engine lock (engine.c): races, the monitor list, c-ares.
+ *   2. resil_sock.mu: protects every mutable field of one socket. The engine
+ *      holds it across the swap (dup3 + epoll DEL/ADD, all non-blocking), so
+ *      that a concurrent close() of the fd waits for the swap to finish.
+ *   3. leaf locks: a table stripe (the slot pointer and the reference taken
+ *      by resil_table_get), health, names.
+ * A hook never holds resil_sock.mu while calling into the engine.
+ */
+#ifndef RESIL_TABLE_H
+#define RESIL_TABLE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "addr.h"
+#include "status.h"
+
+enum resil_sock_state {
+    RS_FRESH = 0,  /* socket() seen, no connect yet */
+    RS_DIRECT,     /* connected by the real connect(): nothing to race */
+    RS_RACING,     /* a race runs; the fd holds a parked socket */
+    RS_CONNECTED,  /* a race was won; the winner sits on the fd */
+    RS_FAILED,     /* every attempt failed; race_errno says why */
+    RS_PASSTHRU,   /* libresil stays out of this socket's way */
+};
+
+struct resil_sockopt {
+    struct resil_sockopt *next;
+    int level, name;
+    socklen_t len;
+    unsigned char val[];
+};
+
+struct resil_epreg {
+    struct resil_epreg *next;
+    int epfd;
+    struct epoll_event ev;
+};
+
+struct resil_race_ctx;
+
+struct resil_sock {
+    atomic_int refs;
+    pthread_mutex_t mu;
+    int fd;
+    int family;   /* AF_INET or AF_INET6, fixed at socket() */
+    int type;     /* SOCK_STREAM | flags as passed to socket() */
+    enum resil_sock_state state;
+    bool closed;          /* the program closed fd: abandon any swap */
+    bool v6only;          /* IPV6_V6ONLY set: no v4-mapped candidates */
+    bool app_keepalive;   /* the program set SO_KEEPALIVE itself */
+    bool app_user_timeout;/* the program set TCP_USER_TIMEOUT itself */
+    bool fastopen;        /* TCP_FASTOPEN_CONNECT: connect stays real */
+    bool bound;           /* bind() with port 0 seen: replay it */
+    bool eof_seen;        /* the program saw EOF: never re-race */
+    bool user_timeout_armed; /* the monitor armed TCP_USER_TIMEOUT */
+    atomic_bool dirty;    /* written since the monitor last saw no data
+                             in flight */
+    int race_errno;       /* RS_FAILED: errno for SO_ERROR / connect */
+    bool error_reported;  /* race_errno was read through SO_ERROR */
+    uint64_t cookie;      /* SO_COOKIE of the socket on fd */
+    struct sockaddr_storage bind_sa;
+    socklen_t bind_len;
+    struct resil_ip peer_ip; /* the program's target */
+    uint16_t peer_port;
+    struct resil_ip cur_ip;  /* the address actually connected */
+    uint64_t connected_ns;
+    struct resil_sockopt *opts; /* replayed on every attempt, in order */
+    struct resil_epreg *ep;     /* epoll sets holding fd */
+    struct resil_race_ctx *race;/* engine-owned while RS_RACING */
+    struct resil_sock *mon_next;/* engine monitor list (engine lock) */
+    bool on_monitor;
+};
+
+/* Allocate a socket entry with one reference. NULL when out of memory. */
+struct resil_sock *resil_sock_new(int fd, int family, int type);
+void resil_sock_ref(struct resil_sock *s);
+void resil_sock_unref(struct resil_sock *s);
+
+/* Record a setsockopt for replay (the latest value of an option wins). */
+resil_status_t resil_sock_add_opt(struct resil_sock *s, int level, int name,
+                                  const void *val, socklen_t len);
+/* Track epoll_ctl(epfd, op, fd, ev). */
+resil_status_t resil_sock_epoll(struct resil_sock *s, int epfd, int op,
+                                const struct epoll_event *ev);
+/* Forget every registration in epfd (it was closed). */
+void resil_sock_epoll_forget(struct resil_sock *s, int epfd);
+
+/* Limit of fds the table covers: larger fds are never managed. */
+#define RESIL_TABLE_MAX (1 << 20)
+
+/* Fast check without a reference: true if fd has an entry. */
+bool resil_table_has(int fd);
+/* The entry for fd with a reference taken, or NULL. */
+struct resil_sock *resil_table_get(int fd);
+/* Install s at fd (taking a reference); an old entry is released.
+ * Returns RESIL_OK, RESIL_ERANGE (fd too large) or RESIL_ENOMEM. */
+resil_status_t resil_table_set(int fd, struct resil_sock *s);
+/* Remove and return fd's entry (the caller owns the table's reference),
+ * or NULL. */
+struct resil_sock *resil_table_take(int fd);
+/* Call fn on every entry (with its reference held during the call). */
+void resil_table_foreach(void (*fn)(struct resil_sock *, void *), void *arg);
+
+#endif
