@@ -87,6 +87,7 @@ test check: deps-net
 	$(MAKE) --no-print-directory unit drivers
 	tests/drivers/run.sh $(BUILD)
 	tests/net/run.sh $(BUILD)
+	tests/tools/run.sh $(BUILD)
 	$(MAKE) --no-print-directory asan
 
 asan:
