@@ -1,0 +1,145 @@
+#include <pthread.h>
+
+#include "common.h"
+#include "table.h"
+
+TestSuite(table, .init = unit_setup);
+
+Test(table, empty_and_out_of_range)
+{
+    cr_expect_not(resil_table_has(-1));
+    cr_expect_not(resil_table_has(RESIL_TABLE_MAX));
+    cr_expect_not(resil_table_has(123456));
+    cr_expect_null(resil_table_get(-5));
+    cr_expect_null(resil_table_get(RESIL_TABLE_MAX + 7));
+    cr_expect_null(resil_table_take(77));
+    struct resil_sock *s = resil_sock_new(RESIL_TABLE_MAX, AF_INET, 1);
+    cr_expect_eq(resil_table_set(RESIL_TABLE_MAX, s), RESIL_ERANGE);
+    cr_expect_eq(resil_table_set(-1, s), RESIL_ERANGE);
+    resil_sock_unref(s);
+}
+
+Test(table, set_get_take_refcounts)
+{
+    struct resil_sock *s = resil_sock_new(40, AF_INET6, 1);
+    cr_assert_not_null(s);
+    cr_assert_eq(resil_table_set(40, s), RESIL_OK);
+    cr_expect_eq(atomic_load(&s->refs), 2);
+    cr_expect(resil_table_has(40));
+    cr_expect_not(resil_table_has(41));
+    struct resil_sock *g = resil_table_get(40);
+    cr_expect_eq(g, s);
+    cr_expect_eq(atomic_load(&s->refs), 3);
+    resil_sock_unref(g);
+    struct resil_sock *t = resil_table_take(40);
+    cr_expect_eq(t, s);
+    cr_expect_not(resil_table_has(40));
+    cr_expect_null(resil_table_get(40));
+    resil_sock_unref(t);
+    cr_expect_eq(atomic_load(&s->refs), 1);
+    resil_sock_unref(s);
+}
+
+Test(table, replacing_an_entry_releases_the_old_one)
+{
+    struct resil_sock *a = resil_sock_new(9000, AF_INET, 1);
+    struct resil_sock *b = resil_sock_new(9000, AF_INET, 1);
+    resil_table_set(9000, a);
+    resil_table_set(9000, b);
+    cr_expect_eq(atomic_load(&a->refs), 1);
+    struct resil_sock *g = resil_table_get(9000);
+    cr_expect_eq(g, b);
+    resil_sock_unref(g);
+    resil_sock_unref(resil_table_take(9000));
+    resil_sock_unref(a);
+    resil_sock_unref(b);
+}
+
+Test(table, options_latest_value_wins_in_order)
+{
+    struct resil_sock *s = resil_sock_new(3, AF_INET, 1);
+    int one = 1, two = 2, big = 65536;
+    cr_expect_eq(resil_sock_add_opt(s, 6, 1, &one, sizeof(one)), RESIL_OK);
+    cr_expect_eq(resil_sock_add_opt(s, 1, 8, &big, sizeof(big)), RESIL_OK);
+    cr_expect_eq(resil_sock_add_opt(s, 6, 1, &two, sizeof(two)), RESIL_OK);
+    cr_assert_not_null(s->opts);
+    cr_expect_eq(s->opts->level, 6);
+    cr_expect_eq(*(int *)s->opts->val, 2);
+    cr_assert_not_null(s->opts->next);
+    cr_expect_eq(s->opts->next->name, 8);
+    cr_expect_null(s->opts->next->next);
+    char huge[300] = {0};
+    cr_expect_eq(resil_sock_add_opt(s, 1, 2, huge, sizeof(huge)),
+                 RESIL_EUNSUPP);
+    resil_sock_unref(s);
+}
+
+Test(table, epoll_registrations)
+{
+    struct resil_sock *s = resil_sock_new(3, AF_INET, 1);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 7};
+    cr_expect_eq(resil_sock_epoll(s, 10, EPOLL_CTL_ADD, &ev), RESIL_OK);
+    ev.events = EPOLLOUT | EPOLLET;
+    cr_expect_eq(resil_sock_epoll(s, 11, EPOLL_CTL_ADD, &ev), RESIL_OK);
+    ev.events = EPOLLIN | EPOLLOUT;
+    cr_expect_eq(resil_sock_epoll(s, 10, EPOLL_CTL_MOD, &ev), RESIL_OK);
+    int n = 0;
+    for (struct resil_epreg *e = s->ep; e; e = e->next, n++)
+        if (e->epfd == 10)
+            cr_expect_eq(e->ev.events, EPOLLIN | EPOLLOUT);
+    cr_expect_eq(n, 2);
+    resil_sock_epoll_forget(s, 10);
+    cr_assert_not_null(s->ep);
+    cr_expect_eq(s->ep->epfd, 11);
+    cr_expect_null(s->ep->next);
+    cr_expect_eq(resil_sock_epoll(s, 11, 99, &ev), RESIL_EINVAL);
+    resil_sock_unref(s);
+}
+
+static void *hammer(void *arg)
+{
+    int base = (int)(intptr_t)arg;
+    for (int round = 0; round < 2000; round++) {
+        int fd = base + round % 50;
+        struct resil_sock *s = resil_sock_new(fd, AF_INET, 1);
+        resil_table_set(fd, s);
+        resil_sock_unref(s);
+        struct resil_sock *g = resil_table_get(fd);
+        if (g)
+            resil_sock_unref(g);
+        resil_sock_unref(resil_table_take(fd));
+    }
+    return NULL;
+}
+
+Test(table, concurrent_use)
+{
+    pthread_t t[4];
+    /* two threads share each fd range, so slots really race */
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, hammer, (void *)(intptr_t)(100 + 25 * i));
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    for (int fd = 100; fd < 300; fd++)
+        cr_expect_not(resil_table_has(fd), "fd %d left behind", fd);
+}
+
+static void count(struct resil_sock *s, void *arg)
+{
+    (void)s;
+    (*(int *)arg)++;
+}
+
+Test(table, foreach_visits_every_entry)
+{
+    int fds[] = {5, 4095, 4096, 70000}, n = 0;
+    for (int i = 0; i < 4; i++) {
+        struct resil_sock *s = resil_sock_new(fds[i], AF_INET, 1);
+        resil_table_set(fds[i], s);
+        resil_sock_unref(s);
+    }
+    resil_table_foreach(count, &n);
+    cr_expect_eq(n, 4);
+    for (int i = 0; i < 4; i++)
+        resil_sock_unref(resil_table_take(fds[i]));
+}
