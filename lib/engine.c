@@ -1057,13 +1057,25 @@ bool resil_engine_path_error(struct resil_sock *s, int err, bool wait)
     return true;
 }
 
+void resil_engine_atfork_prepare(void)
+{
+    /* hold the engine lock across fork so the child never inherits it
+     * locked by a thread that does not exist there */
+    pthread_mutex_lock(&E.mu);
+}
+
+void resil_engine_atfork_parent(void)
+{
+    pthread_mutex_unlock(&E.mu);
+}
+
 void resil_engine_atfork_child(void)
 {
     /* Only the forking thread exists now: the engine thread, its races and
      * c-ares state stay with the parent. Races in flight are failed in the
      * child; connected sockets keep working (the monitor restarts on the
      * next write). */
-    pthread_mutex_init(&E.mu, NULL);
+    pthread_mutex_unlock(&E.mu);
     for (struct resil_race_ctx *c = E.races, *nx; c; c = nx) {
         nx = c->next;
         pthread_mutex_init(&c->s->mu, NULL);

@@ -41,7 +41,10 @@ void resil_engine_watch(struct resil_sock *s);
  * set, only after the new connection is in place (or failed). */
 bool resil_engine_path_error(struct resil_sock *s, int err, bool wait);
 
-/* pthread_atfork child handler: the engine thread does not exist here. */
+/* pthread_atfork handlers. In the child the engine thread does not exist:
+ * races in flight fail with ECONNABORTED there, connected sockets go on. */
+void resil_engine_atfork_prepare(void);
+void resil_engine_atfork_parent(void);
 void resil_engine_atfork_child(void);
 
 /* Apply the dead-path detection settings (keepalive) to a socket. */

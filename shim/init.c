@@ -42,10 +42,6 @@ static void config_err(const char *where, const char *msg)
     rwarn("config %s: %s", where, msg);
 }
 
-static void atfork_child(void)
-{
-    resil_engine_atfork_child();
-}
 
 static void init_once(void)
 {
@@ -128,7 +124,8 @@ static void init_once(void)
     resil_log_open(config.log_file);
     resil_events_open(config.events_file);
     resil_engine_configure(&config);
-    pthread_atfork(NULL, NULL, atfork_child);
+    pthread_atfork(resil_engine_atfork_prepare, resil_engine_atfork_parent,
+                   resil_engine_atfork_child);
     rdebug("loaded: race=%d attempt_delay_ms=%d fail_timeout_ms=%d "
            "alternate groups=%d", config.race, config.attempt_delay_ms,
            config.fail_timeout_ms, config.n_alt);
