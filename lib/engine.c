@@ -1057,6 +1057,30 @@ bool resil_engine_path_error(struct resil_sock *s, int err, bool wait)
     return true;
 }
 
+static bool in_range(int fd, unsigned first, unsigned last)
+{
+    return fd >= 0 && (unsigned)fd >= first && (unsigned)fd <= last;
+}
+
+void resil_engine_fds_closed(unsigned first, unsigned last)
+{
+    resil_log_fds_closed(first, last);
+    resil_events_fds_closed(first, last);
+    pthread_mutex_lock(&E.mu);
+    for (int v6 = 0; v6 < 2; v6++)
+        if (in_range(E.park_lfd[v6], first, last) ||
+            in_range(E.park_filler[v6], first, last))
+            E.park_lfd[v6] = E.park_filler[v6] = -1;
+    if (in_range(E.epfd, first, last) || in_range(E.wakefd, first, last)) {
+        if (E.running && E.pid == getpid())
+            rwarn("close_range() closed the engine's descriptors while it "
+                  "runs; races in flight will not finish");
+        E.epfd = E.wakefd = -1;
+        E.running = false;
+    }
+    pthread_mutex_unlock(&E.mu);
+}
+
 void resil_engine_atfork_prepare(void)
 {
     /* hold the engine lock across fork so the child never inherits it

@@ -47,6 +47,11 @@ void resil_engine_atfork_prepare(void);
 void resil_engine_atfork_parent(void);
 void resil_engine_atfork_child(void);
 
+/* The program closed [first, last] (close_range): forget our descriptors
+ * in that range (log, events, parking, engine) so nothing of ours ever
+ * touches a reused fd number; the engine restarts on next need. */
+void resil_engine_fds_closed(unsigned first, unsigned last);
+
 /* Apply the dead-path detection settings (keepalive) to a socket. */
 void resil_engine_tune(struct resil_sock *s, int fd);
 

@@ -32,6 +32,12 @@ int resil_events_open(const char *path)
     return 0;
 }
 
+void resil_events_fds_closed(unsigned first, unsigned last)
+{
+    if (ev_fd >= 0 && (unsigned)ev_fd >= first && (unsigned)ev_fd <= last)
+        ev_fd = -1;
+}
+
 bool resil_events_enabled(void)
 {
     return ev_fd >= 0 && !ev_failed;

@@ -20,6 +20,9 @@ bool resil_events_enabled(void);
 void resil_event(const char *type, int fd, const char *members, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* See resil_log_fds_closed(). */
+void resil_events_fds_closed(unsigned first, unsigned last);
+
 /* Escape s as a JSON string body into buf (no quotes added); returns buf. */
 char *resil_json_str(const char *s, char *buf, unsigned len);
 

@@ -23,6 +23,12 @@ int resil_fd_high(int fd)
     return hi;
 }
 
+void resil_log_fds_closed(unsigned first, unsigned last)
+{
+    if (log_fd > 2 && (unsigned)log_fd >= first && (unsigned)log_fd <= last)
+        log_fd = 2;
+}
+
 int resil_log_open(const char *path)
 {
     int saved = errno;

@@ -37,6 +37,10 @@ void resil_log(int level, const char *fmt, ...)
 #define rdebug(...) RLOG(RESIL_LOG_DEBUG, __VA_ARGS__)
 #define rtrace(...) RLOG(RESIL_LOG_TRACE, __VA_ARGS__)
 
+/* The program closed [first, last] behind our back (close_range): forget
+ * our descriptors in that range so we never write into a reused fd. */
+void resil_log_fds_closed(unsigned first, unsigned last);
+
 /* Move fd to a descriptor >= RESIL_HIGH_FD with FD_CLOEXEC, closing the
  * original, so that programs which assume low numbers never meet our fds.
  * Returns the new fd, or the old one when that fails. */

@@ -258,9 +258,11 @@ RESIL_EXPORT int close_range(unsigned first, unsigned last, int flags)
         return -1;
     }
     /* CLOSE_RANGE_CLOEXEC only marks the fds */
-    if (!resil_in_shim && !(flags & 4 /* CLOSE_RANGE_CLOEXEC */))
+    if (!resil_in_shim && !(flags & 4 /* CLOSE_RANGE_CLOEXEC */)) {
         for (unsigned fd = first; fd <= last && fd < RESIL_TABLE_MAX; fd++)
             if (resil_table_has((int)fd))
                 resil_shim_drop((int)fd);
+        resil_engine_fds_closed(first, last);
+    }
     return real.close_range(first, last, flags);
 }
