@@ -973,12 +973,19 @@ resil_status_t resil_engine_connect(struct resil_sock *s,
     return RESIL_OK;
 
 direct:
+    if (E.cfg->strict) {
+        /* strict mode: an internal failure is an error, not plain TCP */
+        rerror("fd %d: cannot race (engine or parking unavailable); "
+               "failing the connect (strict)", s->fd);
+        *err = EAGAIN;
+        return RESIL_OK;
+    }
     pthread_mutex_lock(&s->mu);
     s->state = RS_DIRECT;
     s->cur_ip = ip;
     resil_engine_tune(s, s->fd);
     pthread_mutex_unlock(&s->mu);
-    rdebug("fd %d: racing unavailable; plain connect", s->fd);
+    rwarn("fd %d: racing unavailable; plain connect", s->fd);
     return RESIL_EUNSUPP;
 passthru:
     pthread_mutex_lock(&s->mu);

@@ -39,8 +39,19 @@ RESIL_EXPORT int socket(int domain, int type, int protocol)
         (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM &&
         (protocol == 0 || protocol == IPPROTO_TCP)) {
         s = resil_sock_new(fd, domain, type);
-        if (s == NULL || resil_table_set(fd, s) != RESIL_OK)
-            rdebug("fd %d: not managed (out of memory or fd too large)", fd);
+        if (s == NULL || resil_table_set(fd, s) != RESIL_OK) {
+            resil_sock_unref(s);
+            if (resil_engine_config()->strict) {
+                rerror("fd %d: cannot manage the socket; failing (strict)",
+                       fd);
+                real.close(fd);
+                errno = ENOBUFS;
+                return -1;
+            }
+            rwarn("fd %d: not managed (out of memory or fd too large)", fd);
+            errno = saved;
+            return fd;
+        }
         resil_sock_unref(s);
     }
     errno = saved;
