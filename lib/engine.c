@@ -542,14 +542,13 @@ static void attempt_event(int fd, uint64_t now)
     resil_sys.epoll_ctl(E.epfd, EPOLL_CTL_DEL, fd, NULL);
 }
 
-static void dns_cb(void *arg, int status, int timeouts, struct hostent *h)
+static void dns_answer(struct resil_race_ctx *c, int family, int status,
+                       struct hostent *h)
 {
-    struct resil_race_ctx *c = arg;
     struct resil_ip ips[RESIL_NAME_ADDRS];
     int n = 0;
     uint64_t now = resil_now_ns();
 
-    (void)timeouts;
     c->r.more_coming--;
     if (status == ARES_SUCCESS && h) {
         for (char **p = h->h_addr_list; *p && n < RESIL_NAME_ADDRS; p++) {
@@ -559,7 +558,7 @@ static void dns_cb(void *arg, int status, int timeouts, struct hostent *h)
             n++;
         }
     }
-    if (h && h->h_addrtype == AF_INET6)
+    if (family == AF_INET6)
         c->aaaa_pending = false;
     if (!c->finished) {
         for (int i = 0; i < n; i++) {
@@ -573,11 +572,23 @@ static void dns_cb(void *arg, int status, int timeouts, struct hostent *h)
         }
         if (n)
             rdebug("fd %d: DNS gave %d %s address(es) for %s", c->s->fd, n,
-                   h->h_addrtype == AF_INET6 ? "IPv6" : "IPv4", c->name);
+                   family == AF_INET6 ? "IPv6" : "IPv4", c->name);
     }
     if (status != ARES_SUCCESS || h == NULL)
         rdebug("DNS lookup of %s: %s", c->name, ares_strerror(status));
     ctx_unref(c);
+}
+
+static void dns_cb6(void *arg, int status, int timeouts, struct hostent *h)
+{
+    (void)timeouts;
+    dns_answer(arg, AF_INET6, status, h);
+}
+
+static void dns_cb4(void *arg, int status, int timeouts, struct hostent *h)
+{
+    (void)timeouts;
+    dns_answer(arg, AF_INET, status, h);
 }
 
 static void dns_start(struct resil_race_ctx *c)
@@ -589,12 +600,12 @@ static void dns_start(struct resil_race_ctx *c)
         c->refs++;
         c->r.more_coming++;
         c->aaaa_pending = true;
-        ares_gethostbyname(E.ch, c->name, AF_INET6, dns_cb, c);
+        ares_gethostbyname(E.ch, c->name, AF_INET6, dns_cb6, c);
     }
     if (c->s->family == AF_INET || !c->r.v6only) {
         c->refs++;
         c->r.more_coming++;
-        ares_gethostbyname(E.ch, c->name, AF_INET, dns_cb, c);
+        ares_gethostbyname(E.ch, c->name, AF_INET, dns_cb4, c);
     }
 }
 
