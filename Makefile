@@ -21,7 +21,11 @@ CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
 OPT      ?= -O2
 SAN      ?=
 CFLAGS   += $(CFLAGS_BASE) $(OPT) $(SAN)
-LDLIBS_SO = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread
+# c-ares is linked in statically (its archive is PIC on Debian) and kept
+# hidden: a preload whose own dependency is missing would stop the program
+# from starting, where a missing preload only draws a loader warning.
+CARES_A   = $(shell pkg-config --variable=libdir libcares 2>/dev/null)/libcares.a
+LDLIBS_SO = -Wl,--exclude-libs,ALL $(CARES_A) -ldl -lpthread
 
 LIB_SRC  := lib/status.c lib/log.c lib/config.c lib/addr.c lib/table.c \
             lib/names.c lib/health.c lib/race.c lib/sys.c lib/engine.c \
@@ -106,15 +110,40 @@ bench: deps-net all
 demo: deps-net all
 	scripts/demo.sh $(BUILD)
 
+# resil-run learns where the library lives at install time; under DESTDIR it
+# also finds it relative to itself (LIBREL), so a staged tree works as is.
+DOCDIR_ := $(PREFIX)/share/doc/libresil
+INSTALLED := $(LIBDIR)/libresil.so.$(VERSION) $(LIBDIR)/$(SONAME) \
+  $(LIBDIR)/libresil.so $(BINDIR)/resil-run $(BINDIR)/resil-entrypoint \
+  $(MANDIR)/man1/resil-run.1 $(MANDIR)/man7/libresil.7 \
+  $(SYSCONFDIR)/libresil.conf.example $(DOCDIR_)/container.md \
+  $(DOCDIR_)/systemd-dropin.conf $(DOCDIR_)/Dockerfile.libresil \
+  $(DOCDIR_)/k8s-libresil.yaml
 install: all
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 \
+	  $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(DOCDIR_)
 	install -m 0755 $(BUILD)/libresil.so $(DESTDIR)$(LIBDIR)/libresil.so.$(VERSION)
 	ln -sf libresil.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libresil.so
+	sed -e "s|^_resil_libdir='@LIBDIR@'|_resil_libdir='$(LIBDIR)'|" \
+	    -e "s|^_resil_librel='@LIBREL@'|_resil_librel='$$(realpath -m --relative-to=$(BINDIR) $(LIBDIR))'|" \
+	    -e "s|^_resil_sysconfdir='@SYSCONFDIR@'|_resil_sysconfdir='$(SYSCONFDIR)'|" \
+	    -e "s|^_resil_version='.*'|_resil_version='$(VERSION)'|" \
+	    scripts/resil-run > $(DESTDIR)$(BINDIR)/resil-run.tmp
+	chmod 0755 $(DESTDIR)$(BINDIR)/resil-run.tmp
+	mv -f $(DESTDIR)$(BINDIR)/resil-run.tmp $(DESTDIR)$(BINDIR)/resil-run
+	install -m 0755 scripts/resil-entrypoint $(DESTDIR)$(BINDIR)/resil-entrypoint
+	install -m 0644 doc/resil-run.1 $(DESTDIR)$(MANDIR)/man1/resil-run.1
+	install -m 0644 doc/libresil.7 $(DESTDIR)$(MANDIR)/man7/libresil.7
+	install -m 0644 doc/libresil.conf.example \
+	  $(DESTDIR)$(SYSCONFDIR)/libresil.conf.example
+	install -m 0644 doc/container.md doc/systemd-dropin.conf \
+	  doc/Dockerfile.libresil doc/k8s-libresil.yaml $(DESTDIR)$(DOCDIR_)
 
 uninstall:
-	rm -f $(DESTDIR)$(LIBDIR)/libresil.so.$(VERSION) \
-	  $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libresil.so
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	rmdir $(DESTDIR)$(DOCDIR_) 2>/dev/null || true
 
 clean:
 	rm -rf build build-asan

@@ -13,6 +13,50 @@
 static int ev_fd = -1;
 static int ev_failed;
 
+/* Per-process counts for the summary at exit (log level info), kept even
+ * without an events file. A forked child starts from zero: the first event
+ * in a new pid resets them, so each process reports only its own. */
+enum { C_CONNECT, C_FAILED, C_RERACE, C_STALL, C_RESUME, C_DROPPED, C_N };
+static unsigned long counts[C_N];
+static pid_t count_pid;
+
+static void count(const char *type)
+{
+    pid_t pid = getpid();
+    int c;
+
+    if (__atomic_load_n(&count_pid, __ATOMIC_RELAXED) != pid) {
+        for (c = 0; c < C_N; c++)
+            __atomic_store_n(&counts[c], 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&count_pid, pid, __ATOMIC_RELAXED);
+    }
+    if (strcmp(type, "connect") == 0)
+        c = C_CONNECT;
+    else if (strcmp(type, "connect_failed") == 0)
+        c = C_FAILED;
+    else if (strcmp(type, "rerace") == 0)
+        c = C_RERACE;
+    else if (strcmp(type, "path_stall") == 0)
+        c = C_STALL;
+    else if (strcmp(type, "resume") == 0)
+        c = C_RESUME;
+    else
+        return;
+    __atomic_fetch_add(&counts[c], 1, __ATOMIC_RELAXED);
+}
+
+/* Runs at exit() (not _exit, not exec). */
+__attribute__((destructor)) static void events_summary(void)
+{
+    if (resil_log_level < RESIL_LOG_INFO ||
+        __atomic_load_n(&count_pid, __ATOMIC_RELAXED) != getpid())
+        return;
+    rinfo("summary: %lu connects, %lu failed, %lu re-raced, %lu path "
+          "stalls, %lu resumes; %lu events not written",
+          counts[C_CONNECT], counts[C_FAILED], counts[C_RERACE],
+          counts[C_STALL], counts[C_RESUME], counts[C_DROPPED]);
+}
+
 int resil_events_open(const char *path)
 {
     int saved = errno, fd;
@@ -69,8 +113,12 @@ void resil_event(const char *type, int fd, const char *members, ...)
     va_list ap;
     int n, m;
 
-    if (!resil_events_enabled())
+    count(type);
+    if (!resil_events_enabled()) {
+        if (ev_fd >= 0)
+            __atomic_fetch_add(&counts[C_DROPPED], 1, __ATOMIC_RELAXED);
         return;
+    }
     clock_gettime(CLOCK_REALTIME, &ts);
     n = snprintf(buf, sizeof(buf),
                  "{\"ts\":%lld.%06ld,\"pid\":%d,\"fd\":%d,\"event\":\"%s\"",
@@ -92,9 +140,11 @@ void resil_event(const char *type, int fd, const char *members, ...)
     buf[n++] = '}';
     buf[n++] = '\n';
     if (resil_sys.write(ev_fd, buf, (size_t)n) != n) {
-        ev_failed = 1;
-        rwarn("events file write failed (%s); events disabled",
-              strerror(errno));
+        __atomic_fetch_add(&counts[C_DROPPED], 1, __ATOMIC_RELAXED);
+        /* full disk, quota, file gone: say so once, then stay silent */
+        if (__atomic_exchange_n(&ev_failed, 1, __ATOMIC_RELAXED) == 0)
+            rwarn("events file write failed (%s); events disabled",
+                  strerror(errno));
     }
     errno = saved;
 }
