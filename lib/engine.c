@@ -275,8 +275,17 @@ static int swap_in(struct resil_sock *s, int newfd)
         return -1;
     }
     old = resil_sys.fcntl(fd, F_DUPFD_CLOEXEC, RESIL_HIGH_FD);
-    for (struct resil_epreg *e = s->ep; e; e = e->next)
-        resil_sys.epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+    for (struct resil_epreg **pp = &s->ep, *e; (e = *pp) != NULL;) {
+        if (resil_sys.epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL) == 0) {
+            pp = &e->next;
+            continue;
+        }
+        /* not registered there any more: the program closed that epoll
+         * set, and its number may now name another one, where fd must
+         * never be added */
+        *pp = e->next;
+        free(e);
+    }
     resil_sys.fcntl(newfd, F_SETFL,
                     (resil_sys.fcntl(newfd, F_GETFL) & ~O_NONBLOCK) |
                         (fl & (O_NONBLOCK | O_ASYNC)));
@@ -740,9 +749,11 @@ static void *engine_main(void *arg)
             bits = ares_getsock(E.ch, as, ARES_GETSOCK_MAXNUM);
             for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
                 short ev = 0;
-                if (ARES_GETSOCK_READABLE(bits, i))
+                /* not ARES_GETSOCK_WRITABLE: its 1 << 31 (int) for the
+                 * last socket is undefined behaviour (UBSan stops there) */
+                if ((unsigned)bits & (1u << i))
                     ev |= POLLIN;
-                if (ARES_GETSOCK_WRITABLE(bits, i))
+                if ((unsigned)bits & (1u << (i + ARES_GETSOCK_MAXNUM)))
                     ev |= POLLOUT;
                 if (ev)
                     pfd[n++] = (struct pollfd){.fd = as[i], .events = ev};
@@ -973,11 +984,21 @@ resil_status_t resil_engine_connect(struct resil_sock *s,
     pthread_mutex_lock(&E.mu);
     if (*err == 0) {
         *err = c->result;
-        if (*err) {
-            pthread_mutex_lock(&s->mu);
-            s->error_reported = true; /* connect() itself reported it */
-            pthread_mutex_unlock(&s->mu);
+        pthread_mutex_lock(&s->mu);
+        if (*err && s->state == RS_FAILED) {
+            /* connect() itself reports it; like the kernel's, the socket
+             * is unconnected again and the next connect() a new attempt */
+            s->state = RS_FRESH;
+            s->race_errno = 0;
+            s->error_reported = false;
+        } else if (*err == 0 && s->state == RS_CONNECTED) {
+            /* the winner finished a non-blocking connect, so the kernel
+             * still has it SS_CONNECTING: one more connect() returns 0 and
+             * makes it SS_CONNECTED, so that the program's next connect()
+             * gets EISCONN as after a real blocking connect */
+            resil_sys.connect(s->fd, sa, len);
         }
+        pthread_mutex_unlock(&s->mu);
     }
     ctx_unref(c);
     pthread_mutex_unlock(&E.mu);

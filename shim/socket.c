@@ -171,9 +171,13 @@ RESIL_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
         err = EALREADY;
         goto report;
     case RS_FAILED:
-        /* like the kernel: the pending error once, then ECONNABORTED */
+        /* like the kernel: the pending error, or ECONNABORTED when SO_ERROR
+         * already reported it; either way the socket is unconnected again
+         * and the next connect() is a new attempt (__inet_stream_connect) */
         err = s->error_reported ? ECONNABORTED : s->race_errno;
-        s->error_reported = true;
+        s->state = RS_FRESH;
+        s->race_errno = 0;
+        s->error_reported = false;
         goto report;
     default:
         pthread_mutex_unlock(&s->mu);
