@@ -1,0 +1,435 @@
+#!/bin/bash
+# make bench: libresil's performance against plain, measured in one run.
+#
+#   tests/bench/run.sh BUILD
+#
+# Builds the bench program into BUILD/bench/, creates a private network
+# namespace (lo up, an nftables output rule silently dropping everything to
+# 127.0.0.66, the dead address), re-runs itself inside it and prints one
+# table: measure | plain | libresil | ratio | target. The ratio is always
+# libresil / plain; the measure's unit says whether lower or higher is
+# better. Targets are DESIGN.md section 5's where one applies.
+#
+# LD_PRELOAD goes only into the measured program, never into this script or
+# the servers (unless a row says "both ends"). The bench reports, it does not
+# assert targets: exit 0 when everything was measured, 1 when some measure
+# could not be (its cells read "n/a" and the reason is printed), 2 when the
+# test bed itself could not be built.
+#
+# Knobs (environment): BENCH_REPS (7), BENCH_QUICK=1 (fewer iterations, for
+# trying the script out; the numbers are then noisier).
+set -euo pipefail
+
+BUILD=${1:-build}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+LIB=$BUILD/libresil.so
+B=$BUILD/bench/bench
+PY=/usr/bin/python3 # not a pyenv shim: it would be preloaded too
+
+DEAD=127.0.0.66
+LIVE=127.0.0.1
+P_CLOSE=7101 # accept and close
+P_ECHO=7102  # echo (ping-pong)
+P_SINK=7103  # read to EOF, answer the byte count (bulk)
+P_SINKR=7104 # the same, preloaded ("both ends")
+P_REDIS=7110 # redis-server, plain
+P_REDISR=7111 # redis-server, preloaded
+
+die() {
+	echo "bench: $*" >&2
+	exit 2
+}
+
+# ------------------------------------------------------------------------
+# Outside: build, create the namespace, run the inside, clean up.
+# ------------------------------------------------------------------------
+if [ "${RESIL_BENCH_INSIDE:-}" != 1 ]; then
+	[ "$(id -u)" = 0 ] || die "needs root (ip netns, nft)"
+	[ -f "$LIB" ] || die "$LIB not built (make all)"
+	for t in ip nft gcc "$PY"; do
+		command -v "$t" >/dev/null || die "$t not found"
+	done
+	mkdir -p "$BUILD/bench"
+	gcc -std=gnu11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE \
+		-o "$B" "$HERE/bench.c" -lpthread || die "cannot compile bench.c"
+
+	NS=resil-bench-$$
+	# whatever the inside left running (it kills its servers itself) goes
+	# with the namespace
+	trap 'for p in $(ip netns pids "$NS" 2>/dev/null); do
+		kill "$p" 2>/dev/null || true; done
+		ip netns del "$NS" 2>/dev/null || true' EXIT
+	trap 'exit 130' INT TERM
+	ip netns add "$NS" || die "cannot create network namespace $NS"
+	ip -n "$NS" link set lo up || die "cannot bring lo up in $NS"
+	ip netns exec "$NS" nft -f - <<-EOF || die "cannot install the nft drop rule"
+		table inet resil_bench {
+			chain out {
+				type filter hook output priority 0; policy accept;
+				ip daddr $DEAD drop
+			}
+		}
+	EOF
+	rc=0
+	RESIL_BENCH_INSIDE=1 ip netns exec "$NS" "$0" "$BUILD" || rc=$?
+	exit $rc
+fi
+
+# ------------------------------------------------------------------------
+# Inside the namespace.
+# ------------------------------------------------------------------------
+unset LD_PRELOAD
+for v in $(compgen -e RESIL_); do
+	[ "$v" = RESIL_BENCH_INSIDE ] || unset "$v"
+done
+
+# Everything (servers, clients, libresil's engine thread) on one CPU: a
+# 1-byte ping-pong between two CPUs of a VM swings 10x with where the
+# scheduler puts the two ends, on one CPU it is stable to a few percent. It
+# is also the harder case for libresil, whose engine thread then competes
+# with the program for the CPU.
+NCPU=$(nproc)
+CPU=${BENCH_CPU:-$((NCPU - 1))}
+if command -v taskset >/dev/null && taskset -cp "$CPU" $$ >/dev/null; then
+	PINNED="pinned to CPU $CPU"
+else
+	PINNED="not pinned"
+fi
+REPS=${BENCH_REPS:-7}
+if [ "${BENCH_QUICK:-}" = 1 ]; then
+	N_UNM=50000 N_CONN=500 N_PP=5000 BULK_MIB=256 N_REDIS=5000
+else
+	N_UNM=300000 N_CONN=3000 N_PP=50000 BULK_MIB=1024 N_REDIS=20000
+fi
+ALT="$DEAD,$LIVE"     # the service group: a connect to either races both
+ALT_LIVE="$LIVE,$DEAD" # the same group, named live-first (cosmetic)
+
+PIDS=()
+# shellcheck disable=SC2317 # run by the trap
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	[ -z "${RDIR:-}" ] || rm -rf "$RDIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Background servers: plain commands, or "exec env" so that $! is the
+# server itself, not a subshell that a kill would leave orphaning it.
+start_server() { # PORT MODE [pre]
+	if [ "${3:-}" = pre ]; then
+		exec env LD_PRELOAD="$LIB" "$B" serve "$1" "$2" &
+	else
+		"$B" serve "$1" "$2" &
+	fi
+	PIDS+=($!)
+	"$B" waitport "$1" || die "server on port $1 did not start"
+}
+
+FAILED=0
+ROWS=()
+row() { ROWS+=("$1|$2|$3|$4|$5"); }
+na() { # MEASURE TARGET WHY
+	echo "bench: could not measure '$1': $3" >&2
+	row "$1" n/a n/a n/a "$2"
+	FAILED=1
+}
+
+# median of the arguments (numbers)
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {
+	if (NR == 0) exit 1
+	if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+# spread of the arguments: (max - min) / median, in percent
+spread() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {
+	m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2
+	printf "%.0f", (m > 0 ? 100 * (a[NR]-a[1]) / m : 0) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+fmt() { awk -v v="$1" 'BEGIN {
+	if (v >= 100000) printf "%.0f", v; else if (v >= 100) printf "%.0f", v
+	else if (v >= 10) printf "%.1f", v; else if (v >= 1) printf "%.2f", v
+	else printf "%.3f", v }'; }
+# cell: median with the spread of the repetitions
+cell() { echo "$(fmt "$(median "$@")") +-$(spread "$@")%"; }
+
+# measure [pre] [VAR=VAL...] CMD...: run with a timeout (and preloaded after
+# "pre"); its stdout on success, non-zero otherwise
+measure() {
+	if [ "$1" = pre ]; then
+		shift
+		timeout 60 env LD_PRELOAD="$LIB" "$@"
+	else
+		timeout 60 "$@"
+	fi
+}
+
+echo "libresil bench: $(uname -r), $NCPU CPUs ($PINNED)," \
+	"$REPS repetitions, $LIB"
+echo "(running; about a minute)"
+
+start_server $P_CLOSE close
+start_server $P_ECHO echo
+start_server $P_SINK sink
+start_server $P_SINKR sink pre
+
+# ---- 1. connect with the first address dead ----------------------------
+T1="<= 300 ms (delay+2RTT)"
+M="connect, 1st addr dead, C blocking (ms)"
+out=$(measure "$B" connect $DEAD $P_CLOSE 3000 1) || out=
+if [ -z "$out" ]; then
+	na "$M" "$T1" "the plain connect failed to run"
+elif [ "${out#*:}" = 0 ]; then
+	die "a plain connect to $DEAD succeeded: the drop rule does not work"
+else
+	plain_ms=${out%%:*} cold=() warm=() ok=1
+	for ((r = 0; r < REPS; r++)); do
+		# a fresh process each time: the per-process health cache
+		# would otherwise remember the dead address
+		out=$(measure pre RESIL_ALTERNATES="$ALT" \
+			"$B" connect $DEAD $P_CLOSE 3000 3) || { ok=0; break; }
+		read -r a b c <<<"$out"
+		for x in "$a" "$b" "$c"; do
+			[ "${x#*:}" = 0 ] || { ok=0; echo "bench: connect: $out" >&2; }
+		done
+		cold+=("${a%%:*}")
+		warm+=("${b%%:*}" "${c%%:*}")
+	done
+	if [ $ok = 1 ]; then
+		p="$(fmt "$plain_ms") (timed out; 127 s with default SYN retries)"
+		row "$M" "$p" "$(cell "${cold[@]}")" \
+			"$(ratio "$(median "${cold[@]}")" "$plain_ms") ($(awk \
+			-v a="$(median "${cold[@]}")" 'BEGIN { printf "%.4f", \
+			a / 127000 }') of 127 s)" "$T1"
+		row "  same process, 2nd+3rd connect (ms)" "" \
+			"$(cell "${warm[@]}")" "" "(health cache)"
+	else
+		na "$M" "$T1" "a libresil connect did not complete"
+	fi
+fi
+
+M="connect, 1st addr dead, python3 create_connection (ms)"
+pycode='
+import socket, sys, time
+t = time.perf_counter()
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    s.close(); r = 0
+except OSError as e:
+    r = e.errno or "timeout"
+print("%.1f:%s" % ((time.perf_counter() - t) * 1e3, r))'
+out=$(measure "$PY" -c "$pycode" $DEAD $P_CLOSE) || out=
+if [ -z "$out" ] || [ "${out#*:}" = 0 ]; then
+	na "$M" "$T1" "plain python3 run: '$out'"
+else
+	plain_ms=${out%%:*} v=() ok=1
+	for ((r = 0; r < REPS; r++)); do
+		out=$(measure pre RESIL_ALTERNATES="$ALT" "$PY" -c "$pycode" \
+			$DEAD $P_CLOSE) || { ok=0; break; }
+		[ "${out#*:}" = 0 ] || { ok=0; echo "bench: python: $out" >&2; break; }
+		v+=("${out%%:*}")
+	done
+	if [ $ok = 1 ]; then
+		row "$M" "$(fmt "$plain_ms") (timed out)" "$(cell "${v[@]}")" \
+			"$(ratio "$(median "${v[@]}")" "$plain_ms")" "$T1"
+	else
+		na "$M" "$T1" "a libresil python3 connect did not complete"
+	fi
+fi
+
+# ---- 2. unmanaged calls --------------------------------------------------
+T2="~1.00 (within noise)"
+pp=() pl=() pu=() rp=() rl=() ru=() ok=1
+for ((r = 0; r < REPS; r++)); do
+	out=$(measure "$B" unmanaged $N_UNM) || { ok=0; break; }
+	read -r a b c <<<"$out"; pp+=("$a") pl+=("$b") pu+=("$c")
+	out=$(measure pre "$B" unmanaged $N_UNM) || { ok=0; break; }
+	read -r a b c <<<"$out"; rp+=("$a") rl+=("$b") ru+=("$c")
+done
+if [ $ok = 1 ]; then
+	row "unmanaged: pipe write/read (ns/call)" "$(cell "${pp[@]}")" \
+		"$(cell "${rp[@]}")" "$(ratio "$(median "${rp[@]}")" \
+		"$(median "${pp[@]}")")" "$T2"
+	row "unmanaged: poll() on a pipe (ns/call)" "$(cell "${pl[@]}")" \
+		"$(cell "${rl[@]}")" "$(ratio "$(median "${rl[@]}")" \
+		"$(median "${pl[@]}")")" "$T2"
+	row "unmanaged: UDP send/recv (ns/call)" "$(cell "${pu[@]}")" \
+		"$(cell "${ru[@]}")" "$(ratio "$(median "${ru[@]}")" \
+		"$(median "${pu[@]}")")" "$T2"
+else
+	na "unmanaged fd calls (ns/call)" "$T2" "the unmanaged loop failed"
+fi
+
+# process start: the constructor's cost (exec of /bin/true, 200 times)
+starts() { # [VAR=VAL...]: prints microseconds per exec
+	local t0=$EPOCHREALTIME i
+	for ((i = 0; i < 200; i++)); do env "$@" /bin/true || return 1; done
+	awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b-a)*1e6/200 }'
+}
+sp=() sr=() ok=1
+for ((r = 0; r < REPS; r++)); do
+	x=$(starts) || { ok=0; break; }; sp+=("$x")
+	x=$(starts LD_PRELOAD="$LIB") || { ok=0; break; }; sr+=("$x")
+done
+if [ $ok = 1 ]; then
+	row "process start+exit, /bin/true (us)" "$(cell "${sp[@]}")" \
+		"$(cell "${sr[@]}")" "$(ratio "$(median "${sr[@]}")" \
+		"$(median "${sp[@]}")")" ""
+else
+	na "process start+exit, /bin/true (us)" "" "exec failed"
+fi
+
+# ---- 3. managed connect on a healthy path --------------------------------
+T3=""
+cp=() cs=() ca=() ok=1
+for ((r = 0; r < REPS; r++)); do
+	x=$(measure "$B" connrate $LIVE $P_CLOSE $N_CONN) || { ok=0; break; }
+	cp+=("$x")
+	x=$(measure pre "$B" connrate $LIVE $P_CLOSE $N_CONN) || { ok=0; break; }
+	cs+=("$x")
+	x=$(measure pre RESIL_ALTERNATES="$ALT_LIVE" \
+		"$B" connrate $LIVE $P_CLOSE $N_CONN) || { ok=0; break; }
+	ca+=("$x")
+done
+if [ $ok = 1 ]; then
+	row "connect+close, 1 address (conn/s)" "$(cell "${cp[@]}")" \
+		"$(cell "${cs[@]}")" "$(ratio "$(median "${cs[@]}")" \
+		"$(median "${cp[@]}")")" "$T3"
+	row "connect+close, group, 1st live (conn/s)" "$(cell "${cp[@]}")" \
+		"$(cell "${ca[@]}")" "$(ratio "$(median "${ca[@]}")" \
+		"$(median "${cp[@]}")")" "$T3"
+else
+	na "connect+close (conn/s)" "$T3" "the connect loop failed"
+fi
+
+# ---- 4. data path on a managed connected socket ------------------------
+pp=() pr=() ok=1
+for ((r = 0; r < REPS; r++)); do
+	x=$(measure "$B" pingpong $LIVE $P_ECHO $N_PP) || { ok=0; break; }
+	pp+=("$x")
+	x=$(measure pre RESIL_ALTERNATES="$ALT_LIVE" \
+		"$B" pingpong $LIVE $P_ECHO $N_PP) || { ok=0; break; }
+	pr+=("$x")
+done
+if [ $ok = 1 ]; then
+	row "1-byte ping-pong, client preloaded (RT/s)" "$(cell "${pp[@]}")" \
+		"$(cell "${pr[@]}")" "$(ratio "$(median "${pr[@]}")" \
+		"$(median "${pp[@]}")")" ">= 0.95"
+else
+	na "1-byte ping-pong (RT/s)" ">= 0.95" "the ping-pong loop failed"
+fi
+
+# the per-call price of a hook on a managed fd, without the network
+mp=() me=() rp=() re=() ok=1
+for ((r = 0; r < REPS; r++)); do
+	out=$(measure "$B" managed $LIVE $P_ECHO $N_UNM) || { ok=0; break; }
+	read -r a b <<<"$out"; mp+=("$a") me+=("$b")
+	out=$(measure pre RESIL_ALTERNATES="$ALT_LIVE" \
+		"$B" managed $LIVE $P_ECHO $N_UNM) || { ok=0; break; }
+	read -r a b <<<"$out"; rp+=("$a") re+=("$b")
+done
+if [ $ok = 1 ]; then
+	row "managed fd: recv() -> EAGAIN (ns/call)" "$(cell "${mp[@]}")" \
+		"$(cell "${rp[@]}")" "$(ratio "$(median "${rp[@]}")" \
+		"$(median "${mp[@]}")")" ""
+	row "managed fd: epoll_ctl ADD/DEL (ns/call)" "$(cell "${me[@]}")" \
+		"$(cell "${re[@]}")" "$(ratio "$(median "${re[@]}")" \
+		"$(median "${me[@]}")")" ""
+else
+	na "managed fd calls (ns/call)" "" "the managed-fd loop failed"
+fi
+
+bp=() bc=() bb=() ok=1
+for ((r = 0; r < REPS; r++)); do
+	x=$(measure "$B" bulk $LIVE $P_SINK $BULK_MIB) || { ok=0; break; }
+	bp+=("$x")
+	x=$(measure pre RESIL_ALTERNATES="$ALT_LIVE" \
+		"$B" bulk $LIVE $P_SINK $BULK_MIB) || { ok=0; break; }
+	bc+=("$x")
+	x=$(measure pre RESIL_ALTERNATES="$ALT_LIVE" \
+		"$B" bulk $LIVE $P_SINKR $BULK_MIB) || { ok=0; break; }
+	bb+=("$x")
+done
+if [ $ok = 1 ]; then
+	M="bulk $BULK_MIB MiB, 64 KiB writes (MiB/s)"
+	row "$M, client" "$(cell "${bp[@]}")" "$(cell "${bc[@]}")" \
+		"$(ratio "$(median "${bc[@]}")" "$(median "${bp[@]}")")" ">= 0.95"
+	row "$M, both ends" "$(cell "${bp[@]}")" "$(cell "${bb[@]}")" \
+		"$(ratio "$(median "${bb[@]}")" "$(median "${bp[@]}")")" ">= 0.95"
+else
+	na "bulk throughput (MiB/s)" ">= 0.95" "the bulk transfer failed"
+fi
+
+# redis-benchmark -c 1 PING against redis-server: none vs both preloaded
+M="redis-benchmark -c1 PING_MBULK, both ends (req/s)"
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null
+then
+	RDIR=$(mktemp -d)
+	rs() { # PORT: redis-server args
+		echo --port "$1" --bind $LIVE --save "" --appendonly no \
+			--protected-mode no --daemonize no --dir "$RDIR" \
+			--logfile "$RDIR/redis-$1.log"
+	}
+	# shellcheck disable=SC2046
+	redis-server $(rs $P_REDIS) & PIDS+=($!)
+	# shellcheck disable=SC2046
+	exec env LD_PRELOAD="$LIB" redis-server $(rs $P_REDISR) & PIDS+=($!)
+	if ! "$B" waitport $P_REDIS || ! "$B" waitport $P_REDISR; then
+		die "redis-server did not start"
+	fi
+	rb() { # PORT [pre]: PING_MBULK requests/s
+		local cmd=(redis-benchmark -h "$LIVE" -p "$1" -c 1 -n "$N_REDIS"
+			-t ping --csv)
+		if [ "${2:-}" = pre ]; then
+			cmd=(pre RESIL_ALTERNATES="$ALT_LIVE" "${cmd[@]}")
+		fi
+		measure "${cmd[@]}" 2>/dev/null | awk -F'"' \
+			'$2 == "PING_MBULK" { print $4; found = 1 }
+			 END { exit !found }'
+	}
+	qp=() qr=() ok=1
+	for ((r = 0; r < REPS; r++)); do
+		x=$(rb $P_REDIS) || { ok=0; break; }; qp+=("$x")
+		x=$(rb $P_REDISR pre) || { ok=0; break; }; qr+=("$x")
+	done
+	if [ $ok = 1 ]; then
+		row "$M" "$(cell "${qp[@]}")" "$(cell "${qr[@]}")" \
+			"$(ratio "$(median "${qr[@]}")" "$(median "${qp[@]}")")" \
+			">= 0.95"
+	else
+		na "$M" ">= 0.95" "redis-benchmark failed"
+	fi
+else
+	row "$M" "(redis not installed)" "" "" ">= 0.95"
+fi
+
+# ---- the table ----------------------------------------------------------
+echo
+{
+	echo "measure|plain|libresil|ratio|target"
+	printf '%s\n' "${ROWS[@]}"
+} | awk -F'|' '
+	{ for (i = 1; i <= NF; i++) { c[NR, i] = $i
+	      if (length($i) > w[i]) w[i] = length($i) } }
+	END {
+		for (r = 1; r <= NR; r++) {
+			line = ""
+			for (i = 1; i <= 5; i++)
+				line = line sprintf(i < 5 ? "%-*s | " : "%-*s",
+				                    w[i], c[r, i])
+			sub(/ +$/, "", line); print line
+			if (r == 1) {
+				line = ""
+				for (i = 1; i <= 5; i++) {
+					d = sprintf("%*s", w[i], ""); gsub(/ /, "-", d)
+					line = line d (i < 5 ? "-|-" : "")
+				}
+				print line
+			}
+		}
+	}'
+echo
+echo "ratio = libresil / plain (median of $REPS; +-N% = (max-min)/median)."
+echo "Rates: higher is better; times: lower is better. \"both ends\" = the"
+echo "server preloaded too (no session layer yet: it measures the hooks)."
+exit $FAILED
