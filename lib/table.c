@@ -47,6 +47,7 @@ void resil_sock_unref(struct resil_sock *s)
         n = e->next;
         free(e);
     }
+    free(s->ep_spare);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -92,9 +93,11 @@ resil_status_t resil_sock_epoll(struct resil_sock *s, int epfd, int op,
     case EPOLL_CTL_ADD:
     case EPOLL_CTL_MOD:
         if (*pp == NULL) {
-            e = calloc(1, sizeof(*e));
+            e = s->ep_spare ? s->ep_spare : malloc(sizeof(*e));
             if (e == NULL)
                 return RESIL_ENOMEM;
+            s->ep_spare = NULL;
+            memset(e, 0, sizeof(*e));
             e->epfd = epfd;
             *pp = e;
         }
@@ -105,7 +108,10 @@ resil_status_t resil_sock_epoll(struct resil_sock *s, int epfd, int op,
         if (*pp) {
             e = *pp;
             *pp = e->next;
-            free(e);
+            if (s->ep_spare == NULL)
+                s->ep_spare = e;
+            else
+                free(e);
         }
         return RESIL_OK;
     }

@@ -79,6 +79,8 @@ struct resil_sock {
     uint64_t connected_ns;
     struct resil_sockopt *opts; /* replayed on every attempt, in order */
     struct resil_epreg *ep;     /* epoll sets holding fd */
+    struct resil_epreg *ep_spare; /* one freed node, reused by the next ADD
+                                     (event loops ADD/DEL per request) */
     struct resil_race_ctx *race;/* engine-owned while RS_RACING */
     struct resil_sock *mon_next;/* engine monitor list (engine lock) */
     bool on_monitor;

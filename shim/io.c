@@ -31,6 +31,9 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
         return IO_RETURN;
     if (rc == 0 && (is_write || n == 0))
         return IO_RETURN;
+    /* the way event loops end every read: no lookup, no lock */
+    if (rc < 0 && (saved == EAGAIN || saved == EINTR))
+        return IO_RETURN;
     s = resil_table_get(fd);
     if (s == NULL)
         return IO_RETURN;
@@ -41,7 +44,7 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
         pthread_mutex_lock(&s->mu);
         s->eof_seen = true;
         pthread_mutex_unlock(&s->mu);
-    } else if (saved != EAGAIN && saved != EINTR) {
+    } else {
         bool blocking = resil_io_blocking(fd, flags);
         resil_in_shim++;
         if (resil_engine_path_error(s, saved, blocking))
