@@ -1,0 +1,196 @@
+/* Blocking connect() through libresil (DESIGN 3.1), and the plain-kernel
+ * behaviour of the test bed's dead address. Subtests: see DRV_MAIN. */
+#include "drv.h"
+
+/* Blocking connect to dead:port, where the alternates group makes live the
+ * winner. Checks time, getpeername, data. */
+static void dead_first_to(const char *dead, const char *live)
+{
+    int port = echo_start(live);
+    struct sockaddr_storage ss;
+    socklen_t l = mk_sa(dead, port, &ss);
+    char buf[128], want[128];
+    int fd = socket(fam_of(dead), SOCK_STREAM, 0);
+    double t0 = now_ms();
+    int rc = connect(fd, (void *)&ss, l);
+    double dt = now_ms() - t0;
+
+    REQUIRE(rc == 0, "connect to %s:%d returned %d", dead, port, rc);
+    CHECK(dt < 1000, "connect took %.0f ms (want < 1000)", dt);
+    /* RFC 8305: the dead first attempt gets its 250 ms head start */
+    CHECK(dt >= 150, "connect took only %.0f ms: dead address not tried "
+          "first?", dt);
+    snprintf(want, sizeof(want), strchr(live, ':') ? "%s:%d" : "%s:%d", live,
+             port);
+    name_of(fd, true, buf, sizeof(buf));
+    CHECK(strcmp(buf, want) == 0, "getpeername %s, want %s", buf, want);
+    CHECK(sockerr(fd) == 0, "SO_ERROR %s", ename(sockerr(fd)));
+    CHECK(echo_roundtrip(fd, "hello through the race\n", 3000), "echo");
+    printf("connected to %s in %.0f ms\n", buf, dt);
+    close(fd);
+}
+
+static void dead_first(void)
+{
+    dead_first_to(DRV_DEAD, DRV_LIVE);
+}
+
+static void dead_first6(void)
+{
+    dead_first_to(DRV_DEAD6, DRV_LIVE6);
+}
+
+/* Connecting to the live member first: no delay at all. */
+static void live_first(void)
+{
+    int port = echo_start(DRV_LIVE);
+    struct sockaddr_storage ss;
+    socklen_t l = mk_sa(DRV_LIVE, port, &ss);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    double t0 = now_ms();
+    REQUIRE(connect(fd, (void *)&ss, l) == 0, "connect");
+    CHECK(now_ms() - t0 < 150, "live-first connect took %.0f ms",
+          now_ms() - t0);
+    CHECK(echo_roundtrip(fd, "x", 3000), "echo");
+    close(fd);
+}
+
+/* bind(ip, port 0) before connect is replayed on the winning attempt. */
+static void bind_to(const char *src)
+{
+    int port = echo_start(DRV_LIVE);
+    struct sockaddr_storage ss, bs;
+    socklen_t l = mk_sa(DRV_DEAD, port, &ss), bl = mk_sa(src, 0, &bs);
+    char buf[128];
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    REQUIRE(bind(fd, (void *)&bs, bl) == 0, "bind %s:0", src);
+    REQUIRE(connect(fd, (void *)&ss, l) == 0, "connect");
+    name_of(fd, false, buf, sizeof(buf));
+    CHECK(strncmp(buf, src, strlen(src)) == 0 && buf[strlen(src)] == ':',
+          "getsockname %s, want %s:*", buf, src);
+    name_of(fd, true, buf, sizeof(buf));
+    CHECK(strncmp(buf, DRV_LIVE ":", strlen(DRV_LIVE) + 1) == 0,
+          "getpeername %s", buf);
+    CHECK(echo_roundtrip(fd, "bound\n", 3000), "echo");
+    close(fd);
+}
+
+static void bind_lo(void)
+{
+    bind_to("127.0.0.1");
+}
+
+/* 127.0.0.1 is the default source anyway; 127.0.0.9 proves the bind. */
+static void bind_other(void)
+{
+    bind_to("127.0.0.9");
+}
+
+/* Options set before connect are on the connected socket. */
+static void sockopts(void)
+{
+    int port = echo_start(DRV_LIVE);
+    struct sockaddr_storage ss;
+    socklen_t l = mk_sa(DRV_DEAD, port, &ss), ol;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1, rcv = 40000,
+        snd = 50000, cnt = 7, before[3], v;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    ol = sizeof(v);
+    getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &before[0], &ol);
+    ol = sizeof(v);
+    getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &before[1], &ol);
+    REQUIRE(connect(fd, (void *)&ss, l) == 0, "connect");
+    name_of(fd, true, (char[64]){0}, 64);
+#define OPT_IS(lvl, name, want)                                                \
+    do {                                                                       \
+        v = -1;                                                                \
+        ol = sizeof(v);                                                        \
+        CHECK(getsockopt(fd, lvl, name, &v, &ol) == 0 && v == (want),          \
+              #name " is %d, want %d", v, (want));                             \
+    } while (0)
+    OPT_IS(IPPROTO_TCP, TCP_NODELAY, 1);
+    OPT_IS(SOL_SOCKET, SO_RCVBUF, before[0]);
+    OPT_IS(SOL_SOCKET, SO_SNDBUF, before[1]);
+    OPT_IS(SOL_SOCKET, SO_KEEPALIVE, 1);
+    OPT_IS(IPPROTO_TCP, TCP_KEEPCNT, 7);
+    CHECK(echo_roundtrip(fd, "opts\n", 3000), "echo");
+    close(fd);
+}
+
+/* After a blocking connect succeeded: connect again gives EISCONN. */
+static void again(void)
+{
+    int port = echo_start(DRV_LIVE);
+    struct sockaddr_storage ss;
+    socklen_t l = mk_sa(DRV_DEAD, port, &ss);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    REQUIRE(connect(fd, (void *)&ss, l) == 0, "connect");
+    errno = 0;
+    int rc = connect(fd, (void *)&ss, l);
+    CHECK(rc == -1 && errno == EISCONN, "second connect: %d", rc);
+    CHECK(echo_roundtrip(fd, "again\n", 3000), "echo");
+    close(fd);
+}
+
+/* SO_SNDTIMEO shorter than the race: -1 EINPROGRESS at the timeout
+ * (socket(7)); the connect goes on, so a second connect says EALREADY.
+ * Also the plain kernel's behaviour toward one dead address (the test bed
+ * really drops it) and libresil's with RESIL_RACE=0. */
+static void sndtimeo_to(const char *dead, int ms)
+{
+    struct sockaddr_storage ss;
+    socklen_t l = mk_sa(dead, 9, &ss);
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    int fd = socket(fam_of(dead), SOCK_STREAM, 0);
+
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    double t0 = now_ms();
+    errno = 0;
+    int rc = connect(fd, (void *)&ss, l), e = errno;
+    double dt = now_ms() - t0;
+    CHECK(rc == -1 && e == EINPROGRESS, "connect %s: %d %s, want EINPROGRESS",
+          dead, rc, ename(e));
+    CHECK(dt >= ms - 50 && dt < ms + 700, "returned after %.0f ms, want ~%d",
+          dt, ms);
+    errno = 0;
+    rc = connect(fd, (void *)&ss, l);
+    e = errno;
+    /* the kernel keeps SYN_SENT: EALREADY (after waiting SO_SNDTIMEO
+     * again, since the socket is blocking) */
+    CHECK(rc == -1 && e == EALREADY, "second connect: %d %s, want EALREADY",
+          rc, ename(e));
+    CHECK(poll1(fd, POLLOUT, 0) == 0, "socket writable while connecting");
+    CHECK(sockerr(fd) == 0, "SO_ERROR %s", ename(sockerr(fd)));
+    printf("connect gave %s after %.0f ms\n", ename(e), dt);
+    close(fd);
+}
+
+static void dead_hang(void)
+{
+    sndtimeo_to(DRV_DEAD, 1000);
+}
+
+static void dead_hang6(void)
+{
+    sndtimeo_to(DRV_DEAD6, 1000);
+}
+
+/* two dead alternates (DRV_DEAD2, DRV_DEAD3), timeout shorter than the
+ * second attempt's delay plus anything */
+static void sndtimeo_race(void)
+{
+    sndtimeo_to(DRV_DEAD2, 400);
+}
+
+DRV_MAIN({"dead_first", dead_first}, {"dead_first6", dead_first6},
+         {"live_first", live_first}, {"bind_lo", bind_lo},
+         {"bind_other", bind_other}, {"sockopts", sockopts},
+         {"again", again}, {"dead_hang", dead_hang},
+         {"dead_hang6", dead_hang6}, {"sndtimeo_race", sndtimeo_race})
