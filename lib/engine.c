@@ -275,6 +275,7 @@ static int swap_in(struct resil_sock *s, int newfd)
         return -1;
     }
     old = resil_sys.fcntl(fd, F_DUPFD_CLOEXEC, RESIL_HIGH_FD);
+    resil_sock_ep_lock(s);
     for (struct resil_epreg **pp = &s->ep, *e; (e = *pp) != NULL;) {
         if (resil_sys.epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL) == 0) {
             pp = &e->next;
@@ -293,6 +294,7 @@ static int swap_in(struct resil_sock *s, int newfd)
         rwarn("fd %d: dup3 failed: %s", fd, strerror(errno));
         for (struct resil_epreg *e = s->ep; e; e = e->next)
             resil_sys.epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &e->ev);
+        resil_sock_ep_unlock(s);
         resil_sys.close(newfd);
         if (old >= 0)
             resil_sys.close(old);
@@ -305,6 +307,7 @@ static int swap_in(struct resil_sock *s, int newfd)
             rdebug("fd %d: epoll %d re-add: %s", fd, e->epfd,
                    strerror(errno));
     }
+    resil_sock_ep_unlock(s);
     if (old >= 0) {
         resil_sys.shutdown(old, SHUT_RDWR);
         resil_sys.close(old);

@@ -1,19 +1,39 @@
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "table.h"
 
-#define CHUNK_BITS 12
+#define CHUNK_BITS RESIL_TABLE_CHUNK_BITS
 #define CHUNK (1 << CHUNK_BITS)
 #define NCHUNKS (RESIL_TABLE_MAX / CHUNK)
 #define NSTRIPES 64
 
-typedef _Atomic(struct resil_sock *) slot_t;
+typedef resil_slot_t slot_t;
 
-static _Atomic(slot_t *) chunks[NCHUNKS];
-static pthread_mutex_t stripes[NSTRIPES] = {
-    [0 ... NSTRIPES - 1] = PTHREAD_MUTEX_INITIALIZER};
+_Atomic(slot_t *) resil_table_chunks[NCHUNKS];
+#define chunks resil_table_chunks
+/* Stripe locks guard a few instructions (load a slot, take a reference),
+ * so they spin: a pthread mutex costs more than the work it protects on the
+ * hot path of every hook on a managed fd. */
+static atomic_flag stripes[NSTRIPES];
+
+static void stripe_lock(int fd)
+{
+    unsigned spins = 0;
+    while (atomic_flag_test_and_set_explicit(&stripes[fd % NSTRIPES],
+                                             memory_order_acquire)) {
+        /* the holder may have been preempted: let it run */
+        if (++spins % 64 == 0)
+            sched_yield();
+    }
+}
+
+static void stripe_unlock(int fd)
+{
+    atomic_flag_clear_explicit(&stripes[fd % NSTRIPES], memory_order_release);
+}
 static pthread_mutex_t chunk_mu = PTHREAD_MUTEX_INITIALIZER;
 
 struct resil_sock *resil_sock_new(int fd, int family, int type)
@@ -81,6 +101,20 @@ resil_status_t resil_sock_add_opt(struct resil_sock *s, int level, int name,
     return RESIL_OK;
 }
 
+void resil_sock_ep_lock(struct resil_sock *s)
+{
+    unsigned spins = 0;
+    while (atomic_flag_test_and_set_explicit(&s->ep_lock,
+                                             memory_order_acquire))
+        if (++spins % 64 == 0)
+            sched_yield();
+}
+
+void resil_sock_ep_unlock(struct resil_sock *s)
+{
+    atomic_flag_clear_explicit(&s->ep_lock, memory_order_release);
+}
+
 resil_status_t resil_sock_epoll(struct resil_sock *s, int epfd, int op,
                                 const struct epoll_event *ev)
 {
@@ -129,25 +163,20 @@ static slot_t *slot_of(int fd, bool create)
 
     if (fd < 0 || fd >= RESIL_TABLE_MAX)
         return NULL;
-    c = atomic_load_explicit(&chunks[fd >> CHUNK_BITS], memory_order_acquire);
+    c = (slot_t *)atomic_load_explicit(&chunks[fd >> CHUNK_BITS],
+                                       memory_order_acquire);
     if (c == NULL && create) {
         pthread_mutex_lock(&chunk_mu);
-        c = atomic_load(&chunks[fd >> CHUNK_BITS]);
+        c = (slot_t *)atomic_load(&chunks[fd >> CHUNK_BITS]);
         if (c == NULL) {
             c = calloc(CHUNK, sizeof(*c));
             if (c)
-                atomic_store_explicit(&chunks[fd >> CHUNK_BITS], c,
-                                      memory_order_release);
+                atomic_store_explicit(&chunks[fd >> CHUNK_BITS],
+                                      (void *)c, memory_order_release);
         }
         pthread_mutex_unlock(&chunk_mu);
     }
     return c ? &c[fd & (CHUNK - 1)] : NULL;
-}
-
-bool resil_table_has(int fd)
-{
-    slot_t *sl = slot_of(fd, false);
-    return sl && atomic_load_explicit(sl, memory_order_relaxed) != NULL;
 }
 
 struct resil_sock *resil_table_get(int fd)
@@ -157,11 +186,11 @@ struct resil_sock *resil_table_get(int fd)
 
     if (sl == NULL || atomic_load_explicit(sl, memory_order_relaxed) == NULL)
         return NULL;
-    pthread_mutex_lock(&stripes[fd % NSTRIPES]);
+    stripe_lock(fd);
     s = atomic_load(sl);
     if (s)
         resil_sock_ref(s);
-    pthread_mutex_unlock(&stripes[fd % NSTRIPES]);
+    stripe_unlock(fd);
     return s;
 }
 
@@ -176,9 +205,9 @@ resil_status_t resil_table_set(int fd, struct resil_sock *s)
     if (sl == NULL)
         return RESIL_ENOMEM;
     resil_sock_ref(s);
-    pthread_mutex_lock(&stripes[fd % NSTRIPES]);
+    stripe_lock(fd);
     old = atomic_exchange(sl, s);
-    pthread_mutex_unlock(&stripes[fd % NSTRIPES]);
+    stripe_unlock(fd);
     resil_sock_unref(old);
     return RESIL_OK;
 }
@@ -190,9 +219,9 @@ struct resil_sock *resil_table_take(int fd)
 
     if (sl == NULL || atomic_load_explicit(sl, memory_order_relaxed) == NULL)
         return NULL;
-    pthread_mutex_lock(&stripes[fd % NSTRIPES]);
+    stripe_lock(fd);
     s = atomic_exchange(sl, NULL);
-    pthread_mutex_unlock(&stripes[fd % NSTRIPES]);
+    stripe_unlock(fd);
     return s;
 }
 

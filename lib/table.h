@@ -78,6 +78,8 @@ struct resil_sock {
     struct resil_ip cur_ip;  /* the address actually connected */
     uint64_t connected_ns;
     struct resil_sockopt *opts; /* replayed on every attempt, in order */
+    atomic_flag ep_lock;        /* guards ep and ep_spare: a spinlock, as
+                                   event loops call epoll_ctl per request */
     struct resil_epreg *ep;     /* epoll sets holding fd */
     struct resil_epreg *ep_spare; /* one freed node, reused by the next ADD
                                      (event loops ADD/DEL per request) */
@@ -94,7 +96,9 @@ void resil_sock_unref(struct resil_sock *s);
 /* Record a setsockopt for replay (the latest value of an option wins). */
 resil_status_t resil_sock_add_opt(struct resil_sock *s, int level, int name,
                                   const void *val, socklen_t len);
-/* Track epoll_ctl(epfd, op, fd, ev). */
+void resil_sock_ep_lock(struct resil_sock *s);
+void resil_sock_ep_unlock(struct resil_sock *s);
+/* Track epoll_ctl(epfd, op, fd, ev). Caller holds the ep lock. */
 resil_status_t resil_sock_epoll(struct resil_sock *s, int epfd, int op,
                                 const struct epoll_event *ev);
 /* Forget every registration in epfd (it was closed). */
@@ -102,9 +106,26 @@ void resil_sock_epoll_forget(struct resil_sock *s, int epfd);
 
 /* Limit of fds the table covers: larger fds are never managed. */
 #define RESIL_TABLE_MAX (1 << 20)
+#define RESIL_TABLE_CHUNK_BITS 12
 
-/* Fast check without a reference: true if fd has an entry. */
-bool resil_table_has(int fd);
+typedef _Atomic(struct resil_sock *) resil_slot_t;
+extern _Atomic(resil_slot_t *) resil_table_chunks[RESIL_TABLE_MAX >>
+                                                  RESIL_TABLE_CHUNK_BITS];
+
+/* Fast check without a reference: true if fd has an entry. This is the
+ * one lookup every hook on an unmanaged fd pays, so it is inline. */
+static inline bool resil_table_has(int fd)
+{
+    resil_slot_t *c;
+    if ((unsigned)fd >= RESIL_TABLE_MAX)
+        return false;
+    c = (resil_slot_t *)atomic_load_explicit(
+        &resil_table_chunks[fd >> RESIL_TABLE_CHUNK_BITS],
+        memory_order_acquire);
+    return c && atomic_load_explicit(
+                    &c[fd & ((1 << RESIL_TABLE_CHUNK_BITS) - 1)],
+                    memory_order_relaxed) != NULL;
+}
 /* The entry for fd with a reference taken, or NULL. */
 struct resil_sock *resil_table_get(int fd);
 /* Install s at fd (taking a reference); an old entry is released.

@@ -17,14 +17,15 @@ RESIL_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     s = resil_table_get(fd);
     if (s == NULL)
         return real.epoll_ctl(epfd, op, fd, ev);
-    /* under s->mu so that a concurrent swap sees a consistent list */
-    pthread_mutex_lock(&s->mu);
+    /* the real call and the record under one lock, so that a concurrent
+     * swap (which holds it across DEL, dup3, ADD) sees every registration */
+    resil_sock_ep_lock(s);
     rc = real.epoll_ctl(epfd, op, fd, ev);
     saved = errno;
     if (rc == 0 && resil_sock_epoll(s, epfd, op, ev) != RESIL_OK)
         rwarn("fd %d: cannot track epoll %d registration (out of memory); "
               "a reconnect would lose it", fd, epfd);
-    pthread_mutex_unlock(&s->mu);
+    resil_sock_ep_unlock(s);
     resil_sock_unref(s);
     errno = saved;
     return rc;
