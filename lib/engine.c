@@ -1125,13 +1125,25 @@ void resil_engine_fds_closed(unsigned first, unsigned last)
 
 void resil_engine_atfork_prepare(void)
 {
-    /* hold the engine lock across fork so the child never inherits it
-     * locked by a thread that does not exist there */
+    /* hold every global lock across fork, in the documented order, so the
+     * child never inherits one locked by a thread that does not exist
+     * there (socket mutexes of racing sockets are re-made in the child) */
     pthread_mutex_lock(&E.mu);
+    resil_table_lock_all();
+    resil_health_lock();
+    resil_names_lock();
+}
+
+static void atfork_release(void)
+{
+    resil_names_unlock();
+    resil_health_unlock();
+    resil_table_unlock_all();
 }
 
 void resil_engine_atfork_parent(void)
 {
+    atfork_release();
     pthread_mutex_unlock(&E.mu);
 }
 
@@ -1141,6 +1153,7 @@ void resil_engine_atfork_child(void)
      * c-ares state stay with the parent. Races in flight are failed in the
      * child; connected sockets keep working (the monitor restarts on the
      * next write). */
+    atfork_release();
     pthread_mutex_unlock(&E.mu);
     for (struct resil_race_ctx *c = E.races, *nx; c; c = nx) {
         nx = c->next;

@@ -78,6 +78,16 @@ enum resil_health_tier resil_health_tier(const struct resil_ip *ip,
     return t;
 }
 
+void resil_health_lock(void)
+{
+    pthread_mutex_lock(&mu);
+}
+
+void resil_health_unlock(void)
+{
+    pthread_mutex_unlock(&mu);
+}
+
 void resil_health_clear(void)
 {
     pthread_mutex_lock(&mu);

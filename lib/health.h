@@ -28,5 +28,8 @@ void resil_health_win(const struct resil_ip *ip, uint64_t rtt_ns,
 enum resil_health_tier resil_health_tier(const struct resil_ip *ip,
                                          uint64_t now_ns, uint64_t *rtt_ns);
 void resil_health_clear(void);
+/* Hold / release the lock across fork(). */
+void resil_health_lock(void);
+void resil_health_unlock(void);
 
 #endif

@@ -76,6 +76,16 @@ int resil_names_lookup(const struct resil_ip *ip, char *name, size_t namelen,
     return n;
 }
 
+void resil_names_lock(void)
+{
+    pthread_mutex_lock(&mu);
+}
+
+void resil_names_unlock(void)
+{
+    pthread_mutex_unlock(&mu);
+}
+
 void resil_names_clear(void)
 {
     pthread_mutex_lock(&mu);

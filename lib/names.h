@@ -28,6 +28,10 @@ void resil_names_record(const char *name, const struct resil_ip *ips, int n,
 int resil_names_lookup(const struct resil_ip *ip, char *name, size_t namelen,
                        struct resil_ip *out, int max);
 
+/* Hold / release the lock across fork(). */
+void resil_names_lock(void);
+void resil_names_unlock(void);
+
 /* Forget everything (tests, fork). */
 void resil_names_clear(void);
 

@@ -225,6 +225,18 @@ struct resil_sock *resil_table_take(int fd)
     return s;
 }
 
+void resil_table_lock_all(void)
+{
+    for (int i = 0; i < NSTRIPES; i++)
+        stripe_lock(i);
+}
+
+void resil_table_unlock_all(void)
+{
+    for (int i = 0; i < NSTRIPES; i++)
+        stripe_unlock(i);
+}
+
 void resil_table_foreach(void (*fn)(struct resil_sock *, void *), void *arg)
 {
     for (int c = 0; c < NCHUNKS; c++) {

@@ -134,6 +134,11 @@ resil_status_t resil_table_set(int fd, struct resil_sock *s);
 /* Remove and return fd's entry (the caller owns the table's reference),
  * or NULL. */
 struct resil_sock *resil_table_take(int fd);
+/* fork(): hold every stripe across it (prepare), release in parent and
+ * child, so the child never inherits a stripe held by a vanished thread. */
+void resil_table_lock_all(void);
+void resil_table_unlock_all(void);
+
 /* Call fn on every entry (with its reference held during the call). */
 void resil_table_foreach(void (*fn)(struct resil_sock *, void *), void *arg);
 
