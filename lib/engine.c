@@ -71,6 +71,8 @@ static struct {
 
 static struct resil_config default_cfg;
 
+static int engine_start(void);
+
 uint64_t resil_now_ns(void)
 {
     struct timespec ts;
@@ -640,13 +642,22 @@ void resil_engine_watch(struct resil_sock *s)
     if (atomic_exchange(&s->dirty, true))
         return;
     pthread_mutex_lock(&E.mu);
+    bool added = false;
     if (!s->on_monitor && !s->closed) {
         resil_sock_ref(s);
         s->on_monitor = true;
         s->mon_next = E.mon;
         E.mon = s;
+        added = true;
+        /* a process that never raced has no engine yet */
+        if (engine_start() < 0)
+            rwarn("fd %d: no engine thread; dead paths are left to TCP",
+                  s->fd);
     }
     pthread_mutex_unlock(&E.mu);
+    /* the engine may sleep in poll(-1): it must start ticking */
+    if (added)
+        wake_engine();
 }
 
 static void set_user_timeout(int fd, unsigned ms)
