@@ -6,12 +6,15 @@ program: libresil, if any, comes only from LD_PRELOAD).
   client.py idle NAME PORT        one exchange, then wait in recv()
   client.py sink NAME PORT BYTES  send BYTES, half-close, expect the server's
                                   "<bytes> <sha256>" to match what was sent
+  client.py banner NAME PORT      send nothing, wait in recv() for the
+                                  server's "banner ADDR" line
 
   --poke=ADDR,PORT (last argument, any mode): a side thread opens and closes
   a connection to ADDR:PORT every 0.5 s (a program with other connections).
 
 Every line printed is "<what> ... <unix time>", flushed at once:
   peer IP T | sent N T (sink) | error ERRNAME T | eof T | ok N T | mismatch ...
+  | banner ADDR T
 """
 import errno
 import hashlib
@@ -77,6 +80,16 @@ def main():
             d = s.recv(1)
             say("eof" if not d else "data")
             return 4
+        elif mode == "banner":
+            line = b""
+            while not line.endswith(b"\n"):
+                d = s.recv(256)
+                if not d:
+                    say("eof")
+                    return 4
+                line += d
+            say(line.decode().strip())
+            return 0
         elif mode == "sink":
             total = int(sys.argv[4])
             h = hashlib.sha256()

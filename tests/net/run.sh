@@ -73,11 +73,12 @@ TB_QUIET=1 TB_NO_TRAP=1
 tb_up
 info "bed $TB_ID: $TB_C/$TB_S; getaddrinfo order first $TB_FIRST (first v4 $TB_FIRST4, first v6 $TB_FIRST6)"
 
-P_ECHO=7000 P_HTTP=8080 P_REDIS=6379 P_STREAM=7100 P_SINK=7200
+P_ECHO=7000 P_HTTP=8080 P_REDIS=6379 P_STREAM=7100 P_SINK=7200 P_BANNER=7300
 mkdir -p "$WORK/www" && echo hello >"$WORK/www/index.html"
 tb_bg_s "$PY" "$HERE/servers.py" echo $P_ECHO >"$WORK/srv-echo.log" 2>&1
 tb_bg_s "$PY" "$HERE/servers.py" echo $P_STREAM >"$WORK/srv-stream.log" 2>&1
 tb_bg_s "$PY" "$HERE/servers.py" sink $P_SINK "$WORK/sink.go" >"$WORK/srv-sink.log" 2>&1
+tb_bg_s "$PY" "$HERE/servers.py" banner $P_BANNER "$WORK/banner.go" >"$WORK/srv-banner.log" 2>&1
 tb_bg_s "$PY" -m http.server --bind :: --directory "$WORK/www" $P_HTTP >"$WORK/srv-http.log" 2>&1
 tb_bg_s redis-server --port $P_REDIS --bind "$TB_ADDRS" --protected-mode no \
     --save '' --appendonly no --daemonize no --dir "$WORK" >"$WORK/srv-redis.log" 2>&1
@@ -87,7 +88,7 @@ bed_ok=1
 for i in $(seq 50); do
     bed_ok=1
     for a in $TB_ADDRS; do
-        for p in $P_ECHO $P_HTTP $P_REDIS $P_STREAM $P_SINK; do
+        for p in $P_ECHO $P_HTTP $P_REDIS $P_STREAM $P_SINK $P_BANNER; do
             tb_c "$PY" -c "import socket,sys; socket.create_connection((sys.argv[1],int(sys.argv[2])),1).close()" \
                 "$a" "$p" 2>/dev/null || { bed_ok=0; break 2; }
         done
@@ -95,7 +96,7 @@ for i in $(seq 50); do
     [ $bed_ok = 1 ] && break
     sleep 0.2
 done
-check $((1 - bed_ok)) "bed: all 4 server addresses answer on ports $P_ECHO $P_HTTP $P_REDIS $P_STREAM $P_SINK"
+check $((1 - bed_ok)) "bed: all 4 server addresses answer on ports $P_ECHO $P_HTTP $P_REDIS $P_STREAM $P_SINK $P_BANNER"
 if [ $bed_ok = 0 ]; then
     echo "net: test bed servers not reachable; giving up" >&2
     finish; exit
@@ -424,5 +425,64 @@ sink_test() { # LABEL [--poke=...]
 }
 sink_test ""
 sink_test " (other connects in the process)" "$POKE"
+
+# ------------------------------------------------ g. dies before any byte
+# A server that speaks first (SMTP, SSH): the client connects and waits in
+# recv() without having sent a byte.  The path dies; keepalive finds it in
+# about the bound, and with libresil the connection, having carried nothing,
+# is re-raced to a live address inside the blocked recv(): the program then
+# reads the banner of the new connection as if nothing happened.  Without
+# libresil it waits forever.
+echo "--- g: path dies before any byte (server speaks first), RESIL_FAIL_TIMEOUT_MS=$BOUND"
+rm -f "$WORK/banner.go"
+declare -A GPID
+for mode in with without; do
+    pre=()
+    [ $mode = with ] && pre=(env LD_PRELOAD="$LIB" RESIL_EVENTS="$WORK/g-$mode.ev"
+        RESIL_LOG_LEVEL=info RESIL_LOG_FILE="$WORK/g-$mode.log"
+        RESIL_FAIL_TIMEOUT_MS=$BOUND)
+    timeout 40 ip netns exec "$TB_C" "${pre[@]}" "$PY" "$HERE/client.py" \
+        banner "$TB_NAME" $P_BANNER >"$WORK/g-$mode.out" 2>"$WORK/g-$mode.err" &
+    GPID[$mode]=$!
+done
+ready=0
+for i in $(seq 100); do
+    grep -q '^peer' "$WORK/g-with.out" && grep -q '^peer' "$WORK/g-without.out" &&
+        { ready=1; break; }
+    sleep 0.1
+done
+check $((1 - ready)) "g: both clients connected, waiting for the banner"
+dead_up=""
+for mode in with without; do
+    pa=$(awk '$1=="peer"{print $2; exit}' "$WORK/g-$mode.out")
+    u=$(tb_uplink_of "${pa#::ffff:}")
+    [ "$u" = 0 ] || [[ " $dead_up " == *" $u "* ]] || dead_up="$dead_up $u"
+done
+for u in $dead_up; do tb_blackhole_uplink "$u" 2>/dev/null; done
+T_BH=$(now_ms)
+touch "$WORK/banner.go"   # from now on the server greets every connection
+while [ $(( $(now_ms) - T_BH )) -lt 12000 ] && ! grep -qE '^(banner|error|eof)' "$WORK/g-with.out"; do
+    sleep 0.1
+done
+l=$(grep -m1 -E '^(banner|error|eof)' "$WORK/g-with.out")
+ok=1
+if [[ "$l" == banner* ]]; then
+    set -- $l
+    ba=${2#::ffff:}
+    ms=$((${3/./} - T_BH))
+    [ "$(tb_uplink_of "$ba")" != 0 ] && [[ " $dead_up " != *" $(tb_uplink_of "$ba") "* ]] &&
+        grep -q '"event":"rerace"' "$WORK/g-with.ev" && ok=0
+    check $ok "g: with libresil the blocked recv() gets the banner of a re-raced connection to $ba $(fmt_s $ms) after the blackhole (rerace event: $(grep -c '"event":"rerace"' "$WORK/g-with.ev"))"
+else
+    fail "g: with libresil no banner within 12 s: ${l:-nothing}"
+fi
+if ! grep -qE '^(banner|error|eof)' "$WORK/g-without.out" && kill -0 "${GPID[without]}" 2>/dev/null; then
+    pass "g: without libresil still waiting 12 s after the blackhole"
+else
+    fail "g: without libresil ended: $(grep -m1 -E '^(banner|error|eof)' "$WORK/g-without.out")"
+fi
+for mode in with without; do kill "${GPID[$mode]}" 2>/dev/null; done
+wait "${GPID[@]}" 2>/dev/null
+tb_heal 2>/dev/null
 
 finish

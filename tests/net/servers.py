@@ -4,6 +4,9 @@
   servers.py echo PORT          echo every byte back (request/response loops)
   servers.py sink PORT GOFILE   accept, read nothing until GOFILE exists, then
                                 read to EOF and answer "<bytes> <sha256>\\n"
+  servers.py banner PORT GOFILE accept, say nothing until GOFILE exists, then
+                                send "banner <server address>\\n" (a server
+                                that speaks first, like SMTP or SSH)
 Listens on [::] with IPV6_V6ONLY off, so every server address (v4 and v6 of
 both uplinks) reaches it.
 """
@@ -47,6 +50,18 @@ def sink(c, gofile):
         c.close()
 
 
+def banner(c, gofile):
+    try:
+        while not os.path.exists(gofile):
+            time.sleep(0.05)
+        c.sendall(("banner %s\n" % c.getsockname()[0]).encode())
+        time.sleep(30)
+    except OSError:
+        pass
+    finally:
+        c.close()
+
+
 def main():
     mode, port = sys.argv[1], int(sys.argv[2])
     ls = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -59,7 +74,8 @@ def main():
         if mode == "echo":
             t = threading.Thread(target=echo, args=(c,), daemon=True)
         else:
-            t = threading.Thread(target=sink, args=(c, sys.argv[3]), daemon=True)
+            fn = sink if mode == "sink" else banner
+            t = threading.Thread(target=fn, args=(c, sys.argv[3]), daemon=True)
         t.start()
 
 
