@@ -391,7 +391,8 @@ static void format_tried(struct resil_race_ctx *c, char *buf, size_t len)
 static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
 {
     struct resil_sock *s = c->s;
-    char tried[1024], a[RESIL_ADDRSTRLEN];
+    char tried[1024], a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN];
+    char name[2 * RESIL_NAME_LEN];
     int err = 0, fd = -1;
 
     for (int i = 0; i < c->r.n; i++) {
@@ -439,22 +440,25 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     c->finished = true;
     c->result = err;
     format_tried(c, tried, sizeof(tried));
+    resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
+    resil_json_str(c->name, name, sizeof(name));
     if (winner_idx >= 0) {
         resil_ip_format(&c->r.att[winner_idx].ip, -1, a, sizeof(a));
         rinfo("fd %d: %s %s:%u won after %.1f ms (%d attempts)", s->fd,
               c->rerace ? "re-race" : "race", a, c->port,
               (double)(now - c->start_ns) / 1e6, c->r.started);
         resil_event(c->rerace ? "rerace" : "connect", s->fd,
-                    "\"port\":%u,\"tried\":[%s],\"winner\":\"%s\","
-                    "\"ms\":%.3f,\"name\":\"%s\"",
-                    c->port, tried, a, (double)(now - c->start_ns) / 1e6,
-                    c->name);
+                    "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
+                    "\"tried\":[%s],\"winner\":\"%s\",\"ms\":%.3f",
+                    dst, name, c->port, tried, a,
+                    (double)(now - c->start_ns) / 1e6);
     } else {
         rinfo("fd %d: every address failed; reporting %s", s->fd,
               strerror(err));
         resil_event("connect_failed", s->fd,
-                    "\"port\":%u,\"tried\":[%s],\"errno\":\"%s\",\"ms\":%.3f",
-                    c->port, tried, strerrorname_np(err) ?: "?",
+                    "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
+                    "\"tried\":[%s],\"errno\":\"%s\",\"ms\":%.3f",
+                    dst, name, c->port, tried, strerrorname_np(err) ?: "?",
                     (double)(now - c->start_ns) / 1e6);
     }
     uint64_t one = 1;
@@ -1032,6 +1036,12 @@ direct:
     resil_engine_tune(s, s->fd);
     pthread_mutex_unlock(&s->mu);
     rwarn("fd %d: racing unavailable; plain connect", s->fd);
+    {
+        char d[RESIL_ADDRSTRLEN];
+        resil_event("fallback", s->fd,
+                    "\"dst\":\"%s\",\"reason\":\"racing unavailable\"",
+                    resil_ip_format(&ip, port, d, sizeof(d)));
+    }
     return RESIL_EUNSUPP;
 passthru:
     pthread_mutex_lock(&s->mu);

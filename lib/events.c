@@ -108,7 +108,7 @@ char *resil_json_str(const char *s, char *buf, unsigned len)
 void resil_event(const char *type, int fd, const char *members, ...)
 {
     int saved = errno;
-    char buf[2048];
+    char buf[4096];
     struct timespec ts;
     va_list ap;
     int n, m;
