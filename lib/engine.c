@@ -955,6 +955,11 @@ resil_status_t resil_engine_connect(struct resil_sock *s,
     if ((s->family == AF_INET && sa->sa_family != AF_INET) ||
         (s->family == AF_INET6 && sa->sa_family != AF_INET6))
         goto passthru;
+    /* a scoped (link-local) address names one interface: nothing to race,
+     * and struct resil_ip would lose the scope */
+    if (sa->sa_family == AF_INET6 &&
+        ((const struct sockaddr_in6 *)sa)->sin6_scope_id != 0)
+        goto passthru;
     pthread_mutex_lock(&s->mu);
     s->peer_ip = ip;
     s->peer_port = port;
