@@ -29,6 +29,7 @@ static const struct key keys[] = {
      RESIL_MIN_ATTEMPT_DELAY_MS, RESIL_MAX_ATTEMPT_DELAY_MS, 1},
     {"resolution_delay_ms", K_INT, OFF(resolution_delay_ms), 0, 2000, 1},
     {"dns", K_BOOL, OFF(dns), 0, 1, 0},
+    {"dns_refresh_ms", K_INT, OFF(dns_refresh_ms), 0, 86400000, 1},
     {"fail_timeout_ms", K_INT, OFF(fail_timeout_ms), 500, 3600000, 1},
     {"stall_ms", K_INT, OFF(stall_ms), 200, 60000, 1},
     {"health_ttl_ms", K_INT, OFF(health_ttl_ms), 0, 86400000, 1},
@@ -46,6 +47,7 @@ void resil_config_defaults(struct resil_config *cfg)
     cfg->attempt_delay_ms = RESIL_DEF_ATTEMPT_DELAY_MS;
     cfg->resolution_delay_ms = RESIL_DEF_RESOLUTION_DELAY_MS;
     cfg->dns = 1;
+    cfg->dns_refresh_ms = RESIL_DEF_DNS_REFRESH_MS;
     cfg->fail_timeout_ms = RESIL_DEF_FAIL_TIMEOUT_MS;
     cfg->stall_ms = RESIL_DEF_STALL_MS;
     cfg->health_ttl_ms = RESIL_DEF_HEALTH_TTL_MS;

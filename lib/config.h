@@ -26,6 +26,7 @@
 #define RESIL_DEF_FAIL_TIMEOUT_MS 10000
 #define RESIL_DEF_STALL_MS 1000
 #define RESIL_DEF_HEALTH_TTL_MS 30000
+#define RESIL_DEF_DNS_REFRESH_MS 30000
 
 struct resil_alt_group {
     int n;
@@ -37,6 +38,7 @@ struct resil_config {
     int attempt_delay_ms;    /* stagger between attempts */
     int resolution_delay_ms; /* wait for AAAA after A */
     int dns;                 /* refresh candidates with c-ares */
+    int dns_refresh_ms;      /* at most one c-ares lookup per name per this */
     int fail_timeout_ms;     /* bound on detecting a dead path */
     int stall_ms;            /* no ACK for this long with data in flight */
     int health_ttl_ms;       /* how long a failed address is tried last */

@@ -578,6 +578,8 @@ static void dns_answer(struct resil_race_ctx *c, int family, int status,
     }
     if (family == AF_INET6)
         c->aaaa_pending = false;
+    if (n)
+        resil_names_dns(c->name, ips, n, now);
     if (!c->finished) {
         for (int i = 0; i < n; i++) {
             if (ips[i].family == AF_INET && c->aaaa_pending &&
@@ -612,6 +614,11 @@ static void dns_cb4(void *arg, int status, int timeouts, struct hostent *h)
 static void dns_start(struct resil_race_ctx *c)
 {
     if (!E.ares_ok || c->name[0] == '\0' || !E.cfg->dns)
+        return;
+    /* answers younger than dns_refresh_ms are in the names cache already
+     * (gather() used them): a busy client must not query per connect */
+    if (!resil_names_dns_due(c->name, resil_now_ns(),
+                             (uint64_t)E.cfg->dns_refresh_ms * MS))
         return;
     /* RFC 8305 section 3: AAAA first, then A, both in flight at once */
     if (c->s->family == AF_INET6) {

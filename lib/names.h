@@ -23,8 +23,20 @@
 void resil_names_record(const char *name, const struct resil_ip *ips, int n,
                         uint64_t now_ns);
 
+/* Record what a c-ares lookup of name answered (kept apart from the
+ * program's own answers, which resil_names_record replaces). */
+void resil_names_dns(const char *name, const struct resil_ip *ips, int n,
+                     uint64_t now_ns);
+
+/* True when name's c-ares answers are older than interval_ns (or absent);
+ * then the refresh is claimed (stamped now) so that concurrent races do not
+ * query too. */
+bool resil_names_dns_due(const char *name, uint64_t now_ns,
+                         uint64_t interval_ns);
+
 /* Find the most recent name that ip belongs to; copy the name and its
- * addresses. Returns the number of addresses (0 when unknown). */
+ * addresses: the program's, then those only DNS gave. Returns the number
+ * of addresses (0 when unknown). */
 int resil_names_lookup(const struct resil_ip *ip, char *name, size_t namelen,
                        struct resil_ip *out, int max);
 

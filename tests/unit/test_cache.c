@@ -122,3 +122,32 @@ Test(addr, sockaddr_round_trip)
     cr_expect_not(resil_ip_parse("svc.example", &back));
     cr_expect_not(resil_ip_parse("", &back));
 }
+
+Test(names, dns_answers_join_and_survive_a_new_program_answer)
+{
+    struct resil_ip dead = ip_of("fd00:1::2"), v4 = ip_of("10.0.2.2"),
+                    v6 = ip_of("fd00:2::2"), out[16];
+    struct resil_ip dnsips[3] = {dead, v4, v6};
+    char name[RESIL_NAME_LEN];
+    const uint64_t s = 1000 * MS_NS;
+
+    resil_names_record("one.example", &dead, 1, 1 * s);
+    cr_expect(resil_names_dns_due("one.example", 2 * s, 30 * s));
+    /* claimed: a second race in the same second does not query again */
+    cr_expect_not(resil_names_dns_due("one.example", 2 * s, 30 * s));
+    resil_names_dns("one.example", dnsips, 3, 2 * s);
+    int n = resil_names_lookup(&dead, name, sizeof(name), out, 16);
+    cr_assert_eq(n, 3);
+    cr_expect(resil_ip_equal(&out[0], &dead)); /* the program's first */
+    /* a DNS-only address finds the name too */
+    cr_expect_eq(resil_names_lookup(&v6, name, sizeof(name), out, 16), 3);
+    cr_expect_str_eq(name, "one.example");
+    /* the program resolves again: its list is replaced, DNS's kept */
+    resil_names_record("one.example", &dead, 1, 3 * s);
+    cr_expect_eq(resil_names_lookup(&dead, name, sizeof(name), out, 16), 3);
+    cr_expect_not(resil_names_dns_due("one.example", 31 * s, 30 * s));
+    cr_expect(resil_names_dns_due("one.example", 32 * s, 30 * s));
+    /* interval 0: every race may query */
+    cr_expect(resil_names_dns_due("one.example", 32 * s, 0));
+    cr_expect_not(resil_names_dns_due("10.0.0.1", 40 * s, 0));
+}
