@@ -5,6 +5,9 @@
  * client prints on stdout (one line, space-separated) into the table.
  *
  *   serve PORT close|echo|sink     a plain server on 0.0.0.0:PORT
+ *   serve PORT hold                the same, single-threaded (epoll): holds
+ *                                  every connection open and echoes (its
+ *                                  RLIMIT_NOFILE raised to SCALE_NOFILE)
  *   waitport PORT                  until 127.0.0.1:PORT accepts (2 s max)
  *   connect ADDR PORT TMO_MS K     K blocking connects, SO_SNDTIMEO TMO_MS:
  *                                  prints "ms:errno" per connect
@@ -16,12 +19,18 @@
  *                                  EAGAIN, epoll_ctl ADD+DEL (per call)
  *   pingpong ADDR PORT N           N 1-byte round trips: prints RT/s
  *   bulk ADDR PORT MIB             MIB MiB in 64 KiB writes: prints MiB/s
+ *   scale ADDR PORT N              N blocking connects held open at once
+ *                                  (RLIMIT_NOFILE raised), then 1 byte
+ *                                  echoed on each through one epoll set:
+ *                                  prints "open_ms anon_rss_bytes_per_conn
+ *                                  echo_ms failures"
  *
  * Errors go to stderr and exit non-zero: run.sh treats that as "could not
  * be measured".
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -32,11 +41,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define CHUNK (64 * 1024)
+/* RLIMIT_NOFILE for the scale client and its server (root may raise the
+ * hard limit; up to fs.nr_open) */
+#define SCALE_NOFILE 30000
 
 static double now_s(void)
 {
@@ -140,6 +153,80 @@ static void *sink_conn(void *arg)
     return NULL;
 }
 
+/* Raise RLIMIT_NOFILE to n (the hard limit too when allowed, else the soft
+ * limit up to the hard one). Returns the soft limit now in force. */
+static rlim_t raise_nofile(rlim_t n)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        die("getrlimit");
+    if (rl.rlim_cur >= n)
+        return rl.rlim_cur;
+    if (rl.rlim_max < n) {
+        struct rlimit want = {n, n};
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            return n;
+        n = rl.rlim_max;
+    }
+    rl.rlim_cur = n;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        die("setrlimit");
+    return n;
+}
+
+/* The scale server: one thread, one epoll set, every connection held open
+ * and echoed until the client closes it. */
+static void __attribute__((noreturn)) serve_hold(int lfd)
+{
+    struct epoll_event ev = {.events = EPOLLIN}, evs[1024];
+    int ep = epoll_create1(0);
+    char buf[4096];
+
+    raise_nofile(SCALE_NOFILE);
+    if (ep < 0)
+        die("epoll_create1");
+    ev.data.fd = lfd;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) < 0)
+        die("epoll_ctl");
+    for (;;) {
+        int n = epoll_wait(ep, evs, 1024, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            ssize_t r;
+            if (fd == lfd) {
+                int c;
+                while ((c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+                    ev.data.fd = c;
+                    if (epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) < 0)
+                        close(c);
+                }
+                if (errno != EAGAIN && errno != EINTR &&
+                    errno != ECONNABORTED) {
+                    /* EMFILE: the client sees its connects unanswered */
+                    fprintf(stderr, "bench: hold accept: %s\n",
+                            strerror(errno));
+                    usleep(1000);
+                }
+                continue;
+            }
+            r = read(fd, buf, sizeof(buf));
+            if (r > 0) {
+                if (write(fd, buf, (size_t)r) == r)
+                    continue;
+            } else if (r < 0 && errno == EAGAIN) {
+                continue;
+            }
+            close(fd); /* EOF, error, or a short echo */
+        }
+    }
+}
+
 static int serve(const char *port, const char *mode)
 {
     struct sockaddr_in sa = addr_of("0.0.0.0", port);
@@ -150,7 +237,7 @@ static int serve(const char *port, const char *mode)
         fn = echo_conn;
     else if (strcmp(mode, "sink") == 0)
         fn = sink_conn;
-    else if (strcmp(mode, "close") != 0) {
+    else if (strcmp(mode, "close") != 0 && strcmp(mode, "hold") != 0) {
         fprintf(stderr, "bench: unknown server mode %s\n", mode);
         return 2;
     }
@@ -161,6 +248,11 @@ static int serve(const char *port, const char *mode)
         die("bind");
     if (listen(lfd, 4096) < 0)
         die("listen");
+    if (strcmp(mode, "hold") == 0) {
+        if (fcntl(lfd, F_SETFL, O_NONBLOCK | fcntl(lfd, F_GETFL)) < 0)
+            die("fcntl");
+        serve_hold(lfd);
+    }
     for (;;) {
         pthread_t t;
         int fd = accept(lfd, NULL, NULL);
@@ -360,6 +452,143 @@ static int bulk(const char *ip, const char *port, long mib)
     return 0;
 }
 
+/* Anonymous resident memory of this process in bytes, what allocations per
+ * connection cost (file-backed pages are code, shared and faulted in 64 KiB
+ * at a time whenever a new path runs). From smaps_rollup, which walks the
+ * page tables and is exact; RssAnon in /proc/self/status comes from per-CPU
+ * counters that lag by up to tens of pages per CPU (the fallback). */
+static long rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    const char *fmt = "Anonymous: %ld kB";
+    char line[256];
+    long kb = -1;
+
+    if (f == NULL) {
+        f = fopen("/proc/self/status", "r");
+        fmt = "RssAnon: %ld kB";
+    }
+    if (f == NULL)
+        die("/proc/self/status");
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, fmt, &kb) == 1)
+            break;
+    fclose(f);
+    if (kb < 0) {
+        fprintf(stderr, "bench: no RSS in /proc/self\n");
+        exit(2);
+    }
+    return kb * 1024;
+}
+
+/* N connections to one address held open in one process: the time to open
+ * them all (socket + blocking connect each), the anonymous RSS they add,
+ * then 1 byte written on each and its echo collected through one epoll set
+ * (what an event loop with N connections does). A failed connect, write or
+ * missing echo counts as a failure; the measure goes on. */
+static int scale(const char *ip, const char *port, int n)
+{
+    struct sockaddr_in sa = addr_of(ip, port);
+    struct linger lg = {1, 0};
+    struct epoll_event ev, evs[1024];
+    int *fds, ep, opened = 0, pending = 0, failures = 0;
+    long rss0, rss1;
+    double t0, open_ms, echo_ms, deadline;
+    char c = 'x';
+
+    if (raise_nofile(SCALE_NOFILE) < (rlim_t)n + 64) {
+        fprintf(stderr, "bench: RLIMIT_NOFILE too low for %d connections\n",
+                n);
+        return 2;
+    }
+    fds = calloc((size_t)n, sizeof(*fds));
+    ep = epoll_create1(0);
+    if (fds == NULL || ep < 0)
+        die("scale setup");
+    memset(fds, 0xff, (size_t)n * sizeof(*fds)); /* -1, pages touched */
+    /* one connection and one RSS read first: one-time costs (libresil's
+     * engine thread, first allocations, code pages faulted in) are not per
+     * connection */
+    {
+        int fd = dial(&sa);
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(fd);
+    }
+    (void)rss_bytes();
+    rss0 = rss_bytes();
+    t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) {
+            if (failures++ == 0)
+                fprintf(stderr, "bench: scale socket #%d: %s\n", i,
+                        strerror(errno));
+            continue;
+        }
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+            if (failures++ == 0)
+                fprintf(stderr, "bench: scale connect #%d: %s\n", i,
+                        strerror(errno));
+            close(fd);
+            continue;
+        }
+        fds[i] = fd;
+        opened++;
+    }
+    open_ms = (now_s() - t0) * 1e3;
+    rss1 = rss_bytes();
+
+    t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        if (fds[i] < 0)
+            continue;
+        ev.events = EPOLLIN;
+        ev.data.u32 = (uint32_t)i;
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0 ||
+            write(fds[i], &c, 1) != 1) {
+            if (failures++ == 0)
+                fprintf(stderr, "bench: scale write #%d: %s\n", i,
+                        strerror(errno));
+            continue;
+        }
+        pending++;
+    }
+    deadline = now_s() + 10;
+    while (pending > 0 && now_s() < deadline) {
+        int k = epoll_wait(ep, evs, 1024, 100);
+        if (k < 0 && errno != EINTR)
+            die("epoll_wait");
+        for (int j = 0; j < k; j++) {
+            int i = (int)evs[j].data.u32;
+            char r;
+            if (read(fds[i], &r, 1) != 1 || r != c) {
+                if (failures++ == 0)
+                    fprintf(stderr, "bench: scale echo #%d: %s\n", i,
+                            strerror(errno));
+            }
+            epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+            pending--;
+        }
+    }
+    echo_ms = (now_s() - t0) * 1e3;
+    if (pending > 0)
+        fprintf(stderr, "bench: scale: %d echoes missing after 10 s\n",
+                pending);
+    failures += pending;
+
+    /* close with RST: the next run finds no TIME_WAIT ports */
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0) {
+            setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            close(fds[i]);
+        }
+    close(ep);
+    free(fds);
+    printf("%.1f %.1f %.1f %d\n", open_ms,
+           opened ? (double)(rss1 - rss0) / opened : 0.0, echo_ms, failures);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "";
@@ -382,6 +611,8 @@ int main(int argc, char **argv)
         return pingpong(argv[2], argv[3], atol(argv[4]));
     if (strcmp(cmd, "bulk") == 0 && argc == 5)
         return bulk(argv[2], argv[3], atol(argv[4]));
+    if (strcmp(cmd, "scale") == 0 && argc == 5)
+        return scale(argv[2], argv[3], atoi(argv[4]));
     fprintf(stderr, "usage: see the comment at the top of bench.c\n");
     return 2;
 }

@@ -34,6 +34,7 @@ P_CLOSE=7101 # accept and close
 P_ECHO=7102  # echo (ping-pong)
 P_SINK=7103  # read to EOF, answer the byte count (bulk)
 P_SINKR=7104 # the same, preloaded ("both ends")
+P_HOLD=7105  # one thread, holds every connection open and echoes (scale)
 P_REDIS=7110 # redis-server, plain
 P_REDISR=7111 # redis-server, preloaded
 
@@ -103,6 +104,7 @@ if [ "${BENCH_QUICK:-}" = 1 ]; then
 else
 	N_UNM=300000 N_CONN=3000 N_PP=50000 BULK_MIB=1024 N_REDIS=20000
 fi
+N_SCALE=10000 # DESIGN.md's scale target; about 0.5 s a run
 ALT="$DEAD,$LIVE"     # the service group: a connect to either races both
 ALT_LIVE="$LIVE,$DEAD" # the same group, named live-first (cosmetic)
 
@@ -401,6 +403,45 @@ then
 	fi
 else
 	row "$M" "(redis not installed)" "" "" ">= 0.95"
+fi
+
+# ---- 5. scale: N managed connections held open in one process ----------
+# One address, no alternates: each connect is the real connect plus
+# libresil's bookkeeping (table entry, keepalive, the monitor). The client
+# and the server raise RLIMIT_NOFILE themselves (setrlimit, as root).
+T5="10,000 in one process"
+start_server $P_HOLD hold
+so=() sr=() mo=() mr=() eo=() er=() fo=0 fr=0 ok=1
+for ((r = 0; r < REPS; r++)); do
+	out=$(measure "$B" scale $LIVE $P_HOLD $N_SCALE) || { ok=0; break; }
+	read -r a b c d <<<"$out"; so+=("$a") mo+=("$b") eo+=("$c")
+	fo=$((fo + d))
+	out=$(measure pre "$B" scale $LIVE $P_HOLD $N_SCALE) || { ok=0; break; }
+	read -r a b c d <<<"$out"; sr+=("$a") mr+=("$b") er+=("$c")
+	fr=$((fr + d))
+done
+if [ $ok = 1 ]; then
+	row "scale: $N_SCALE connections open (ms)" "$(cell "${so[@]}")" \
+		"$(cell "${sr[@]}")" "$(ratio "$(median "${sr[@]}")" \
+		"$(median "${so[@]}")")" "$T5"
+	row "scale: client RSS per connection (anon, bytes)" "$(cell "${mo[@]}")" \
+		"$(cell "${mr[@]}")" "$(awk -v a="$(median "${mr[@]}")" \
+		-v b="$(median "${mo[@]}")" 'BEGIN { d = sprintf("%+.0f B", a - b)
+		# plain is usually 0: the sockets live in the kernel
+		if (b > 0) printf "%.2f (%s)", a / b, d; else print d }')" \
+		"(idle session <= 4 KiB)"
+	row "scale: 1 byte echoed on all $N_SCALE, epoll (ms)" \
+		"$(cell "${eo[@]}")" "$(cell "${er[@]}")" "$(ratio \
+		"$(median "${er[@]}")" "$(median "${eo[@]}")")" ""
+	row "scale: failed connect/write/echo, all runs" "$fo" "$fr" "" "0"
+	if [ "$fo" != 0 ] || [ "$fr" != 0 ]; then
+		echo "bench: scale: $fo plain and $fr libresil connections" \
+			"failed (connect, write or echo)" >&2
+		FAILED=1
+	fi
+else
+	na "scale: $N_SCALE connections open (ms)" "$T5" \
+		"the scale client failed"
 fi
 
 # ---- the table ----------------------------------------------------------
