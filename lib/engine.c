@@ -688,8 +688,11 @@ static bool monitor_one(struct resil_sock *s, uint64_t now)
         return false;
     memset(&ti, 0, sizeof(ti));
     if (resil_sys.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
-        ti.tcpi_state != TCP_ESTABLISHED)
+        ti.tcpi_state != TCP_ESTABLISHED) {
+        /* not ours to watch now; the next write puts it back */
+        atomic_store(&s->dirty, false);
         return false;
+    }
     resil_sys.ioctl(s->fd, SIOCOUTQ, &outq);
     if (ti.tcpi_unacked == 0 && outq == 0) {
         atomic_store(&s->dirty, false);
@@ -891,12 +894,85 @@ static int gather(const struct resil_ip *target, char *name, size_t namelen,
 static int wait_done(struct resil_race_ctx *c, int timeout_ms)
 {
     struct pollfd p = {.fd = c->donefd, .events = POLLIN};
-    int rc = resil_sys.poll(&p, 1, timeout_ms);
+    int rc;
+
+    if (timeout_ms < 0) {
+        /* a blocking read, not poll(): like connect() itself, the kernel
+         * restarts it after a handler with SA_RESTART and fails it with
+         * EINTR otherwise (poll() always fails with EINTR) */
+        uint64_t v;
+        if (resil_sys.read(c->donefd, &v, sizeof(v)) < 0)
+            return errno;
+        /* put it back: another thread may wait for this race too */
+        (void)!resil_sys.write(c->donefd, &v, sizeof(v));
+        return 0;
+    }
+    rc = resil_sys.poll(&p, 1, timeout_ms);
     if (rc < 0)
         return errno;
     if (rc == 0)
         return EINPROGRESS;
     return 0;
+}
+
+/* A blocking connect() waits for race c of s (the caller's reference to c
+ * is dropped here). Returns what connect() reports: 0, the race's errno,
+ * EINTR, or timeout_err when SO_SNDTIMEO expires first. */
+static int race_wait(struct resil_sock *s, struct resil_race_ctx *c,
+                     const struct sockaddr *sa, socklen_t len,
+                     int timeout_err)
+{
+    struct timeval tv;
+    socklen_t tl = sizeof(tv);
+    int err, timeout_ms = -1;
+
+    if (resil_sys.getsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) == 0 &&
+        (tv.tv_sec || tv.tv_usec))
+        timeout_ms = (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+    err = wait_done(c, timeout_ms);
+    if (err == EINPROGRESS)
+        err = timeout_err;
+    pthread_mutex_lock(&E.mu);
+    if (err == 0) {
+        err = c->result;
+        pthread_mutex_lock(&s->mu);
+        if (err && s->state == RS_FAILED) {
+            /* connect() itself reports it; like the kernel's, the socket
+             * is unconnected again and the next connect() a new attempt */
+            s->state = RS_FRESH;
+            s->race_errno = 0;
+            s->error_reported = false;
+        } else if (err == 0 && s->state == RS_CONNECTED) {
+            /* the winner finished a non-blocking connect, so the kernel
+             * still has it SS_CONNECTING: one more connect() returns 0 and
+             * makes it SS_CONNECTED, so that the program's next connect()
+             * gets EISCONN as after a real blocking connect */
+            resil_sys.connect(s->fd, sa, len);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    ctx_unref(c);
+    pthread_mutex_unlock(&E.mu);
+    return err;
+}
+
+bool resil_engine_connect_wait(struct resil_sock *s, const struct sockaddr *sa,
+                               socklen_t len, int *err)
+{
+    struct resil_race_ctx *c;
+
+    pthread_mutex_lock(&E.mu);
+    c = s->race;
+    if (c == NULL || c->rerace) {
+        pthread_mutex_unlock(&E.mu);
+        return false;
+    }
+    c->refs++;
+    pthread_mutex_unlock(&E.mu);
+    /* the kernel: EALREADY when SO_SNDTIMEO expires on a connect already
+     * in progress */
+    *err = race_wait(s, c, sa, len, EALREADY);
+    return true;
 }
 
 /* Start a race for s toward ip:port. E.mu held. On success s is RS_RACING
@@ -915,7 +991,8 @@ static int race_begin(struct resil_sock *s, const struct resil_ip *ip,
         return -1;
     for (int i = 0; i < RESIL_RACE_MAX; i++)
         c->fds[i] = -1;
-    c->donefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    /* blocking: wait_done() reads it (and writes it back) */
+    c->donefd = eventfd(0, EFD_CLOEXEC);
     if (c->donefd < 0) {
         free(c);
         return -1;
@@ -953,9 +1030,7 @@ resil_status_t resil_engine_connect(struct resil_sock *s,
     struct resil_race_ctx *c = NULL;
     char name[RESIL_NAME_LEN];
     uint16_t port;
-    int fl, n, timeout_ms = -1;
-    struct timeval tv;
-    socklen_t tl = sizeof(tv);
+    int fl, n;
 
     if (!resil_ip_from_sa(sa, len, &ip, &port) || port == 0)
         goto passthru;
@@ -997,6 +1072,11 @@ resil_status_t resil_engine_connect(struct resil_sock *s,
     fl = resil_sys.fcntl(s->fd, F_GETFL);
     if (fl < 0 || race_begin(s, &ip, port, false,
                              (fl & O_NONBLOCK) ? NULL : &c) < 0) {
+        /* unpark (the socket is in SYN_SENT to our listener): the real
+         * connect would otherwise say EALREADY, or wait for the parking
+         * connect to time out */
+        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+        resil_sys.connect(s->fd, &unspec, sizeof(unspec));
         pthread_mutex_unlock(&E.mu);
         goto direct;
     }
@@ -1007,31 +1087,7 @@ resil_status_t resil_engine_connect(struct resil_sock *s,
     }
     /* blocking connect: wait like the kernel would, SO_SNDTIMEO included
      * (socket(7): it then fails with EINPROGRESS) */
-    if (resil_sys.getsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) == 0 &&
-        (tv.tv_sec || tv.tv_usec))
-        timeout_ms = (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
-    *err = wait_done(c, timeout_ms);
-    pthread_mutex_lock(&E.mu);
-    if (*err == 0) {
-        *err = c->result;
-        pthread_mutex_lock(&s->mu);
-        if (*err && s->state == RS_FAILED) {
-            /* connect() itself reports it; like the kernel's, the socket
-             * is unconnected again and the next connect() a new attempt */
-            s->state = RS_FRESH;
-            s->race_errno = 0;
-            s->error_reported = false;
-        } else if (*err == 0 && s->state == RS_CONNECTED) {
-            /* the winner finished a non-blocking connect, so the kernel
-             * still has it SS_CONNECTING: one more connect() returns 0 and
-             * makes it SS_CONNECTED, so that the program's next connect()
-             * gets EISCONN as after a real blocking connect */
-            resil_sys.connect(s->fd, sa, len);
-        }
-        pthread_mutex_unlock(&s->mu);
-    }
-    ctx_unref(c);
-    pthread_mutex_unlock(&E.mu);
+    *err = race_wait(s, c, sa, len, EINPROGRESS);
     return RESIL_OK;
 
 direct:
@@ -1108,15 +1164,31 @@ bool resil_engine_path_error(struct resil_sock *s, int err, bool wait)
         return false;
     }
     resil_health_fail(&s->cur_ip, resil_now_ns());
-    park = resil_sys.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* the engine first: nothing may be left parked on fd without a race */
+    park = engine_start() == 0
+               ? resil_sys.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0)
+               : -1;
     if (park >= 0) {
         park = resil_fd_high(park);
-        if (park_fd(park, s->family, s->v6only) < 0 || swap_in(s, park) < 0)
+        if (park_fd(park, s->family, s->v6only) < 0) {
+            resil_sys.close(park);
             park = -1;
+        } else if (swap_in(s, park) < 0) {
+            park = -1;
+        }
     }
-    if (park >= 0 && engine_start() == 0 &&
-        race_begin(s, &s->peer_ip, s->peer_port, true, wait ? &c : NULL) == 0)
-        ok = true;
+    if (park >= 0) {
+        if (race_begin(s, &s->peer_ip, s->peer_port, true,
+                       wait ? &c : NULL) == 0) {
+            ok = true;
+        } else {
+            /* unpark: the connection is dead anyway; the program gets
+             * its error, and later calls ENOTCONN instead of blocking on
+             * the parked socket */
+            struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+            resil_sys.connect(s->fd, &unspec, sizeof(unspec));
+        }
+    }
     pthread_mutex_unlock(&s->mu);
     pthread_mutex_unlock(&E.mu);
     if (!ok)

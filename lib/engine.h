@@ -30,6 +30,13 @@ resil_status_t resil_engine_connect(struct resil_sock *s,
                                     const struct sockaddr *sa, socklen_t len,
                                     int *err);
 
+/* connect() again on a blocking socket in RS_RACING: wait for the race
+ * like the kernel waits for a connect in progress. Returns false when s has
+ * no race to wait for (the caller looks at s->state again); else true with
+ * *err: 0, the race's errno, EINTR, or EALREADY at SO_SNDTIMEO. */
+bool resil_engine_connect_wait(struct resil_sock *s, const struct sockaddr *sa,
+                               socklen_t len, int *err);
+
 /* The program closes s->fd: stop its race and monitoring. s->mu held. */
 void resil_engine_forget(struct resil_sock *s);
 

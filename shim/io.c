@@ -41,9 +41,18 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
         if (s->state == RS_CONNECTED || s->state == RS_DIRECT)
             resil_engine_watch(s);
     } else if (rc == 0) {
-        pthread_mutex_lock(&s->mu);
-        s->eof_seen = true;
-        pthread_mutex_unlock(&s->mu);
+        /* A read that slept on a socket libresil has just replaced (a
+         * re-race) is woken by the shutdown of the old socket and returns 0:
+         * not the program's EOF. The socket on fd now tells which. */
+        char b;
+        ssize_t p = real.recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (p > 0 || (p < 0 && errno == EAGAIN)) {
+            ret = IO_RETRY;
+        } else {
+            pthread_mutex_lock(&s->mu);
+            s->eof_seen = true;
+            pthread_mutex_unlock(&s->mu);
+        }
     } else {
         bool blocking = resil_io_blocking(fd, flags);
         resil_in_shim++;

@@ -155,6 +155,7 @@ RESIL_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
     struct resil_sock *s;
     int err = 0;
+    bool no_wait = false;
     resil_status_t st;
 
     RESIL_INIT();
@@ -163,13 +164,32 @@ RESIL_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
     s = resil_table_get(fd);
     if (s == NULL)
         return real.connect(fd, sa, len);
+again:
     pthread_mutex_lock(&s->mu);
     switch (s->state) {
     case RS_FRESH:
         break;
     case RS_RACING:
         err = EALREADY;
-        goto report;
+        if (no_wait || !resil_io_blocking(fd, 0))
+            goto report;
+        /* blocking: the kernel waits for a connect in progress (the usual
+         * retry after EINTR); so do we */
+        pthread_mutex_unlock(&s->mu);
+        resil_in_shim++;
+        bool waited = resil_engine_connect_wait(s, sa, len, &err);
+        resil_in_shim--;
+        if (!waited) {
+            /* decided meanwhile, or nothing to wait for (a re-race, or
+             * the fd was closed) */
+            no_wait = true;
+            goto again;
+        }
+        resil_sock_unref(s);
+        if (err == 0)
+            return 0;
+        errno = err;
+        return -1;
     case RS_FAILED:
         /* like the kernel: the pending error, or ECONNABORTED when SO_ERROR
          * already reported it; either way the socket is unconnected again

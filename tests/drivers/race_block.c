@@ -1,5 +1,9 @@
 /* Blocking connect() through libresil (DESIGN 3.1), and the plain-kernel
  * behaviour of the test bed's dead address. Subtests: see DRV_MAIN. */
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+
 #include "drv.h"
 
 /* Blocking connect to dead:port, where the alternates group makes live the
@@ -189,8 +193,79 @@ static void sndtimeo_race(void)
     sndtimeo_to(DRV_DEAD2, 400);
 }
 
+static void on_alarm(int sig)
+{
+    (void)sig;
+}
+
+/* A signal whose handler has SA_RESTART arrives during a blocking connect:
+ * the kernel restarts connect() (signal(7)), so the program never sees
+ * EINTR; the connect returns 0 once the race is won. */
+static void restart(void)
+{
+    struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = SA_RESTART};
+    struct itimerval it = {.it_value = {.tv_usec = 100000}};
+    int port = echo_start(DRV_LIVE);
+    struct sockaddr_storage ss;
+    socklen_t l = mk_sa(DRV_DEAD, port, &ss);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    sigaction(SIGALRM, &sa, NULL);
+    setitimer(ITIMER_REAL, &it, NULL);
+    errno = 0;
+    int rc = connect(fd, (void *)&ss, l), e = errno;
+    CHECK(rc == 0, "connect: %d %s, want 0 (SA_RESTART)", rc, ename(e));
+    if (rc == 0)
+        CHECK(echo_roundtrip(fd, "restarted\n", 3000), "echo");
+    close(fd);
+}
+
+/* Out of descriptors after the program's socket(): libresil cannot start
+ * a race (no eventfd) and must leave the socket as it found it, so that
+ * the real connect() works. */
+static void emfile(void)
+{
+    int port = echo_start(DRV_LIVE);
+    struct sockaddr_storage ss;
+    socklen_t l = mk_sa(DRV_DEAD, port, &ss);
+    struct timeval tv = {.tv_sec = 1};
+    struct rlimit rl, low;
+    int fd, fds[64], n = 0;
+
+    /* one race first: engine thread and parking listener exist */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(connect(fd, (void *)&ss, l) == 0, "first connect");
+    close(fd);
+    /* let the echo thread see EOF and close its end: no descriptor may be
+     * freed behind our back once the table is full */
+    usleep(200000);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    /* leave exactly one free descriptor below the limit */
+    low = rl;
+    low.rlim_cur = (rlim_t)dup(0) + 1;
+    close((int)low.rlim_cur - 1);
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0, "setrlimit");
+    while (n < 64 && (fds[n] = dup(0)) >= 0)
+        n++;
+    REQUIRE(n > 0, "no descriptor to free");
+    close(fds[--n]);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0, "socket");
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    l = mk_sa(DRV_LIVE, port, &ss);
+    errno = 0;
+    int rc = connect(fd, (void *)&ss, l), e = errno;
+    CHECK(rc == 0, "connect with no descriptor left: %d %s, want 0", rc,
+          ename(e));
+    close(fd);
+    while (n > 0)
+        close(fds[--n]);
+    setrlimit(RLIMIT_NOFILE, &rl);
+}
+
 DRV_MAIN({"dead_first", dead_first}, {"dead_first6", dead_first6},
          {"live_first", live_first}, {"bind_lo", bind_lo},
          {"bind_other", bind_other}, {"sockopts", sockopts},
          {"again", again}, {"dead_hang", dead_hang},
-         {"dead_hang6", dead_hang6}, {"sndtimeo_race", sndtimeo_race})
+         {"dead_hang6", dead_hang6}, {"sndtimeo_race", sndtimeo_race},
+         {"restart", restart}, {"emfile", emfile})
