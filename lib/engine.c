@@ -1252,6 +1252,16 @@ void resil_engine_atfork_parent(void)
     pthread_mutex_unlock(&E.mu);
 }
 
+/* In the child only the forking thread exists, and it held no socket lock
+ * (fork is called from the program, never from inside a hook): any socket
+ * lock held now belonged to a thread that is gone. */
+static void reinit_sock_locks(struct resil_sock *s, void *arg)
+{
+    (void)arg;
+    pthread_mutex_init(&s->mu, NULL);
+    atomic_flag_clear(&s->ep_lock);
+}
+
 void resil_engine_atfork_child(void)
 {
     /* Only the forking thread exists now: the engine thread, its races and
@@ -1259,6 +1269,7 @@ void resil_engine_atfork_child(void)
      * child; connected sockets keep working (the monitor restarts on the
      * next write). */
     atfork_release();
+    resil_table_foreach(reinit_sock_locks, NULL);
     pthread_mutex_unlock(&E.mu);
     for (struct resil_race_ctx *c = E.races, *nx; c; c = nx) {
         nx = c->next;
