@@ -68,6 +68,15 @@ __attribute__((unused)) static int drv_failures;
             return;                                                            \
     } while (0)
 
+/* CHECK that the int socket option lvl/name of fd reads want. */
+#define OPT_IS(fd, lvl, name, want)                                            \
+    do {                                                                       \
+        int v_ = -1;                                                           \
+        socklen_t l_ = sizeof(v_);                                             \
+        CHECK(getsockopt((fd), (lvl), (name), &v_, &l_) == 0 && v_ == (want),  \
+              #name " is %d, want %d", v_, (int)(want));                       \
+    } while (0)
+
 static inline const char *ename(int e)
 {
     return e ? (strerrorname_np(e) ?: "?") : "0";

@@ -111,18 +111,11 @@ static void sockopts(void)
     getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &before[1], &ol);
     REQUIRE(connect(fd, (void *)&ss, l) == 0, "connect");
     name_of(fd, true, (char[64]){0}, 64);
-#define OPT_IS(lvl, name, want)                                                \
-    do {                                                                       \
-        v = -1;                                                                \
-        ol = sizeof(v);                                                        \
-        CHECK(getsockopt(fd, lvl, name, &v, &ol) == 0 && v == (want),          \
-              #name " is %d, want %d", v, (want));                             \
-    } while (0)
-    OPT_IS(IPPROTO_TCP, TCP_NODELAY, 1);
-    OPT_IS(SOL_SOCKET, SO_RCVBUF, before[0]);
-    OPT_IS(SOL_SOCKET, SO_SNDBUF, before[1]);
-    OPT_IS(SOL_SOCKET, SO_KEEPALIVE, 1);
-    OPT_IS(IPPROTO_TCP, TCP_KEEPCNT, 7);
+    OPT_IS(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    OPT_IS(fd, SOL_SOCKET, SO_RCVBUF, before[0]);
+    OPT_IS(fd, SOL_SOCKET, SO_SNDBUF, before[1]);
+    OPT_IS(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+    OPT_IS(fd, IPPROTO_TCP, TCP_KEEPCNT, 7);
     CHECK(echo_roundtrip(fd, "opts\n", 3000), "echo");
     close(fd);
 }

@@ -303,16 +303,9 @@ static void flags_case(int type_flags, bool cloexec_by_fcntl)
           fcntl(fd, F_GETFD), fdfl);
     CHECK(fcntl(fd, F_GETFL) == fl, "FL flags 0x%x, were 0x%x",
           fcntl(fd, F_GETFL), fl);
-#define OPT_IS(lvl, name, want)                                                \
-    do {                                                                       \
-        v = -1;                                                                \
-        ol = sizeof(v);                                                        \
-        CHECK(getsockopt(fd, lvl, name, &v, &ol) == 0 && v == (want),          \
-              #name " is %d, want %d", v, (want));                             \
-    } while (0)
-    OPT_IS(IPPROTO_TCP, TCP_NODELAY, 1);
-    OPT_IS(SOL_SOCKET, SO_KEEPALIVE, 1);
-    OPT_IS(SOL_SOCKET, SO_RCVBUF, before_rcv);
+    OPT_IS(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    OPT_IS(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+    OPT_IS(fd, SOL_SOCKET, SO_RCVBUF, before_rcv);
     /* the fd number the program holds names the connected socket */
     connected_ok(fd, DRV_LIVE);
     char c;
