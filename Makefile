@@ -2,7 +2,8 @@
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
 LIBDIR     ?= $(PREFIX)/lib
-SYSCONFDIR ?= $(PREFIX)/etc
+# /usr installs keep their configuration in /etc (FHS), others beside them
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 MANDIR     ?= $(PREFIX)/share/man
 DESTDIR    ?=
 

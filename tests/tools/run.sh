@@ -406,7 +406,7 @@ OUT=$(cat "$T/installed")
 check "installed: lib + links, resil-run, resil-entrypoint, 2 man pages, example config" \
     eval 'for f in usr/lib/libresil.so.0.1.0 usr/lib/libresil.so.0 usr/lib/libresil.so \
                    usr/bin/resil-run usr/bin/resil-entrypoint usr/share/man/man1/resil-run.1 \
-                   usr/share/man/man7/libresil.7 usr/etc/libresil.conf.example; do
+                   usr/share/man/man7/libresil.7 etc/libresil.conf.example; do
               grep -qx "$D/$f" "$T/installed" || exit 1; done'
 OUT=$(grep -n "^_resil_lib" "$D/usr/bin/resil-run" 2>&1)
 check "installed resil-run has the library paths substituted" \
