@@ -95,7 +95,9 @@ char *resil_json_str(const char *s, char *buf, unsigned len)
         if (c == '"' || c == '\\') {
             buf[o++] = '\\';
             buf[o++] = (char)c;
-        } else if (c < 0x20) {
+        } else if (c < 0x20 || c >= 0x7f) {
+            /* control bytes, and bytes that may not be valid UTF-8: a
+             * JSON line must always parse (host names are ASCII) */
             o += (unsigned)snprintf(buf + o, len - o, "\\u%04x", c);
         } else {
             buf[o++] = (char)c;
