@@ -54,6 +54,7 @@ static struct {
     pthread_mutex_t mu;        /* everything below */
     const struct resil_config *cfg;
     bool running;
+    unsigned gen;              /* bumped per engine thread started */
     pid_t pid;
     int epfd, wakefd;
     struct resil_race_ctx *races;
@@ -747,10 +748,17 @@ static void monitor_tick(uint64_t now)
 
 static void *engine_main(void *arg)
 {
-    (void)arg;
+    unsigned gen = (unsigned)(uintptr_t)arg;
+
     resil_in_shim = 1;
     pthread_mutex_lock(&E.mu);
     for (;;) {
+        if (E.gen != gen) {
+            /* a newer engine replaced this one (close_range took our
+             * descriptors): leave the state to it */
+            pthread_mutex_unlock(&E.mu);
+            return NULL;
+        }
         struct pollfd pfd[2 + ARES_GETSOCK_MAXNUM];
         ares_socket_t as[ARES_GETSOCK_MAXNUM];
         uint64_t now = resil_now_ns(), wake = UINT64_MAX;
@@ -804,6 +812,18 @@ static void *engine_main(void *arg)
         int rc = resil_sys.poll(pfd, (nfds_t)n, timeout);
         pthread_mutex_lock(&E.mu);
         now = resil_now_ns();
+        if (rc > 0 && ((pfd[0].revents | pfd[1].revents) & POLLNVAL)) {
+            /* the program closed our descriptors (close_range): this
+             * thread is done; the next need starts a fresh engine */
+            rwarn("engine descriptors closed by the program; engine "
+                  "thread exits");
+            if (E.gen == gen) {
+                E.running = false;
+                E.epfd = E.wakefd = -1; /* not ours any more */
+            }
+            pthread_mutex_unlock(&E.mu);
+            return NULL;
+        }
         if (rc > 0 && (pfd[0].revents & POLLIN)) {
             uint64_t v;
             (void)!resil_sys.read(E.wakefd, &v, sizeof(v));
@@ -859,7 +879,8 @@ static int engine_start(void)
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&at, 256 * 1024);
-    rc = pthread_create(&t, &at, engine_main, NULL);
+    E.gen++;
+    rc = pthread_create(&t, &at, engine_main, (void *)(uintptr_t)E.gen);
     pthread_attr_destroy(&at);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {

@@ -1,6 +1,7 @@
 /* Hooks: socket lifecycle (socket, bind, setsockopt, getsockopt, connect,
  * listen, accept, close, dup2, dup3, close_range). */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -269,19 +270,29 @@ RESIL_EXPORT int close(int fd)
     return real.close(fd);
 }
 
+/* dup2/dup3 onto a managed fd replace its socket: forget the entry first
+ * (a reused number must never see it), unless the call is bound to fail
+ * with EBADF and leave the socket where it is. */
+static void replaced(int oldfd, int newfd)
+{
+    int saved = errno;
+    if (!resil_in_shim && oldfd != newfd && resil_table_has(newfd) &&
+        fcntl(oldfd, F_GETFD) >= 0)
+        resil_shim_drop(newfd);
+    errno = saved;
+}
+
 RESIL_EXPORT int dup2(int oldfd, int newfd)
 {
     RESIL_INIT();
-    if (!resil_in_shim && oldfd != newfd && resil_table_has(newfd))
-        resil_shim_drop(newfd);
+    replaced(oldfd, newfd);
     return real.dup2(oldfd, newfd);
 }
 
 RESIL_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
     RESIL_INIT();
-    if (!resil_in_shim && oldfd != newfd && resil_table_has(newfd))
-        resil_shim_drop(newfd);
+    replaced(oldfd, newfd);
     return real.dup3(oldfd, newfd, flags);
 }
 

@@ -256,9 +256,65 @@ static void emfile(void)
     setrlimit(RLIMIT_NOFILE, &rl);
 }
 
+/* The program closes every descriptor from 3 up (close_range, as daemons
+ * and linux-pam do) while libresil's engine runs: the old engine thread
+ * must not spin on its closed descriptors, and the next race must work. */
+static double cpu_ms(void)
+{
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1e3 +
+           (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e3;
+}
+
+static void closed_range(void)
+{
+    int port = echo_start(DRV_LIVE);
+    struct sockaddr_storage ss;
+    socklen_t l = mk_sa(DRV_DEAD, port, &ss);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    REQUIRE(connect(fd, (void *)&ss, l) == 0, "first connect");
+    REQUIRE(close_range(3, ~0U, 0) == 0, "close_range");
+    double c0 = cpu_ms();
+    usleep(500 * 1000);
+    double spent = cpu_ms() - c0;
+    CHECK(spent < 100, "%.0f ms of CPU in the 500 ms after close_range: a "
+          "thread spins", spent);
+    port = echo_start(DRV_LIVE);
+    l = mk_sa(DRV_DEAD, port, &ss);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    double t0 = now_ms();
+    REQUIRE(connect(fd, (void *)&ss, l) == 0, "connect after close_range");
+    CHECK(now_ms() - t0 < 1000, "took %.0f ms", now_ms() - t0);
+    CHECK(echo_roundtrip(fd, "range\n", 3000), "echo");
+    close(fd);
+}
+
+/* dup2() with a bad oldfd onto a managed socket fails with EBADF and must
+ * leave the socket managed: its connect still races. */
+static void dup2_badfd(void)
+{
+    int port = echo_start(DRV_LIVE);
+    struct sockaddr_storage ss;
+    socklen_t l = mk_sa(DRV_DEAD, port, &ss);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {.tv_sec = 2};
+
+    errno = 0;
+    CHECK(dup2(9999, fd) == -1 && errno == EBADF, "dup2 of a bad fd");
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    double t0 = now_ms();
+    REQUIRE(connect(fd, (void *)&ss, l) == 0,
+            "connect after the failed dup2 (still racing?)");
+    CHECK(now_ms() - t0 < 1000, "took %.0f ms", now_ms() - t0);
+    close(fd);
+}
+
 DRV_MAIN({"dead_first", dead_first}, {"dead_first6", dead_first6},
          {"live_first", live_first}, {"bind_lo", bind_lo},
          {"bind_other", bind_other}, {"sockopts", sockopts},
          {"again", again}, {"dead_hang", dead_hang},
          {"dead_hang6", dead_hang6}, {"sndtimeo_race", sndtimeo_race},
-         {"restart", restart}, {"emfile", emfile})
+         {"restart", restart}, {"emfile", emfile},
+         {"closed_range", closed_range}, {"dup2_badfd", dup2_badfd})
