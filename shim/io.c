@@ -72,10 +72,13 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
         RESIL_INIT();                                                          \
         if (resil_in_shim || !resil_table_has(fd))                             \
             return call;                                                       \
-        do                                                                     \
+        for (;;) {                                                             \
             rc_ = call;                                                        \
-        while (io_done(fd, rc_, is_write, n, flags) == IO_RETRY);              \
-        return rc_ < 0 && errno == EAGAIN ? -1 : rc_;                          \
+            if (rc_ > 0 && !(is_write)) /* data read: nothing to note */       \
+                return rc_;                                                    \
+            if (io_done(fd, rc_, is_write, n, flags) != IO_RETRY)              \
+                return rc_;                                                    \
+        }                                                                      \
     } while (0)
 
 static size_t iov_len(const struct iovec *iov, int cnt)
