@@ -5,6 +5,7 @@
 #include <linux/sockios.h>
 /* include/net/tcp_states.h; netinet/tcp.h clashes with linux/tcp.h */
 #define TCP_ESTABLISHED 1
+#define TCP_CLOSE 7
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
@@ -71,6 +72,7 @@ static struct {
        .park_filler = {-1, -1}};
 
 static struct resil_config default_cfg;
+atomic_int resil_races_active;
 
 static int engine_start(void);
 
@@ -439,6 +441,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     s->race = NULL;
     pthread_mutex_unlock(&s->mu);
     c->finished = true;
+    atomic_fetch_sub(&resil_races_active, 1);
     c->result = err;
     format_tried(c, tried, sizeof(tried));
     resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
@@ -830,7 +833,7 @@ static void *engine_main(void *arg)
         }
         if (rc > 0 && (pfd[1].revents & POLLIN)) {
             struct epoll_event evs[64];
-            int k = epoll_wait(E.epfd, evs, 64, 0);
+            int k = resil_sys.epoll_wait(E.epfd, evs, 64, 0);
             for (int i = 0; i < k; i++)
                 attempt_event((int)evs[i].data.u64, now);
         }
@@ -1034,6 +1037,7 @@ static int race_begin(struct resil_sock *s, const struct resil_ip *ip,
     c->refs = 1 + (out != NULL);
     s->race = c;
     s->state = RS_RACING;
+    atomic_fetch_add(&resil_races_active, 1);
     c->next = E.races;
     E.races = c;
     dns_start(c);
@@ -1144,6 +1148,8 @@ void resil_engine_forget(struct resil_sock *s)
     pthread_mutex_lock(&E.mu);
     if (s->race) {
         uint64_t one = 1;
+        if (!s->race->finished && !s->race->cancelled)
+            atomic_fetch_sub(&resil_races_active, 1);
         s->race->cancelled = true;
         s->race->result = EBADF;
         (void)!resil_sys.write(s->race->donefd, &one, sizeof(one));
@@ -1249,6 +1255,34 @@ void resil_engine_fds_closed(unsigned first, unsigned last)
     pthread_mutex_unlock(&E.mu);
 }
 
+bool resil_engine_dead_unused(struct resil_sock *s, bool pollerr)
+{
+    struct tcp_info ti;
+    socklen_t l;
+
+    if ((s->state != RS_CONNECTED && s->state != RS_DIRECT) || s->eof_seen)
+        return false;
+    /* look, do not touch: SO_ERROR would consume the program's error. The
+     * kernel reports the error (waking pollers) just before it moves the
+     * socket to CLOSE (tcp_write_err: sk_error_report, then tcp_done), so
+     * after POLLERR give it a moment to get there. */
+    for (int i = 0;; i++) {
+        memset(&ti, 0, sizeof(ti));
+        l = sizeof(ti);
+        if (resil_sys.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
+            ti.tcpi_bytes_received != 0 || ti.tcpi_bytes_acked > 1)
+            return false;
+        if (ti.tcpi_state == TCP_CLOSE)
+            break;
+        if (!pollerr || i == 20)
+            return false;
+        struct timespec d = {.tv_nsec = 100000};
+        nanosleep(&d, NULL);
+    }
+    /* the errno only selects "a path failure"; the socket is replaced */
+    return resil_engine_path_error(s, ETIMEDOUT, false);
+}
+
 void resil_engine_atfork_prepare(void)
 {
     /* hold every global lock across fork, in the documented order, so the
@@ -1304,6 +1338,7 @@ void resil_engine_atfork_child(void)
         /* memory of ctx is leaked on purpose: c-ares may point at it */
     }
     E.races = NULL;
+    atomic_store(&resil_races_active, 0);
     for (struct resil_sock *s = E.mon, *nx; s; s = nx) {
         nx = s->mon_next;
         s->on_monitor = false;

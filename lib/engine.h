@@ -10,6 +10,7 @@
 #ifndef RESIL_ENGINE_H
 #define RESIL_ENGINE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -17,6 +18,10 @@
 #include "table.h"
 
 uint64_t resil_now_ns(void);
+
+/* Races not yet decided in this process: when zero, readiness hooks need
+ * not look for sockets being replaced. */
+extern atomic_int resil_races_active;
 
 /* Set the configuration (kept by pointer; immutable from now on). */
 void resil_engine_configure(const struct resil_config *cfg);
@@ -47,6 +52,12 @@ void resil_engine_watch(struct resil_sock *s);
  * byte, it is re-raced to another address: returns true, and when wait is
  * set, only after the new connection is in place (or failed). */
 bool resil_engine_path_error(struct resil_sock *s, int err, bool wait);
+
+/* A readiness call reported an error (pollerr) or hang-up on s. When s is dead
+ * (TCP state CLOSE) and never carried a byte, it is re-raced at once
+ * (non-blocking) and true is returned: the event is stale, the fd already
+ * holds a socket in progress. Otherwise false; nothing is consumed. */
+bool resil_engine_dead_unused(struct resil_sock *s, bool pollerr);
 
 /* pthread_atfork handlers. In the child the engine thread does not exist:
  * races in flight fail with ECONNABORTED there, connected sockets go on. */

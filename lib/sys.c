@@ -25,6 +25,7 @@ void resil_sys_use_libc(void)
     resil_sys.dup3 = dup3;
     resil_sys.poll = poll;
     resil_sys.epoll_ctl = epoll_ctl;
+    resil_sys.epoll_wait = epoll_wait;
     resil_sys.read = read;
     resil_sys.write = write;
     resil_sys.recvfrom = recvfrom;

@@ -32,6 +32,7 @@ struct resil_sys {
     int (*dup3)(int, int, int);
     int (*poll)(struct pollfd *, nfds_t, int);
     int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*epoll_wait)(int, struct epoll_event *, int, int);
     ssize_t (*read)(int, void *, size_t);
     ssize_t (*write)(int, const void *, size_t);
     ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *,

@@ -13,6 +13,7 @@
 typedef resil_slot_t slot_t;
 
 _Atomic(slot_t *) resil_table_chunks[NCHUNKS];
+atomic_int resil_table_count;
 #define chunks resil_table_chunks
 /* Stripe locks guard a few instructions (load a slot, take a reference),
  * so they spin: a pthread mutex costs more than the work it protects on the
@@ -207,6 +208,8 @@ resil_status_t resil_table_set(int fd, struct resil_sock *s)
     resil_sock_ref(s);
     stripe_lock(fd);
     old = atomic_exchange(sl, s);
+    if (old == NULL)
+        atomic_fetch_add_explicit(&resil_table_count, 1, memory_order_relaxed);
     stripe_unlock(fd);
     resil_sock_unref(old);
     return RESIL_OK;
@@ -221,8 +224,36 @@ struct resil_sock *resil_table_take(int fd)
         return NULL;
     stripe_lock(fd);
     s = atomic_exchange(sl, NULL);
+    if (s)
+        atomic_fetch_sub_explicit(&resil_table_count, 1, memory_order_relaxed);
     stripe_unlock(fd);
     return s;
+}
+
+struct find_ep {
+    int epfd, fd;
+    uint64_t data;
+};
+
+static void match_ep(struct resil_sock *s, void *arg)
+{
+    struct find_ep *f = arg;
+    if (f->fd >= 0)
+        return;
+    resil_sock_ep_lock(s);
+    for (struct resil_epreg *e = s->ep; e; e = e->next)
+        if (e->epfd == f->epfd && e->ev.data.u64 == f->data) {
+            f->fd = s->fd;
+            break;
+        }
+    resil_sock_ep_unlock(s);
+}
+
+int resil_table_find_epoll(int epfd, uint64_t data)
+{
+    struct find_ep f = {.epfd = epfd, .fd = -1, .data = data};
+    resil_table_foreach(match_ep, &f);
+    return f.fd;
 }
 
 void resil_table_lock_all(void)

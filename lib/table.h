@@ -112,6 +112,10 @@ typedef _Atomic(struct resil_sock *) resil_slot_t;
 extern _Atomic(resil_slot_t *) resil_table_chunks[RESIL_TABLE_MAX >>
                                                   RESIL_TABLE_CHUNK_BITS];
 
+/* Number of entries in the table (approximate under concurrency): zero
+ * lets readiness hooks skip their scan. */
+extern atomic_int resil_table_count;
+
 /* Fast check without a reference: true if fd has an entry. This is the
  * one lookup every hook on an unmanaged fd pays, so it is inline. */
 static inline bool resil_table_has(int fd)
@@ -138,6 +142,9 @@ struct resil_sock *resil_table_take(int fd);
  * child, so the child never inherits a stripe held by a vanished thread. */
 void resil_table_lock_all(void);
 void resil_table_unlock_all(void);
+
+/* The fd of the entry registered in epfd with event data `data`, or -1. */
+int resil_table_find_epoll(int epfd, uint64_t data);
 
 /* Call fn on every entry (with its reference held during the call). */
 void resil_table_foreach(void (*fn)(struct resil_sock *, void *), void *arg);

@@ -59,6 +59,13 @@ static void init_once(void)
     RESOLVE(setsockopt);
     RESOLVE(getsockopt);
     RESOLVE(epoll_ctl);
+    RESOLVE(epoll_wait);
+    RESOLVE(epoll_pwait);
+    RESOLVE(poll);
+    RESOLVE(__poll_chk);
+    RESOLVE(ppoll);
+    RESOLVE(select);
+    RESOLVE(pselect);
     RESOLVE(getaddrinfo);
     RESOLVE(gethostbyname);
     RESOLVE(gethostbyname2);
@@ -94,8 +101,9 @@ static void init_once(void)
     resil_sys.ioctl = ioctl;             /* not interposed */
     resil_sys.dup = dup;                 /* not interposed */
     resil_sys.dup3 = real.dup3;
-    resil_sys.poll = poll;               /* not interposed */
+    resil_sys.poll = real.poll;
     resil_sys.epoll_ctl = real.epoll_ctl;
+    resil_sys.epoll_wait = real.epoll_wait;
     resil_sys.read = real.read;
     resil_sys.write = real.write;
     resil_sys.recvfrom = real.recvfrom;

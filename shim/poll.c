@@ -2,6 +2,10 @@
  * managed fd goes back into every epoll set the program put the fd in
  * (dup2/dup3 silently drop the registration: pitfalls 2.1). */
 #include <errno.h>
+#include <sys/select.h>
+#include <time.h>
+
+#include "engine.h"
 
 #include "log.h"
 #include "shim.h"
@@ -29,4 +33,371 @@ RESIL_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     resil_sock_unref(s);
     errno = saved;
     return rc;
+}
+
+/* ---- readiness: events of a socket that is being replaced ----
+ * A managed connection that dies before carrying a byte is re-raced. A
+ * program that reads or writes meets the error inside a data hook (io.c);
+ * one that sees POLLERR/POLLHUP and closes without reading would not: so
+ * the readiness calls hand such an event to the engine first. When it
+ * re-races, the fd already holds a socket in progress and the event is
+ * dropped; the call waits on if nothing else is ready. */
+
+static bool stale_event(int fd, bool pollerr)
+{
+    struct resil_sock *s;
+    bool stale;
+
+    if (fd < 0 || !resil_table_has(fd) || (s = resil_table_get(fd)) == NULL)
+        return false;
+    /* a socket being re-raced sits parked in SYN_SENT, which reports no
+     * error or hang-up: such an event came from the socket it replaced
+     * (the same fd can stand twice in one pollfd array, as in nc) */
+    if (s->state == RS_RACING) {
+        resil_sock_unref(s);
+        rdebug("fd %d: readiness event of the replaced socket dropped", fd);
+        return true;
+    }
+    resil_in_shim++;
+    stale = resil_engine_dead_unused(s, pollerr);
+    resil_in_shim--;
+    rdebug("fd %d: %s on a socket in state %d: %s", fd,
+           pollerr ? "POLLERR" : "POLLHUP", (int)s->state,
+           stale ? "re-raced, event dropped" : "passed on");
+    resil_sock_unref(s);
+    return stale;
+}
+
+static int drop_stale_pollfds(struct pollfd *fds, nfds_t n)
+{
+    int saved = errno, dropped = 0, nrep = 0;
+    int replaced[16]; /* fds re-raced in this pass */
+
+    for (nfds_t i = 0; i < n; i++) {
+        bool drop = false;
+        if (!(fds[i].revents & (POLLERR | POLLHUP)))
+            continue;
+        /* the same fd may stand twice in the array (nc): every entry
+         * describes the socket just replaced, even if the new one is
+         * connected by the time we look at the second */
+        for (int k = 0; k < nrep && !drop; k++)
+            drop = replaced[k] == fds[i].fd;
+        if (!drop && stale_event(fds[i].fd, fds[i].revents & POLLERR)) {
+            drop = true;
+            if (nrep < 16)
+                replaced[nrep++] = fds[i].fd;
+        }
+        if (drop) {
+            fds[i].revents = 0;
+            dropped++;
+        }
+    }
+    errno = saved;
+    return dropped;
+}
+
+static int drop_stale_epoll(int epfd, struct epoll_event *ev, int n)
+{
+    int saved = errno, out = 0;
+    for (int i = 0; i < n; i++) {
+        if ((ev[i].events & (EPOLLERR | EPOLLHUP)) &&
+            stale_event(resil_table_find_epoll(epfd, ev[i].data.u64),
+                        ev[i].events & EPOLLERR))
+            continue;
+        ev[out++] = ev[i];
+    }
+    errno = saved;
+    return out;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* What is left of a millisecond timeout that began at t0 (-1: none). */
+static int left_ms(int timeout, int64_t t0)
+{
+    int64_t left;
+    if (timeout < 0)
+        return -1;
+    left = timeout - (now_ms() - t0);
+    return left > 0 ? (int)left : 0;
+}
+
+static bool quiet(int rc)
+{
+    return rc <= 0 || resil_in_shim ||
+           atomic_load_explicit(&resil_table_count, memory_order_relaxed) == 0;
+}
+
+static bool racing(int fd)
+{
+    struct resil_sock *s;
+    bool r;
+    if (fd < 0 || !resil_table_has(fd) || (s = resil_table_get(fd)) == NULL)
+        return false;
+    r = s->state == RS_RACING;
+    resil_sock_unref(s);
+    return r;
+}
+
+/* The kernel's poll and select register on the wait queues of the files
+ * they find in their first pass only. A sleeper on a parked socket is woken
+ * by the swap and re-reads the fd table, but is not registered on the new
+ * socket: if that one is not ready at once (a re-race waiting for data),
+ * nothing would wake it again. So while a socket in the set is being
+ * replaced, sleep in slices: each new call registers on what fd holds now. */
+#define RACE_SLICE_MS 50
+
+static int slice(int t, bool racing_now)
+{
+    return racing_now && (t < 0 || t > RACE_SLICE_MS) ? RACE_SLICE_MS : t;
+}
+
+static bool pollfds_racing(const struct pollfd *fds, nfds_t n)
+{
+    if (resil_in_shim || atomic_load(&resil_races_active) == 0)
+        return false;
+    for (nfds_t i = 0; i < n; i++)
+        if (racing(fds[i].fd))
+            return true;
+    return false;
+}
+
+/* No managed socket in the process (or we are inside libresil): the
+ * readiness hooks are a single test in front of the real call. */
+static bool unmanaged(void)
+{
+    return resil_in_shim ||
+           atomic_load_explicit(&resil_table_count, memory_order_relaxed) == 0;
+}
+
+static int poll_loop(struct pollfd *fds, nfds_t n, int timeout,
+                     size_t fdslen, bool chk)
+{
+    int64_t t0 = timeout > 0 ? now_ms() : 0;
+    int rc, t;
+
+    for (;;) {
+        t = slice(left_ms(timeout, t0), pollfds_racing(fds, n));
+        rc = chk ? real.__poll_chk(fds, n, t, fdslen) : real.poll(fds, n, t);
+        if (rc < 0 || (rc > 0 && (quiet(rc) ||
+                                   (rc -= drop_stale_pollfds(fds, n)) > 0)))
+            return rc;
+        if (timeout == 0 || left_ms(timeout, t0) == 0)
+            return 0;
+    }
+}
+
+RESIL_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    RESIL_INIT();
+    if (unmanaged())
+        return real.poll(fds, n, timeout);
+    return poll_loop(fds, n, timeout, 0, false);
+}
+
+RESIL_EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout,
+                            size_t fdslen)
+{
+    RESIL_INIT();
+    if (unmanaged())
+        return real.__poll_chk(fds, n, timeout, fdslen);
+    return poll_loop(fds, n, timeout, fdslen, true);
+}
+
+static int64_t ts_ns(const struct timespec *ts)
+{
+    return ts->tv_sec * 1000000000LL + ts->tv_nsec;
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts_ns(&ts);
+}
+
+RESIL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
+                       const sigset_t *mask)
+{
+    int64_t t0, left = ts ? ts_ns(ts) : -1;
+    struct timespec step;
+    int rc;
+
+    RESIL_INIT();
+    if (unmanaged())
+        return real.ppoll(fds, n, ts, mask);
+    t0 = mono_ns();
+    for (;;) {
+        const struct timespec *tp = ts ? &step : NULL;
+        int64_t want = left;
+        if (pollfds_racing(fds, n) &&
+            (want < 0 || want > RACE_SLICE_MS * 1000000LL)) {
+            want = RACE_SLICE_MS * 1000000LL;
+            tp = &step;
+        }
+        if (tp) {
+            step.tv_sec = want / 1000000000LL;
+            step.tv_nsec = want % 1000000000LL;
+        }
+        rc = real.ppoll(fds, n, tp, mask);
+        if (rc < 0 || (rc > 0 && (quiet(rc) ||
+                                   (rc -= drop_stale_pollfds(fds, n)) > 0)))
+            return rc;
+        if (ts) {
+            left = ts_ns(ts) - (mono_ns() - t0);
+            if (left <= 0)
+                return 0;
+        }
+    }
+}
+
+RESIL_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max,
+                            int timeout)
+{
+    int64_t t0;
+    int rc, t = timeout;
+
+    RESIL_INIT();
+    if (unmanaged())
+        return real.epoll_wait(epfd, ev, max, timeout);
+    t0 = timeout > 0 ? now_ms() : 0;
+    for (;;) {
+        rc = real.epoll_wait(epfd, ev, max, t);
+        if (quiet(rc) || (rc = drop_stale_epoll(epfd, ev, rc)) > 0)
+            return rc;
+        if ((t = left_ms(timeout, t0)) == 0)
+            return 0;
+    }
+}
+
+RESIL_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max,
+                             int timeout, const sigset_t *mask)
+{
+    int64_t t0;
+    int rc, t = timeout;
+
+    RESIL_INIT();
+    if (unmanaged())
+        return real.epoll_pwait(epfd, ev, max, timeout, mask);
+    t0 = timeout > 0 ? now_ms() : 0;
+    for (;;) {
+        rc = real.epoll_pwait(epfd, ev, max, t, mask);
+        if (quiet(rc) || (rc = drop_stale_epoll(epfd, ev, rc)) > 0)
+            return rc;
+        if ((t = left_ms(timeout, t0)) == 0)
+            return 0;
+    }
+}
+
+/* select/pselect: the same slicing (their error events cannot be told from
+ * readiness, so a dead socket is met by the data call that follows). */
+static bool fdsets_racing(int n, const fd_set *r, const fd_set *w,
+                          const fd_set *e)
+{
+    if (resil_in_shim || atomic_load(&resil_races_active) == 0)
+        return false;
+    for (int fd = 0; fd < n && fd < FD_SETSIZE; fd++)
+        if (((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) ||
+             (e && FD_ISSET(fd, e))) && racing(fd))
+            return true;
+    return false;
+}
+
+static int select_sliced(int n, fd_set *r, fd_set *w, fd_set *e,
+                         const struct timespec *ts, const sigset_t *mask,
+                         bool pselect_call)
+{
+    fd_set r0, w0, e0;
+    int64_t t0 = mono_ns(), left = ts ? ts_ns(ts) : -1;
+    int rc;
+
+    if (r)
+        r0 = *r;
+    if (w)
+        w0 = *w;
+    if (e)
+        e0 = *e;
+    for (;;) {
+        struct timespec step;
+        const struct timespec *tp = ts ? &step : NULL;
+        int64_t want = left;
+        bool sliced = false;
+        if (n <= FD_SETSIZE && fdsets_racing(n, r, w, e) &&
+            (want < 0 || want > RACE_SLICE_MS * 1000000LL)) {
+            want = RACE_SLICE_MS * 1000000LL;
+            tp = &step;
+            sliced = true;
+        }
+        if (tp) {
+            step.tv_sec = want / 1000000000LL;
+            step.tv_nsec = want % 1000000000LL;
+        }
+        if (pselect_call) {
+            rc = real.pselect(n, r, w, e, tp, mask);
+        } else {
+            struct timeval tv, *tvp = NULL;
+            if (tp) {
+                tv.tv_sec = tp->tv_sec;
+                tv.tv_usec = tp->tv_nsec / 1000;
+                tvp = &tv;
+            }
+            rc = real.select(n, r, w, e, tvp);
+        }
+        if (rc != 0 || !sliced)
+            return rc;
+        if (ts) {
+            left = ts_ns(ts) - (mono_ns() - t0);
+            if (left <= 0)
+                return 0;
+        }
+        /* a sliced timeout emptied the sets: give them back */
+        if (r)
+            *r = r0;
+        if (w)
+            *w = w0;
+        if (e)
+            *e = e0;
+    }
+}
+
+RESIL_EXPORT int select(int n, fd_set *r, fd_set *w, fd_set *e,
+                        struct timeval *tv)
+{
+    struct timespec ts, *tsp = NULL;
+    int64_t t0;
+    int rc;
+
+    RESIL_INIT();
+    if (unmanaged() || atomic_load(&resil_races_active) == 0)
+        return real.select(n, r, w, e, tv);
+    if (tv) {
+        ts.tv_sec = tv->tv_sec;
+        ts.tv_nsec = tv->tv_usec * 1000;
+        tsp = &ts;
+    }
+    t0 = mono_ns();
+    rc = select_sliced(n, r, w, e, tsp, NULL, false);
+    if (tv) {
+        /* Linux reports the time not slept */
+        int64_t left = ts_ns(&ts) - (mono_ns() - t0);
+        if (left < 0)
+            left = 0;
+        tv->tv_sec = left / 1000000000LL;
+        tv->tv_usec = (left % 1000000000LL) / 1000;
+    }
+    return rc;
+}
+
+RESIL_EXPORT int pselect(int n, fd_set *r, fd_set *w, fd_set *e,
+                         const struct timespec *ts, const sigset_t *mask)
+{
+    RESIL_INIT();
+    if (unmanaged() || atomic_load(&resil_races_active) == 0)
+        return real.pselect(n, r, w, e, ts, mask);
+    return select_sliced(n, r, w, e, ts, mask, true);
 }

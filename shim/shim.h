@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -33,6 +34,15 @@ struct resil_real {
     int (*setsockopt)(int, int, int, const void *, socklen_t);
     int (*getsockopt)(int, int, int, void *, socklen_t *);
     int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*epoll_wait)(int, struct epoll_event *, int, int);
+    int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+    int (*poll)(struct pollfd *, nfds_t, int);
+    int (*__poll_chk)(struct pollfd *, nfds_t, int, size_t);
+    int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *,
+                 const sigset_t *);
+    int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+    int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *,
+                   const sigset_t *);
     int (*getaddrinfo)(const char *, const char *, const struct addrinfo *,
                        struct addrinfo **);
     struct hostent *(*gethostbyname)(const char *);
@@ -63,6 +73,7 @@ struct resil_real {
 
 /* glibc's fortified entry points (declared only under _FORTIFY_SOURCE) */
 ssize_t __read_chk(int, void *, size_t, size_t);
+int __poll_chk(struct pollfd *, nfds_t, int, size_t);
 ssize_t __recv_chk(int, void *, size_t, size_t, int);
 ssize_t __recvfrom_chk(int, void *, size_t, size_t, int, struct sockaddr *,
                        socklen_t *);

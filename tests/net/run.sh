@@ -445,16 +445,35 @@ for mode in with without; do
         banner "$TB_NAME" $P_BANNER >"$WORK/g-$mode.out" 2>"$WORK/g-$mode.err" &
     GPID[$mode]=$!
 done
+# netcat-openbsd waits in poll() and closes on POLLERR without reading:
+# the readiness hooks must catch the dead socket before it does. socat
+# waits in select(). Both then sleep on the replaced socket, which the
+# kernel's poll/select would never wake for data on the new one.
+G_TOOLS="nc socat"
+for tool in $G_TOOLS; do
+    case $tool in
+        nc) cmd=(nc "$TB_NAME" $P_BANNER) ;;
+        socat) cmd=(socat - "TCP:$TB_NAME:$P_BANNER") ;;
+    esac
+    ( sleep 40 | timeout 40 ip netns exec "$TB_C" env LD_PRELOAD="$LIB" \
+          RESIL_EVENTS="$WORK/g-$tool.ev" RESIL_LOG_LEVEL=info \
+          RESIL_LOG_FILE="$WORK/g-$tool.log" RESIL_FAIL_TIMEOUT_MS=$BOUND \
+          "${cmd[@]}" >"$WORK/g-$tool.out" 2>&1 ) &
+    GPID[$tool]=$!
+done
 ready=0
 for i in $(seq 100); do
     grep -q '^peer' "$WORK/g-with.out" && grep -q '^peer' "$WORK/g-without.out" &&
+        grep -q '"event":"connect"' "$WORK/g-nc.ev" 2>/dev/null &&
+        grep -q '"event":"connect"' "$WORK/g-socat.ev" 2>/dev/null &&
         { ready=1; break; }
     sleep 0.1
 done
 check $((1 - ready)) "g: both clients connected, waiting for the banner"
 dead_up=""
-for mode in with without; do
-    pa=$(awk '$1=="peer"{print $2; exit}' "$WORK/g-$mode.out")
+for pa in $(awk '$1=="peer"{print $2; exit}' "$WORK/g-with.out") \
+          $(awk '$1=="peer"{print $2; exit}' "$WORK/g-without.out") \
+          $(cat "$WORK"/g-nc.ev "$WORK"/g-socat.ev | grep -o '"winner":"[^"]*"' | cut -d'"' -f4); do
     u=$(tb_uplink_of "${pa#::ffff:}")
     [ "$u" = 0 ] || [[ " $dead_up " == *" $u "* ]] || dead_up="$dead_up $u"
 done
@@ -476,12 +495,24 @@ if [[ "$l" == banner* ]]; then
 else
     fail "g: with libresil no banner within 12 s: ${l:-nothing}"
 fi
+for tool in $G_TOOLS; do
+    while [ $(( $(now_ms) - T_BH )) -lt 12000 ] && ! grep -q '^banner' "$WORK/g-$tool.out"; do
+        sleep 0.1
+    done
+    if grep -q '^banner' "$WORK/g-$tool.out"; then
+        pass "g: $tool gets the banner of a re-raced connection: $(head -1 "$WORK/g-$tool.out") ($(grep -c '"event":"rerace"' "$WORK/g-$tool.ev") rerace event)"
+    else
+        fail "g: $tool got no banner within 12 s: $(head -c 200 "$WORK/g-$tool.out")"
+    fi
+done
 if ! grep -qE '^(banner|error|eof)' "$WORK/g-without.out" && kill -0 "${GPID[without]}" 2>/dev/null; then
     pass "g: without libresil still waiting 12 s after the blackhole"
 else
     fail "g: without libresil ended: $(grep -m1 -E '^(banner|error|eof)' "$WORK/g-without.out")"
 fi
-for mode in with without; do kill "${GPID[$mode]}" 2>/dev/null; done
+for mode in with without $G_TOOLS; do kill "${GPID[$mode]}" 2>/dev/null; done
+pkill -f "nc $TB_NAME $P_BANNER" 2>/dev/null
+pkill -f "TCP:$TB_NAME:$P_BANNER" 2>/dev/null
 wait "${GPID[@]}" 2>/dev/null
 tb_heal 2>/dev/null
 
