@@ -219,6 +219,14 @@ fail:
     return -1;
 }
 
+/* Undo park_fd(): disconnect fd from the parking listener (a SYN_SENT
+ * socket returns to unconnected), for when no race follows. */
+static void unpark(int fd)
+{
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    resil_sys.connect(fd, &unspec, sizeof(unspec));
+}
+
 /* Start a connect of fd to the parking listener. Caller holds E.mu.
  * Returns 0 when fd is now parked (SYN_SENT). */
 static int park_fd(int fd, int family, bool v6only)
@@ -640,14 +648,21 @@ static void dns_start(struct resil_race_ctx *c)
 
 /* ---- monitor ---- */
 
+/* Take *pp off the monitor list, dropping the list's reference. */
+static void monitor_unlink(struct resil_sock **pp) /* E.mu held */
+{
+    struct resil_sock *s = *pp;
+    *pp = s->mon_next;
+    s->mon_next = NULL;
+    s->on_monitor = false;
+    resil_sock_unref(s);
+}
+
 static void monitor_remove(struct resil_sock *s) /* E.mu held */
 {
     for (struct resil_sock **pp = &E.mon; *pp; pp = &(*pp)->mon_next)
         if (*pp == s) {
-            *pp = s->mon_next;
-            s->mon_next = NULL;
-            s->on_monitor = false;
-            resil_sock_unref(s);
+            monitor_unlink(pp);
             return;
         }
 }
@@ -736,14 +751,10 @@ static void monitor_tick(uint64_t now)
 {
     for (struct resil_sock **pp = &E.mon; *pp;) {
         struct resil_sock *s = *pp;
-        if (monitor_one(s, now)) {
+        if (monitor_one(s, now))
             pp = &s->mon_next;
-            continue;
-        }
-        *pp = s->mon_next;
-        s->mon_next = NULL;
-        s->on_monitor = false;
-        resil_sock_unref(s);
+        else
+            monitor_unlink(pp);
     }
 }
 
@@ -1097,11 +1108,9 @@ resil_status_t resil_engine_connect(struct resil_sock *s,
     fl = resil_sys.fcntl(s->fd, F_GETFL);
     if (fl < 0 || race_begin(s, &ip, port, false,
                              (fl & O_NONBLOCK) ? NULL : &c) < 0) {
-        /* unpark (the socket is in SYN_SENT to our listener): the real
-         * connect would otherwise say EALREADY, or wait for the parking
-         * connect to time out */
-        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
-        resil_sys.connect(s->fd, &unspec, sizeof(unspec));
+        /* the real connect would otherwise say EALREADY, or wait for the
+         * parking connect to time out */
+        unpark(s->fd);
         pthread_mutex_unlock(&E.mu);
         goto direct;
     }
@@ -1209,11 +1218,10 @@ bool resil_engine_path_error(struct resil_sock *s, int err, bool wait)
                        wait ? &c : NULL) == 0) {
             ok = true;
         } else {
-            /* unpark: the connection is dead anyway; the program gets
-             * its error, and later calls ENOTCONN instead of blocking on
-             * the parked socket */
-            struct sockaddr unspec = {.sa_family = AF_UNSPEC};
-            resil_sys.connect(s->fd, &unspec, sizeof(unspec));
+            /* the connection is dead anyway; the program gets its error,
+             * and later calls ENOTCONN instead of blocking on the parked
+             * socket */
+            unpark(s->fd);
         }
     }
     pthread_mutex_unlock(&s->mu);

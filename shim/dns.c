@@ -7,10 +7,11 @@
 #include "names.h"
 #include "shim.h"
 
+/* Both recorders leave errno as the resolver set it. */
 static void record_ai(const char *node, const struct addrinfo *res)
 {
     struct resil_ip ips[RESIL_NAME_ADDRS];
-    int n = 0;
+    int n = 0, saved = errno;
 
     for (const struct addrinfo *ai = res; ai && n < RESIL_NAME_ADDRS;
          ai = ai->ai_next) {
@@ -22,14 +23,16 @@ static void record_ai(const char *node, const struct addrinfo *res)
         }
     }
     resil_names_record(node, ips, n, resil_now_ns());
+    errno = saved;
 }
 
 static void record_he(const char *name, const struct hostent *h)
 {
     struct resil_ip ips[RESIL_NAME_ADDRS];
-    int n = 0;
+    int n = 0, saved = errno;
 
-    if (h == NULL || (h->h_addrtype != AF_INET && h->h_addrtype != AF_INET6))
+    if (resil_in_shim || name == NULL || h == NULL ||
+        (h->h_addrtype != AF_INET && h->h_addrtype != AF_INET6))
         return;
     for (char **p = h->h_addr_list; p && *p && n < RESIL_NAME_ADDRS; p++) {
         memset(&ips[n], 0, sizeof(ips[n]));
@@ -38,51 +41,39 @@ static void record_he(const char *name, const struct hostent *h)
         n++;
     }
     resil_names_record(name, ips, n, resil_now_ns());
+    errno = saved;
 }
 
 RESIL_EXPORT int getaddrinfo(const char *node, const char *service,
                              const struct addrinfo *hints,
                              struct addrinfo **res)
 {
-    int rc, saved;
+    int rc;
 
     RESIL_INIT();
     rc = real.getaddrinfo(node, service, hints, res);
-    if (rc != 0 || resil_in_shim || node == NULL || res == NULL)
-        return rc;
-    saved = errno;
-    record_ai(node, *res);
-    errno = saved;
+    if (rc == 0 && !resil_in_shim && node && res)
+        record_ai(node, *res);
     return rc;
 }
 
 RESIL_EXPORT struct hostent *gethostbyname(const char *name)
 {
     struct hostent *h;
-    int saved;
 
     RESIL_INIT();
     h = real.gethostbyname(name);
-    if (h && !resil_in_shim && name) {
-        saved = errno;
-        record_he(name, h);
-        errno = saved;
-    }
+    record_he(name, h);
     return h;
 }
 
 RESIL_EXPORT struct hostent *gethostbyname2(const char *name, int af)
 {
     struct hostent *h;
-    int saved;
 
     RESIL_INIT();
     h = real.gethostbyname2(name, af);
-    if (h && !resil_in_shim && name) {
-        saved = errno;
-        record_he(name, h);
-        errno = saved;
-    }
+    record_he(name, h);
     return h;
 }
 
@@ -90,15 +81,12 @@ RESIL_EXPORT int gethostbyname_r(const char *name, struct hostent *ret,
                                  char *buf, size_t len,
                                  struct hostent **result, int *h_errnop)
 {
-    int rc, saved;
+    int rc;
 
     RESIL_INIT();
     rc = real.gethostbyname_r(name, ret, buf, len, result, h_errnop);
-    if (rc == 0 && result && *result && !resil_in_shim && name) {
-        saved = errno;
+    if (rc == 0 && result)
         record_he(name, *result);
-        errno = saved;
-    }
     return rc;
 }
 
@@ -106,14 +94,11 @@ RESIL_EXPORT int gethostbyname2_r(const char *name, int af,
                                   struct hostent *ret, char *buf, size_t len,
                                   struct hostent **result, int *h_errnop)
 {
-    int rc, saved;
+    int rc;
 
     RESIL_INIT();
     rc = real.gethostbyname2_r(name, af, ret, buf, len, result, h_errnop);
-    if (rc == 0 && result && *result && !resil_in_shim && name) {
-        saved = errno;
+    if (rc == 0 && result)
         record_he(name, *result);
-        errno = saved;
-    }
     return rc;
 }

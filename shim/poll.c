@@ -110,11 +110,21 @@ static int drop_stale_epoll(int epfd, struct epoll_event *ev, int n)
     return out;
 }
 
-static int64_t now_ms(void)
+static int64_t ts_ns(const struct timespec *ts)
+{
+    return ts->tv_sec * 1000000000LL + ts->tv_nsec;
+}
+
+static int64_t mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return ts_ns(&ts);
+}
+
+static int64_t now_ms(void)
+{
+    return mono_ns() / 1000000;
 }
 
 /* What is left of a millisecond timeout that began at t0 (-1: none). */
@@ -209,18 +219,6 @@ RESIL_EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout,
     return poll_loop(fds, n, timeout, fdslen, true);
 }
 
-static int64_t ts_ns(const struct timespec *ts)
-{
-    return ts->tv_sec * 1000000000LL + ts->tv_nsec;
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts_ns(&ts);
-}
-
 RESIL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
                        const sigset_t *mask)
 {
@@ -256,18 +254,15 @@ RESIL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
     }
 }
 
-RESIL_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max,
-                            int timeout)
+static int epoll_loop(int epfd, struct epoll_event *ev, int max,
+                      int timeout, const sigset_t *mask, bool pwait)
 {
-    int64_t t0;
+    int64_t t0 = timeout > 0 ? now_ms() : 0;
     int rc, t = timeout;
 
-    RESIL_INIT();
-    if (unmanaged())
-        return real.epoll_wait(epfd, ev, max, timeout);
-    t0 = timeout > 0 ? now_ms() : 0;
     for (;;) {
-        rc = real.epoll_wait(epfd, ev, max, t);
+        rc = pwait ? real.epoll_pwait(epfd, ev, max, t, mask)
+                   : real.epoll_wait(epfd, ev, max, t);
         if (quiet(rc) || (rc = drop_stale_epoll(epfd, ev, rc)) > 0)
             return rc;
         if ((t = left_ms(timeout, t0)) == 0)
@@ -275,23 +270,22 @@ RESIL_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max,
     }
 }
 
+RESIL_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max,
+                            int timeout)
+{
+    RESIL_INIT();
+    if (unmanaged())
+        return real.epoll_wait(epfd, ev, max, timeout);
+    return epoll_loop(epfd, ev, max, timeout, NULL, false);
+}
+
 RESIL_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max,
                              int timeout, const sigset_t *mask)
 {
-    int64_t t0;
-    int rc, t = timeout;
-
     RESIL_INIT();
     if (unmanaged())
         return real.epoll_pwait(epfd, ev, max, timeout, mask);
-    t0 = timeout > 0 ? now_ms() : 0;
-    for (;;) {
-        rc = real.epoll_pwait(epfd, ev, max, t, mask);
-        if (quiet(rc) || (rc = drop_stale_epoll(epfd, ev, rc)) > 0)
-            return rc;
-        if ((t = left_ms(timeout, t0)) == 0)
-            return 0;
-    }
+    return epoll_loop(epfd, ev, max, timeout, mask, true);
 }
 
 /* select/pselect: the same slicing (their error events cannot be told from
