@@ -54,6 +54,23 @@ void resil_config_defaults(struct resil_config *cfg)
     cfg->log_level = RESIL_LOG_WARN;
 }
 
+static struct resil_config default_cfg;
+static const struct resil_config *current;
+
+const struct resil_config *resil_config_get(void)
+{
+    if (__builtin_expect(current == NULL, 0)) {
+        resil_config_defaults(&default_cfg);
+        current = &default_cfg;
+    }
+    return current;
+}
+
+void resil_config_set(const struct resil_config *cfg)
+{
+    current = cfg;
+}
+
 static const struct key *find_key(const char *name, size_t len)
 {
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -258,7 +275,7 @@ resil_status_t resil_config_file(struct resil_config *cfg, const char *path,
         goto done;
     }
     for (;;) {
-        ssize_t r = resil_sys.read(fd, buf + have, CONFIG_FILE_MAX + 1 - have);
+        ssize_t r = real.read(fd, buf + have, CONFIG_FILE_MAX + 1 - have);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
@@ -295,7 +312,7 @@ resil_status_t resil_config_file(struct resil_config *cfg, const char *path,
     }
 done:
     free(buf);
-    resil_sys.close(fd);
+    real.close(fd);
     return ret;
 }
 

@@ -55,6 +55,12 @@ typedef void (*resil_config_err_fn)(const char *where, const char *msg);
 
 void resil_config_defaults(struct resil_config *cfg);
 
+/* The process's configuration: what resil_config_set() installed (kept by
+ * pointer, immutable from then on, read without locks), the defaults
+ * before that. Never NULL. */
+const struct resil_config *resil_config_get(void);
+void resil_config_set(const struct resil_config *cfg);
+
 /* Apply one "key value" line (comments and blank lines are accepted and do
  * nothing). Returns RESIL_OK, or RESIL_EINVAL/RESIL_ERANGE with a message in
  * err (key and reason) and cfg unchanged for that key. */

@@ -78,7 +78,7 @@ int resil_events_open(const char *path)
 
 void resil_events_fds_closed(unsigned first, unsigned last)
 {
-    if (ev_fd >= 0 && (unsigned)ev_fd >= first && (unsigned)ev_fd <= last)
+    if (resil_fd_in_range(ev_fd, first, last))
         ev_fd = -1;
 }
 
@@ -141,7 +141,7 @@ void resil_event(const char *type, int fd, const char *members, ...)
     va_end(ap);
     buf[n++] = '}';
     buf[n++] = '\n';
-    if (resil_sys.write(ev_fd, buf, (size_t)n) != n) {
+    if (real.write(ev_fd, buf, (size_t)n) != n) {
         __atomic_fetch_add(&counts[C_DROPPED], 1, __ATOMIC_RELAXED);
         /* full disk, quota, file gone: say so once, then stay silent */
         if (__atomic_exchange_n(&ev_failed, 1, __ATOMIC_RELAXED) == 0)

@@ -16,16 +16,16 @@ static const char *const level_names[] = {"none",  "error", "warn",
 
 int resil_fd_high(int fd)
 {
-    int hi = resil_sys.fcntl(fd, F_DUPFD_CLOEXEC, RESIL_HIGH_FD);
+    int hi = real.fcntl(fd, F_DUPFD_CLOEXEC, RESIL_HIGH_FD);
     if (hi < 0)
         return fd;
-    resil_sys.close(fd);
+    real.close(fd);
     return hi;
 }
 
 void resil_log_fds_closed(unsigned first, unsigned last)
 {
-    if (log_fd > 2 && (unsigned)log_fd >= first && (unsigned)log_fd <= last)
+    if (log_fd > 2 && resil_fd_in_range(log_fd, first, last))
         log_fd = 2;
 }
 
@@ -71,7 +71,7 @@ void resil_log(int level, const char *fmt, ...)
     if ((size_t)n > sizeof(buf) - 2)
         n = (int)sizeof(buf) - 2;
     buf[n++] = '\n';
-    if (resil_sys.write)
-        (void)!resil_sys.write(log_fd, buf, (size_t)n);
+    if (real.write)
+        (void)!real.write(log_fd, buf, (size_t)n);
     errno = saved;
 }

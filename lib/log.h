@@ -6,6 +6,8 @@
 #ifndef RESIL_LOG_H
 #define RESIL_LOG_H
 
+#include <stdbool.h>
+
 enum resil_log_level {
     RESIL_LOG_NONE = 0,
     RESIL_LOG_ERROR = 1,
@@ -46,5 +48,10 @@ void resil_log_fds_closed(unsigned first, unsigned last);
  * Returns the new fd, or the old one when that fails. */
 int resil_fd_high(int fd);
 #define RESIL_HIGH_FD 900
+
+static inline bool resil_fd_in_range(int fd, unsigned first, unsigned last)
+{
+    return fd >= 0 && (unsigned)fd >= first && (unsigned)fd <= last;
+}
 
 #endif

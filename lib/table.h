@@ -6,7 +6,8 @@
  *
  * Locking (outer to inner; no lock is held across a blocking call except
  * where noted):
- *   1. engine lock (engine.c): races, the monitor list, c-ares.
+ *   1. engine lock (engine.h): races (conn.c), the monitor list
+ *      (monitor.c), c-ares (dns.c), the parking listeners (swap.c).
  *   2. resil_sock.mu: protects every mutable field of one socket. The engine
  *      holds it across the swap (dup3 + epoll DEL/ADD, all non-blocking), so
  *      that a concurrent close() of the fd waits for the swap to finish.

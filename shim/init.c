@@ -13,10 +13,10 @@
 #include "config.h"
 #include "engine.h"
 #include "events.h"
+#include "health.h"
 #include "log.h"
 #include "shim.h"
 
-struct resil_real real;
 volatile int resil_ready;
 static struct resil_config config;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -87,27 +87,13 @@ static void init_once(void)
     RESOLVE(sendfile);
     RESOLVE(sendfile64);
 
-    resil_sys.socket = real.socket;
-    resil_sys.connect = real.connect;
-    resil_sys.bind = real.bind;
-    resil_sys.close = real.close;
-    resil_sys.setsockopt = real.setsockopt;
-    resil_sys.getsockopt = real.getsockopt;
-    resil_sys.getsockname = getsockname; /* not interposed */
-    resil_sys.getpeername = getpeername; /* not interposed */
-    resil_sys.listen = real.listen;
-    resil_sys.shutdown = shutdown;       /* not interposed */
-    resil_sys.fcntl = fcntl;             /* not interposed */
-    resil_sys.ioctl = ioctl;             /* not interposed */
-    resil_sys.dup = dup;                 /* not interposed */
-    resil_sys.dup3 = real.dup3;
-    resil_sys.poll = real.poll;
-    resil_sys.epoll_ctl = real.epoll_ctl;
-    resil_sys.epoll_wait = real.epoll_wait;
-    resil_sys.read = real.read;
-    resil_sys.write = real.write;
-    resil_sys.recvfrom = real.recvfrom;
-    resil_sys.sendmsg = real.sendmsg;
+    /* not interposed: libc's own */
+    real.getsockname = getsockname;
+    real.getpeername = getpeername;
+    real.shutdown = shutdown;
+    real.fcntl = fcntl;
+    real.ioctl = ioctl;
+    real.dup = dup;
 
     /* setuid: ignore the environment (secure_getenv returns NULL) */
     resil_config_defaults(&config);
@@ -131,7 +117,8 @@ static void init_once(void)
     resil_log_level = config.log_level;
     resil_log_open(config.log_file);
     resil_events_open(config.events_file);
-    resil_engine_configure(&config);
+    resil_config_set(&config);
+    resil_health_set_ttl((uint64_t)config.health_ttl_ms * RESIL_MS);
     pthread_atfork(resil_engine_atfork_prepare, resil_engine_atfork_parent,
                    resil_engine_atfork_child);
     rdebug("loaded: race=%d attempt_delay_ms=%d fail_timeout_ms=%d "

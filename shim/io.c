@@ -7,7 +7,10 @@
 #include <fcntl.h>
 #include <sys/sendfile.h>
 
+#include "config.h"
+#include "conn.h"
 #include "engine.h"
+#include "monitor.h"
 #include "shim.h"
 
 enum { IO_RETURN, IO_RETRY, IO_AGAIN };
@@ -39,7 +42,7 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
         return IO_RETURN;
     if (rc > 0) {
         if (s->state == RS_CONNECTED || s->state == RS_DIRECT)
-            resil_engine_watch(s);
+            resil_monitor_watch(s);
     } else if (rc == 0) {
         /* A read that slept on a socket libresil has just replaced (a
          * re-race) is woken by the shutdown of the old socket and returns 0:
@@ -56,7 +59,7 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
     } else {
         bool blocking = resil_io_blocking(fd, flags);
         resil_in_shim++;
-        if (resil_engine_path_error(s, saved, blocking))
+        if (resil_conn_path_error(s, saved, blocking))
             ret = blocking ? IO_RETRY : IO_AGAIN;
         resil_in_shim--;
     }

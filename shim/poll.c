@@ -5,7 +5,10 @@
 #include <sys/select.h>
 #include <time.h>
 
+#include "config.h"
+#include "conn.h"
 #include "engine.h"
+#include "monitor.h"
 
 #include "log.h"
 #include "shim.h"
@@ -59,7 +62,7 @@ static bool stale_event(int fd, bool pollerr)
         return true;
     }
     resil_in_shim++;
-    stale = resil_engine_dead_unused(s, pollerr);
+    stale = resil_conn_dead_unused(s, pollerr);
     resil_in_shim--;
     rdebug("fd %d: %s on a socket in state %d: %s", fd,
            pollerr ? "POLLERR" : "POLLHUP", (int)s->state,

@@ -6,7 +6,10 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "config.h"
+#include "conn.h"
 #include "engine.h"
+#include "monitor.h"
 #include "log.h"
 #include "shim.h"
 
@@ -18,7 +21,7 @@ void resil_shim_drop(int fd)
     pthread_mutex_lock(&s->mu);
     s->closed = true;
     pthread_mutex_unlock(&s->mu);
-    resil_engine_forget(s);
+    resil_conn_forget(s);
     resil_sock_unref(s);
 }
 
@@ -42,7 +45,7 @@ RESIL_EXPORT int socket(int domain, int type, int protocol)
         s = resil_sock_new(fd, domain, type);
         if (s == NULL || resil_table_set(fd, s) != RESIL_OK) {
             resil_sock_unref(s);
-            if (resil_engine_config()->strict) {
+            if (resil_config_get()->strict) {
                 rerror("fd %d: cannot manage the socket; failing (strict)",
                        fd);
                 real.close(fd);
@@ -178,9 +181,9 @@ again:
          * retry after EINTR); so do we */
         pthread_mutex_unlock(&s->mu);
         resil_in_shim++;
-        bool waited = resil_engine_connect_wait(s, sa, len, &err);
+        st = resil_conn_wait(s, sa, len, &err);
         resil_in_shim--;
-        if (!waited) {
+        if (st != RESIL_OK) {
             /* decided meanwhile, or nothing to wait for (a re-race, or
              * the fd was closed) */
             no_wait = true;
@@ -207,7 +210,7 @@ again:
     }
     pthread_mutex_unlock(&s->mu);
     resil_in_shim++;
-    st = resil_engine_connect(s, sa, len, &err);
+    st = resil_conn_connect(s, sa, len, &err);
     resil_in_shim--;
     resil_sock_unref(s);
     if (st != RESIL_OK)

@@ -1,0 +1,169 @@
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "swap.h"
+#include "sys.h"
+
+/* [0] IPv4, [1] IPv6; engine lock */
+static int park_lfd[2] = {-1, -1}, park_filler[2] = {-1, -1};
+static struct sockaddr_storage park_sa[2];
+static socklen_t park_len[2];
+
+static resil_status_t park_setup(int v6)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int lfd = -1, cfd = -1;
+
+    memset(&ss, 0, sizeof(ss));
+    if (v6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_addr = in6addr_loopback;
+        len = sizeof(*s6);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        len = sizeof(*s4);
+    }
+    lfd = real.socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0)
+        goto fail;
+    lfd = resil_fd_high(lfd);
+    if (real.bind(lfd, (struct sockaddr *)&ss, len) < 0 ||
+        real.listen(lfd, 0) < 0 ||
+        real.getsockname(lfd, (struct sockaddr *)&ss, &len) < 0)
+        goto fail;
+    cfd = real.socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (cfd < 0)
+        goto fail;
+    cfd = resil_fd_high(cfd);
+    /* blocking: completes at once, filling the only queue slot */
+    if (real.connect(cfd, (struct sockaddr *)&ss, len) < 0)
+        goto fail;
+    park_lfd[v6] = lfd;
+    park_filler[v6] = cfd;
+    park_sa[v6] = ss;
+    park_len[v6] = len;
+    return RESIL_OK;
+fail:
+    rdebug("parking listener (%s) unavailable: %s", v6 ? "IPv6" : "IPv4",
+           strerror(errno));
+    if (lfd >= 0)
+        real.close(lfd);
+    if (cfd >= 0)
+        real.close(cfd);
+    return RESIL_ESYS;
+}
+
+void resil_unpark(int fd)
+{
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    real.connect(fd, &unspec, sizeof(unspec));
+}
+
+resil_status_t resil_park(int fd, int family, bool v6only)
+{
+    struct sockaddr_storage sa;
+    socklen_t len;
+    int fl, rc, v6 = family == AF_INET6;
+
+    if (park_lfd[v6] < 0 && park_setup(v6) != RESIL_OK) {
+        if (!v6 || v6only)
+            return RESIL_ESYS;
+        v6 = 0; /* an AF_INET6 socket may park on 127.0.0.1, v4-mapped */
+        if (park_lfd[0] < 0 && park_setup(0) != RESIL_OK)
+            return RESIL_ESYS;
+    }
+    sa = park_sa[v6];
+    len = park_len[v6];
+    if (family == AF_INET6 && v6 == 0) {
+        struct resil_ip ip;
+        uint16_t port;
+        resil_ip_from_sa((struct sockaddr *)&sa, len, &ip, &port);
+        len = resil_ip_to_sa(&ip, port, AF_INET6, &sa);
+    }
+    fl = real.fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return RESIL_ESYS;
+    if (!(fl & O_NONBLOCK))
+        real.fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    rc = real.connect(fd, (struct sockaddr *)&sa, len);
+    int e = errno;
+    if (!(fl & O_NONBLOCK))
+        real.fcntl(fd, F_SETFL, fl);
+    if (rc == 0 || e != EINPROGRESS) {
+        rdebug("fd %d: parking failed: %s", fd,
+               rc == 0 ? "connected at once" : strerror(e));
+        return RESIL_ESYS;
+    }
+    return RESIL_OK;
+}
+
+resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
+{
+    int fd = s->fd, old, fdfl, fl;
+
+    if (s->closed) {
+        real.close(newfd);
+        return RESIL_ENOENT;
+    }
+    fdfl = real.fcntl(fd, F_GETFD);
+    fl = real.fcntl(fd, F_GETFL);
+    if (fdfl < 0 || fl < 0) {
+        real.close(newfd);
+        return RESIL_ESYS;
+    }
+    old = real.fcntl(fd, F_DUPFD_CLOEXEC, RESIL_HIGH_FD);
+    resil_sock_ep_lock(s);
+    for (struct resil_epreg **pp = &s->ep, *e; (e = *pp) != NULL;) {
+        if (real.epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL) == 0) {
+            pp = &e->next;
+            continue;
+        }
+        /* not registered there any more: the program closed that epoll
+         * set, and its number may now name another one, where fd must
+         * never be added */
+        *pp = e->next;
+        free(e);
+    }
+    real.fcntl(newfd, F_SETFL,
+               (real.fcntl(newfd, F_GETFL) & ~O_NONBLOCK) |
+                   (fl & (O_NONBLOCK | O_ASYNC)));
+    if (real.dup3(newfd, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+        rwarn("fd %d: dup3 failed: %s", fd, strerror(errno));
+        for (struct resil_epreg *e = s->ep; e; e = e->next)
+            real.epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &e->ev);
+        resil_sock_ep_unlock(s);
+        real.close(newfd);
+        if (old >= 0)
+            real.close(old);
+        return RESIL_ESYS;
+    }
+    real.close(newfd);
+    for (struct resil_epreg *e = s->ep; e; e = e->next) {
+        struct epoll_event ev = e->ev;
+        if (real.epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+            rdebug("fd %d: epoll %d re-add: %s", fd, e->epfd,
+                   strerror(errno));
+    }
+    resil_sock_ep_unlock(s);
+    if (old >= 0) {
+        real.shutdown(old, SHUT_RDWR);
+        real.close(old);
+    }
+    return RESIL_OK;
+}
+
+void resil_park_fds_closed(unsigned first, unsigned last)
+{
+    for (int v6 = 0; v6 < 2; v6++)
+        if (resil_fd_in_range(park_lfd[v6], first, last) ||
+            resil_fd_in_range(park_filler[v6], first, last))
+            park_lfd[v6] = park_filler[v6] = -1;
+}

@@ -1,0 +1,36 @@
+/* libresil: putting a socket on the program's fd.
+ *
+ * Parking keeps a non-blocking program socket "connecting" while a race
+ * runs elsewhere: it connects to our own loopback listener whose one-slot
+ * accept queue is already full, so its SYN is dropped and it sits in
+ * SYN_SENT (not writable, SO_ERROR 0: exactly a connect in progress) until
+ * the winner replaces it (pitfalls note 3.5). The swap replaces it.
+ */
+#ifndef RESIL_SWAP_H
+#define RESIL_SWAP_H
+
+#include <stdbool.h>
+
+#include "status.h"
+#include "table.h"
+
+/* Start a connect of fd to the parking listener (set up on first use).
+ * Engine lock held. RESIL_OK when fd is now parked (SYN_SENT). */
+resil_status_t resil_park(int fd, int family, bool v6only);
+
+/* Undo resil_park(): disconnect fd (connect AF_UNSPEC), for when no race
+ * follows. */
+void resil_unpark(int fd);
+
+/* Put newfd on s->fd: DEL from every epoll set the program registered fd
+ * in, dup3 (keeping FD_CLOEXEC and O_NONBLOCK as the program has them),
+ * ADD back with the saved events, then shut the old socket down so that
+ * threads sleeping in poll/select on it wake and re-read the fd table
+ * (pitfalls 2.3-2.5). s->mu held. Consumes newfd. RESIL_OK, or RESIL_ESYS
+ * (nothing changed on s->fd) or RESIL_ENOENT (the program closed it). */
+resil_status_t resil_swap_in(struct resil_sock *s, int newfd);
+
+/* See resil_engine_fds_closed(). Engine lock held. */
+void resil_park_fds_closed(unsigned first, unsigned last);
+
+#endif
