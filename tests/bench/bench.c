@@ -11,7 +11,12 @@
  *   waitport PORT                  until 127.0.0.1:PORT accepts (2 s max)
  *   connect ADDR PORT TMO_MS K     K blocking connects, SO_SNDTIMEO TMO_MS:
  *                                  prints "ms:errno" per connect
- *   connrate ADDR PORT N           N connect+close: prints connects/s
+ *   connrate ADDR PORT N [nb]      N connect+close: prints connects/s
+ *                                  (nb: non-blocking connect, then poll
+ *                                  for POLLOUT and read SO_ERROR)
+ *   loop N                         N pipe write+read pairs and nothing
+ *                                  else (for callgrind: instructions per
+ *                                  call = difference of two runs / calls)
  *   unmanaged N                    prints ns/call for pipe write+read,
  *                                  poll() on a readable pipe, UDP send+recv
  *   managed ADDR PORT N            on a connected TCP socket (managed when
@@ -36,6 +41,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,7 +318,30 @@ static int do_connect(const char *ip, const char *port, int tmo_ms, int k)
     return 0;
 }
 
-static int connrate(const char *ip, const char *port, int n)
+/* The way event loops connect: EINPROGRESS, wait for POLLOUT, SO_ERROR. */
+static int dial_nb(const struct sockaddr_in *sa)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), err = 0;
+    socklen_t l = sizeof(err);
+    struct pollfd p = {.events = POLLOUT};
+
+    if (fd < 0)
+        die("socket");
+    if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0) {
+        if (errno != EINPROGRESS)
+            die("connect");
+        p.fd = fd;
+        if (poll(&p, 1, 5000) != 1)
+            die("poll for the connect");
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0 || err) {
+            errno = err;
+            die("non-blocking connect");
+        }
+    }
+    return fd;
+}
+
+static int connrate(const char *ip, const char *port, int n, bool nb)
 {
     struct sockaddr_in sa = addr_of(ip, port);
     /* close with RST: no TIME_WAIT, so thousands of connects in a row do
@@ -321,11 +350,24 @@ static int connrate(const char *ip, const char *port, int n)
     double t0 = now_s();
 
     for (int i = 0; i < n; i++) {
-        int fd = dial(&sa);
+        int fd = nb ? dial_nb(&sa) : dial(&sa);
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         close(fd);
     }
     printf("%.0f\n", n / (now_s() - t0));
+    return 0;
+}
+
+static int loop(long n)
+{
+    int p[2];
+    char c = 'x';
+
+    if (pipe(p) < 0)
+        die("pipe");
+    for (long i = 0; i < n; i++)
+        if (write(p[1], &c, 1) != 1 || read(p[0], &c, 1) != 1)
+            die("pipe write/read");
     return 0;
 }
 
@@ -601,8 +643,11 @@ int main(int argc, char **argv)
         return waitport(argv[2]);
     if (strcmp(cmd, "connect") == 0 && argc == 6)
         return do_connect(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
-    if (strcmp(cmd, "connrate") == 0 && argc == 5)
-        return connrate(argv[2], argv[3], atoi(argv[4]));
+    if (strcmp(cmd, "connrate") == 0 && (argc == 5 || argc == 6))
+        return connrate(argv[2], argv[3], atoi(argv[4]),
+                        argc == 6 && strcmp(argv[5], "nb") == 0);
+    if (strcmp(cmd, "loop") == 0 && argc == 3)
+        return loop(atol(argv[2]));
     if (strcmp(cmd, "unmanaged") == 0 && argc == 3)
         return unmanaged(atol(argv[2]));
     if (strcmp(cmd, "managed") == 0 && argc == 5)

@@ -49,7 +49,7 @@ die() {
 if [ "${RESIL_BENCH_INSIDE:-}" != 1 ]; then
 	[ "$(id -u)" = 0 ] || die "needs root (ip netns, nft)"
 	[ -f "$LIB" ] || die "$LIB not built (make all)"
-	for t in ip nft gcc "$PY"; do
+	for t in ip nft gcc "$PY" valgrind; do
 		command -v "$t" >/dev/null || die "$t not found"
 	done
 	mkdir -p "$BUILD/bench"
@@ -61,8 +61,14 @@ if [ "${RESIL_BENCH_INSIDE:-}" != 1 ]; then
 	# with the namespace
 	trap 'for p in $(ip netns pids "$NS" 2>/dev/null); do
 		kill "$p" 2>/dev/null || true; done
-		ip netns del "$NS" 2>/dev/null || true' EXIT
+		ip netns del "$NS" 2>/dev/null || true
+		rm -rf "/etc/netns/$NS"' EXIT
 	trap 'exit 130' INT TERM
+	# a name with several addresses, the first alive: ip netns exec
+	# bind-mounts /etc/netns/$NS/hosts over /etc/hosts inside
+	mkdir -p "/etc/netns/$NS" || die "cannot create /etc/netns/$NS"
+	printf '127.0.0.1 localhost\n%s svc.bench\n%s svc.bench\n' \
+		"$LIVE" "$DEAD" >"/etc/netns/$NS/hosts"
 	ip netns add "$NS" || die "cannot create network namespace $NS"
 	ip -n "$NS" link set lo up || die "cannot bring lo up in $NS"
 	ip netns exec "$NS" nft -f - <<-EOF || die "cannot install the nft drop rule"
@@ -262,6 +268,36 @@ else
 	na "unmanaged fd calls (ns/call)" "$T2" "the unmanaged loop failed"
 fi
 
+# The same, counted in instructions (callgrind counts are exact and do not
+# depend on the machine's load): two runs of N and 2N pipe write+read pairs
+# cancel the start-up, the difference over 2N calls is the cost of a call.
+ir() { # [pre] CMD...: instructions callgrind collected
+	local pre=()
+	if [ "$1" = pre ]; then pre=(env LD_PRELOAD="$LIB"); shift; fi
+	"${pre[@]}" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+		"$@" 2>&1 | awk '/Collected :/ { print $NF; found = 1 }
+		END { exit !found }'
+}
+per_call() { # [pre]: instructions per unmanaged pipe call
+	local a b
+	a=$(ir "$@" "$B" loop 10000) && b=$(ir "$@" "$B" loop 20000) &&
+		awk -v a="$a" -v b="$b" 'BEGIN { printf "%.1f", (b - a) / 20000 }'
+}
+M="unmanaged call: instructions per call (callgrind)"
+if ip_=$(per_call) && ir_=$(per_call pre); then
+	row "$M" "$ip_" "$ir_" "$(awk -v a="$ir_" -v b="$ip_" \
+		'BEGIN { printf "%+.1f", a - b }')" "<= +16 (floor ~12)"
+else
+	na "$M" "<= +16" "callgrind failed"
+fi
+M="process start+exit: instructions (callgrind, /bin/true)"
+if a=$(ir /bin/true) && b=$(ir pre /bin/true); then
+	row "$M" "$a" "$b" "$(ratio "$b" "$a") ($(awk -v a="$a" -v b="$b" \
+		'BEGIN { printf "%+d", b - a }'))" ""
+else
+	na "$M" "" "callgrind failed"
+fi
+
 # process start: the constructor's cost (exec of /bin/true, 200 times)
 starts() { # [VAR=VAL...]: prints microseconds per exec
 	local t0=$EPOCHREALTIME i
@@ -282,27 +318,45 @@ else
 fi
 
 # ---- 3. managed connect on a healthy path --------------------------------
-T3=""
-cp=() cs=() ca=() ok=1
-for ((r = 0; r < REPS; r++)); do
-	x=$(measure "$B" connrate $LIVE $P_CLOSE $N_CONN) || { ok=0; break; }
-	cp+=("$x")
-	x=$(measure pre "$B" connrate $LIVE $P_CLOSE $N_CONN) || { ok=0; break; }
-	cs+=("$x")
-	x=$(measure pre RESIL_ALTERNATES="$ALT_LIVE" \
-		"$B" connrate $LIVE $P_CLOSE $N_CONN) || { ok=0; break; }
-	ca+=("$x")
+# blocking and non-blocking (EINPROGRESS, poll, SO_ERROR); one address;
+# a raced group whose first candidate is alive; the same group asked for
+# by its dead address (the first connect races, the health cache then
+# orders the live one first)
+for mode in "" nb; do
+	cp=() cs=() ca=() cd=() ok=1
+	for ((r = 0; r < REPS; r++)); do
+		x=$(measure "$B" connrate $LIVE $P_CLOSE $N_CONN $mode) ||
+			{ ok=0; break; }
+		cp+=("$x")
+		x=$(measure pre "$B" connrate $LIVE $P_CLOSE $N_CONN $mode) ||
+			{ ok=0; break; }
+		cs+=("$x")
+		x=$(measure pre RESIL_ALTERNATES="$ALT_LIVE" \
+			"$B" connrate $LIVE $P_CLOSE $N_CONN $mode) || { ok=0; break; }
+		ca+=("$x")
+		x=$(measure pre RESIL_ALTERNATES="$ALT" \
+			"$B" connrate $DEAD $P_CLOSE $N_CONN $mode) || { ok=0; break; }
+		cd+=("$x")
+	done
+	how=${mode:+non-blocking}
+	how=${how:-blocking}
+	if [ $ok = 1 ]; then
+		row "connect+close $how, 1 address (conn/s)" \
+			"$(cell "${cp[@]}")" "$(cell "${cs[@]}")" \
+			"$(ratio "$(median "${cs[@]}")" "$(median "${cp[@]}")")" \
+			">= 0.97"
+		row "connect+close $how, group, 1st live (conn/s)" \
+			"$(cell "${cp[@]}")" "$(cell "${ca[@]}")" \
+			"$(ratio "$(median "${ca[@]}")" "$(median "${cp[@]}")")" \
+			">= 0.90"
+		row "connect+close $how, group, 1st dead (conn/s)" \
+			"$(cell "${cp[@]}")" "$(cell "${cd[@]}")" \
+			"$(ratio "$(median "${cd[@]}")" "$(median "${cp[@]}")")" \
+			"(after the 1st: cache)"
+	else
+		na "connect+close $how (conn/s)" "" "the connect loop failed"
+	fi
 done
-if [ $ok = 1 ]; then
-	row "connect+close, 1 address (conn/s)" "$(cell "${cp[@]}")" \
-		"$(cell "${cs[@]}")" "$(ratio "$(median "${cs[@]}")" \
-		"$(median "${cp[@]}")")" "$T3"
-	row "connect+close, group, 1st live (conn/s)" "$(cell "${cp[@]}")" \
-		"$(cell "${ca[@]}")" "$(ratio "$(median "${ca[@]}")" \
-		"$(median "${cp[@]}")")" "$T3"
-else
-	na "connect+close (conn/s)" "$T3" "the connect loop failed"
-fi
 
 # ---- 4. data path on a managed connected socket ------------------------
 pp=() pr=() ok=1
@@ -403,6 +457,66 @@ then
 	fi
 else
 	row "$M" "(redis not installed)" "" "" ">= 0.95"
+fi
+
+# The shapes programs really have: 50 connections in one event loop
+# (redis-benchmark's default), and a new connection per request (-k 0), to
+# a numeric address of a raced group and to a name with two addresses (the
+# namespace's hosts file: svc.bench). Plain, client preloaded, both ends.
+if command -v redis-benchmark >/dev/null && [ -n "${RDIR:-}" ]; then
+	rbm() { # PORT TEST [pre] [-k 0 ...]: requests/s of TEST
+		local port=$1 t=$2 pre=() host=$LIVE
+		shift 2
+		if [ "${1:-}" = pre ]; then
+			pre=(pre RESIL_ALTERNATES="$ALT_LIVE"); shift
+		fi
+		if [ "${1:-}" = name ]; then host=svc.bench; shift; fi
+		local n=$N_REDIS
+		# a connection per request: fewer, or the ephemeral ports run out
+		[ "${2:-}" = 0 ] && n=$((N_REDIS / 4))
+		measure "${pre[@]}" redis-benchmark -h "$host" -p "$port" \
+			-n "$n" -t "$t" --csv "$@" 2>/dev/null |
+			awk -F'"' -v t="${t^^}" '$2 == t { print $4; found = 1 }
+			END { exit !found }'
+	}
+	for t in get set; do
+		qp=() qc=() qb=() ok=1
+		for ((r = 0; r < REPS; r++)); do
+			x=$(rbm $P_REDIS $t -c 50) || { ok=0; break; }; qp+=("$x")
+			x=$(rbm $P_REDIS $t pre -c 50) || { ok=0; break; }; qc+=("$x")
+			x=$(rbm $P_REDISR $t pre -c 50) || { ok=0; break; }; qb+=("$x")
+		done
+		M="redis-benchmark -c 50 ${t^^} (req/s)"
+		if [ $ok = 1 ]; then
+			row "$M, client" "$(cell "${qp[@]}")" "$(cell "${qc[@]}")" \
+				"$(ratio "$(median "${qc[@]}")" "$(median "${qp[@]}")")" \
+				">= 0.95"
+			row "$M, both ends" "$(cell "${qp[@]}")" "$(cell "${qb[@]}")" \
+				"$(ratio "$(median "${qb[@]}")" "$(median "${qp[@]}")")" \
+				">= 0.95"
+		else
+			na "$M" ">= 0.95" "redis-benchmark failed"
+		fi
+	done
+	qp=() qn=() qa=() ok=1
+	for ((r = 0; r < REPS; r++)); do
+		x=$(rbm $P_REDIS get -k 0 -c 10) || { ok=0; break; }; qp+=("$x")
+		x=$(rbm $P_REDIS get pre -k 0 -c 10) || { ok=0; break; }
+		qa+=("$x")
+		x=$(rbm $P_REDIS get pre name -k 0 -c 10) || { ok=0; break; }
+		qn+=("$x")
+	done
+	M="redis-benchmark -k 0 -c 10 GET (a connection per request, req/s)"
+	if [ $ok = 1 ]; then
+		row "$M, numeric, raced group" "$(cell "${qp[@]}")" \
+			"$(cell "${qa[@]}")" "$(ratio "$(median "${qa[@]}")" \
+			"$(median "${qp[@]}")")" ">= 0.90"
+		row "$M, name with 2 addresses" "$(cell "${qp[@]}")" \
+			"$(cell "${qn[@]}")" "$(ratio "$(median "${qn[@]}")" \
+			"$(median "${qp[@]}")")" ">= 0.90"
+	else
+		na "$M" ">= 0.90" "redis-benchmark -k 0 failed"
+	fi
 fi
 
 # ---- 5. scale: N managed connections held open in one process ----------
