@@ -12,8 +12,9 @@ SONAME   := libresil.so.0
 CC       ?= cc
 BUILD    ?= build
 
-PKGS      := libcares
-DEB_BUILD := build-essential pkg-config libc-ares-dev libcriterion-dev
+PKGS      := libcares libsodium
+DEB_BUILD := build-essential pkg-config libc-ares-dev libcriterion-dev \
+             libsodium-dev
 DEB_NET   := iproute2 nftables dnsmasq-base python3 curl socat netcat-openbsd \
              redis-server redis-tools iperf3 file
 
@@ -26,12 +27,14 @@ CFLAGS   += $(CFLAGS_BASE) $(OPT) $(SAN)
 # hidden: a preload whose own dependency is missing would stop the program
 # from starting, where a missing preload only draws a loader warning.
 CARES_A   = $(shell pkg-config --variable=libdir libcares 2>/dev/null)/libcares.a
-LDLIBS_SO = -Wl,--exclude-libs,ALL $(CARES_A) -ldl -lpthread
+SODIUM_A  = $(shell pkg-config --variable=libdir libsodium \
+              2>/dev/null)/libsodium.a
+LDLIBS_SO = -Wl,--exclude-libs,ALL $(CARES_A) $(SODIUM_A) -ldl -lpthread
 
 LIB_SRC  := lib/status.c lib/log.c lib/config.c lib/addr.c lib/table.c \
             lib/names.c lib/health.c lib/race.c lib/sys.c lib/engine.c \
             lib/events.c lib/dns.c lib/swap.c lib/monitor.c lib/conn.c \
-            lib/session_wire.c lib/ring.c
+            lib/session_wire.c lib/ring.c lib/session_crypto.c
 SHIM_SRC := shim/init.c shim/socket.c shim/dns.c shim/io.c shim/poll.c
 UNIT_SRC := $(wildcard tests/unit/*.c)
 DRV_SRC  := $(wildcard tests/drivers/*.c)
