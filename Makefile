@@ -12,8 +12,9 @@ SONAME   := libresil.so.0
 CC       ?= cc
 BUILD    ?= build
 
-PKGS      := libcares
-DEB_BUILD := build-essential pkg-config libc-ares-dev libcriterion-dev
+PKGS      := libcares libsodium
+DEB_BUILD := build-essential pkg-config libc-ares-dev libcriterion-dev \
+             libsodium-dev clang libclang-rt-14-dev
 DEB_NET   := iproute2 nftables dnsmasq-base python3 curl socat netcat-openbsd \
              redis-server redis-tools iperf3 file valgrind
 
@@ -26,11 +27,14 @@ CFLAGS   += $(CFLAGS_BASE) $(OPT) $(SAN)
 # hidden: a preload whose own dependency is missing would stop the program
 # from starting, where a missing preload only draws a loader warning.
 CARES_A   = $(shell pkg-config --variable=libdir libcares 2>/dev/null)/libcares.a
-LDLIBS_SO = -Wl,--exclude-libs,ALL $(CARES_A) -ldl -lpthread
+SODIUM_A  = $(shell pkg-config --variable=libdir libsodium \
+              2>/dev/null)/libsodium.a
+LDLIBS_SO = -Wl,--exclude-libs,ALL $(CARES_A) $(SODIUM_A) -ldl -lpthread
 
 LIB_SRC  := lib/status.c lib/log.c lib/config.c lib/addr.c lib/table.c \
             lib/names.c lib/health.c lib/race.c lib/sys.c lib/engine.c \
-            lib/events.c lib/dns.c lib/swap.c lib/monitor.c lib/conn.c
+            lib/events.c lib/dns.c lib/swap.c lib/monitor.c lib/conn.c \
+            lib/session_wire.c lib/ring.c lib/session_crypto.c lib/resume.c
 SHIM_SRC := shim/init.c shim/socket.c shim/dns.c shim/io.c shim/poll.c
 UNIT_SRC := $(wildcard tests/unit/*.c)
 DRV_SRC  := $(wildcard tests/drivers/*.c)
@@ -40,7 +44,7 @@ SHIM_OBJ := $(SHIM_SRC:%.c=$(BUILD)/%.o)
 DRIVERS  := $(DRV_SRC:tests/drivers/%.c=$(BUILD)/drivers/%)
 
 .PHONY: all deps deps-net check test unit drivers net asan bench demo \
-        install uninstall clean symbols
+        install uninstall clean symbols fuzz fuzz-corpus
 
 all: $(BUILD)/libresil.so
 
@@ -86,10 +90,41 @@ drivers: $(BUILD)/libresil.so $(DRIVERS) $(BUILD)/drivers/early_main
 unit: deps $(BUILD)/unit-tests
 	$(BUILD)/unit-tests --jobs 2
 
-# The whole suite: unit, preload drivers, network scenarios, then unit and
-# drivers again under AddressSanitizer + UBSan.
+# libFuzzer (Debian's clang) on every parser of network bytes, from the
+# seed corpus in the tree; new inputs go to $(BUILD)/fuzz/found, a crash
+# leaves its input in $(BUILD)/fuzz/ and fails the target.
+FUZZ_CC   ?= clang
+FUZZ_TIME ?= 20
+FUZZ_SRC  := lib/session_wire.c lib/session_crypto.c lib/ring.c \
+             lib/resume.c lib/status.c lib/addr.c lib/sys.c
+$(BUILD)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c tests/fuzz/*.h \
+                            $(FUZZ_SRC) lib/*.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer \
+	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -Itests/fuzz -o $@ tests/fuzz/fuzz_session.c $(FUZZ_SRC) \
+	  $(shell pkg-config --libs libsodium) -lpthread
+fuzz: deps $(BUILD)/fuzz/fuzz_session
+	rm -rf $(BUILD)/fuzz/found && mkdir -p $(BUILD)/fuzz/found
+	$(BUILD)/fuzz/fuzz_session -max_total_time=$(FUZZ_TIME) -max_len=600 \
+	  -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
+	  -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/found tests/fuzz/corpus
+
+# Rewrites the committed seeds (deterministic: same files every time).
+$(BUILD)/fuzz/gen_corpus: tests/fuzz/gen_corpus.c tests/fuzz/*.h \
+                          $(BUILD)/libresil.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/fuzz -o $@ $< $(BUILD)/libresil.a \
+	  $(shell pkg-config --libs libsodium) -lpthread
+fuzz-corpus: $(BUILD)/fuzz/gen_corpus
+	rm -rf tests/fuzz/corpus && mkdir -p tests/fuzz/corpus
+	$(BUILD)/fuzz/gen_corpus tests/fuzz/corpus
+
+# The whole suite: unit, the fuzzer (FUZZ_TIME s), preload drivers, network
+# scenarios, then unit and drivers again under AddressSanitizer + UBSan.
 test check: deps-net
 	$(MAKE) --no-print-directory unit drivers
+	$(MAKE) --no-print-directory fuzz
 	tests/drivers/run.sh $(BUILD)
 	tests/net/run.sh $(BUILD)
 	tests/tools/run.sh $(BUILD)

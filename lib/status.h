@@ -11,6 +11,12 @@ typedef enum {
     RESIL_EFULL,      /* a fixed-size table is full */
     RESIL_ESYS,       /* a system call failed; errno tells which */
     RESIL_EUNSUPP,    /* libresil does not handle this case: pass through */
+    RESIL_EAGAIN,     /* input incomplete: more bytes are needed */
+    RESIL_ENOMSG,     /* not a libresil message (the magic differs) */
+    RESIL_EPROTO,     /* a malformed protocol message */
+    RESIL_EVERSION,   /* a protocol version this side does not speak */
+    RESIL_EAUTH,      /* a MAC or a key check failed */
+    RESIL_EPERM,      /* a key file others may read or change */
     RESIL_STATUS_MAX
 } resil_status_t;
 
