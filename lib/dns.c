@@ -24,7 +24,9 @@ static struct ares_watch watches[ARES_GETSOCK_MAXNUM];
 
 static ares_socket_t a_socket(int d, int t, int p, void *u)
 {
-    int fd = real.socket(d, t | SOCK_CLOEXEC, p), hi;
+    /* non-blocking: c-ares leaves user-managed sockets as they are made,
+     * and reads a UDP socket until it would block (read_packets) */
+    int fd = real.socket(d, t | SOCK_CLOEXEC | SOCK_NONBLOCK, p), hi;
     (void)u;
     if (fd < 0 || resil_fds_own(&hi, fd, RESIL_FD_DNS, NULL) != RESIL_OK)
         return ARES_SOCKET_BAD;
