@@ -551,7 +551,7 @@ bool resil_conn_path_error(struct resil_sock *s, int err, bool wait)
     socklen_t l = sizeof(ti);
     struct resil_race_ctx *c = NULL;
     int outq = 0, park;
-    bool ok = false;
+    bool ok = false, parked = false;
 
     if (err != ETIMEDOUT && err != EHOSTUNREACH && err != ENETUNREACH &&
         err != ECONNRESET && err != EPIPE)
@@ -583,10 +583,10 @@ bool resil_conn_path_error(struct resil_sock *s, int err, bool wait)
         resil_fds_own(&park, park, RESIL_FD_SOCK, NULL) == RESIL_OK) {
         if (resil_park(park, s->family, s->v6only) != RESIL_OK)
             resil_fds_close(&park);
-        else if (resil_swap_in(s, resil_fds_take(&park)) == RESIL_OK)
-            park = s->fd;
+        else
+            parked = resil_swap_in(s, resil_fds_take(&park)) == RESIL_OK;
     }
-    if (park >= 0) {
+    if (parked) {
         if (race_begin(s, &s->peer_ip, s->peer_port, true,
                        wait ? &c : NULL) == RESIL_OK) {
             ok = true;

@@ -316,6 +316,15 @@ static void lost(const struct resil_fds_moved *m)
     resil_park_release();
 }
 
+/* After lost(): the owner's counter is alive as long as we hold the
+ * engine lock (a race frees its own only under it), and woken waiters
+ * unpin without it. */
+static void drain_lost(const struct resil_fds_moved *m)
+{
+    if (m->pins)
+        resil_fds_drain(m->pins);
+}
+
 resil_status_t resil_engine_evict(int fd, bool *orphan)
 {
     struct resil_fds_moved m = {.pins = NULL};
@@ -341,14 +350,18 @@ resil_status_t resil_engine_evict(int fd, bool *orphan)
         st = RESIL_OK;
     } else if (st == RESIL_OK) {
         *orphan = true;
-        if (m.newfd >= 0)
+        if (m.newfd >= 0) {
             moved(&m);
-        else
+        } else {
             lost(&m);
+            drain_lost(&m);
+        }
     }
     pthread_mutex_unlock(&E.mu);
-    if (m.pins)
-        resil_fds_drain(m.pins);
+    /* a waiter on a race's done eventfd may sleep until the race ends,
+     * which needs the engine lock: drained without it */
+    if (st == RESIL_OK && m.newfd >= 0)
+        resil_fds_drain_moved(&m);
     return st;
 }
 

@@ -23,6 +23,7 @@ struct ent {
     enum resil_fd_kind kind;
     void *watch;
     uint32_t events;
+    unsigned long serial;    /* tells a freed and reused entry apart */
 };
 
 /* The registry lock: the list, every entry, every mark, and the numbers in
@@ -30,6 +31,7 @@ struct ent {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct ent *all;
 static int n_ents;
+static unsigned long serials;
 static pid_t fds_pid;
 
 void resil_fds_init(void)
@@ -142,6 +144,7 @@ resil_status_t resil_fds_own(int *owner, int fd, enum resil_fd_kind kind,
     e->kind = kind;
     e->watch = NULL;
     e->events = 0;
+    e->serial = ++serials;
     link_ent(e);
     __atomic_store_n(owner, hi, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&mu);
@@ -157,18 +160,43 @@ bool resil_fds_spare(int fd)
     return true;
 }
 
+/* A pinned user is a write of one line, or a thread blocked on a race's
+ * eventfd until the race ends: yield, then sleep. */
+static void backoff(unsigned *spins)
+{
+    if (++*spins < 64) {
+        sched_yield();
+    } else {
+        struct timespec d = {.tv_nsec = 200000};
+        nanosleep(&d, NULL);
+    }
+}
+
 void resil_fds_drain(atomic_int *pins)
 {
     unsigned spins = 0;
-    while (atomic_load_explicit(pins, memory_order_seq_cst) != 0) {
-        /* a pinned user is a write of one line, or a thread blocked on a
-         * race's eventfd until the race ends: yield, then sleep */
-        if (++spins < 64) {
-            sched_yield();
-        } else {
-            struct timespec d = {.tv_nsec = 200000};
-            nanosleep(&d, NULL);
-        }
+    while (atomic_load_explicit(pins, memory_order_seq_cst) != 0)
+        backoff(&spins);
+}
+
+void resil_fds_drain_moved(const struct resil_fds_moved *m)
+{
+    unsigned spins = 0;
+
+    if (m->pins == NULL || m->ent == NULL)
+        return;
+    for (;;) {
+        int v = 0;
+        pthread_mutex_lock(&mu);
+        for (struct ent *e = all; e; e = e->next)
+            if (e == m->ent && e->serial == m->serial) {
+                v = atomic_load_explicit(e->pins, memory_order_seq_cst);
+                break;
+            }
+        pthread_mutex_unlock(&mu);
+        if (v == 0)
+            return;
+        backoff(&spins);
     }
 }
 
@@ -278,6 +306,8 @@ resil_status_t resil_fds_move(int fd, struct resil_fds_moved *m)
     m->pins = e->pins;
     m->watch = e->watch;
     m->events = e->events;
+    m->ent = e;
+    m->serial = e->serial;
     hi = place(fd, false);
     if (hi >= 0 && resil_table_mark(hi, e) != RESIL_OK) {
         real.close(hi);
@@ -296,6 +326,7 @@ resil_status_t resil_fds_move(int fd, struct resil_fds_moved *m)
         set_owner(e, -1);
         resil_table_unmark(fd);
         free(e);
+        m->ent = NULL;
     }
     pthread_mutex_unlock(&mu);
     return RESIL_OK;

@@ -113,10 +113,18 @@ void resil_fds_drain(atomic_int *pins);
 struct resil_fds_moved {
     enum resil_fd_kind kind;
     int oldfd, newfd;     /* newfd -1: no number was free, ours is lost */
-    atomic_int *pins;
+    atomic_int *pins;     /* the owner's: valid only while it is ours */
     void *watch;          /* engine watcher to re-register, or NULL */
     uint32_t events;
+    void *ent;            /* the entry moved, and its serial number */
+    unsigned long serial;
 };
+
+/* After a move: wait until no user pinned the old number (no lock held
+ * that such a user could need). Reads the owner's counter only while the
+ * entry is still registered: an owner frees its counter (a race's) only
+ * after closing the descriptor, under the registry lock. */
+void resil_fds_drain_moved(const struct resil_fds_moved *m);
 
 /* Move our descriptor at fd to another free number, rewrite its owner and
  * its mark, and leave the old number open (a duplicate of ours nobody owns)

@@ -11,7 +11,9 @@
  *   2. resil_sock.mu: protects every mutable field of one socket. The engine
  *      holds it across the swap (dup3 + epoll DEL/ADD, all non-blocking), so
  *      that a concurrent close() of the fd waits for the swap to finish.
- *   3. leaf locks: a table stripe (the slot pointer and the reference taken
+ *   3. the registry lock of libresil's own descriptors (fds.h): taken
+ *      under the engine lock and resil_sock.mu, takes only table stripes.
+ *   4. leaf locks: a table stripe (the slot pointer and the reference taken
  *      by resil_table_get), health, names.
  * A hook never holds resil_sock.mu while calling into the engine.
  */
