@@ -48,21 +48,26 @@ bool resil_fds_here(void)
 
 /* A duplicate of fd at the lowest free number at or above the floor, with
  * FD_CLOEXEC. When the top of the space is full (a program using almost
- * every number) a lower floor is tried, never below half of it: ours stay
+ * every number) a lower floor is tried, not below half of it: ours stay
  * out of the low numbers that programs expect open() to return. Failing
- * that: fd itself when keep (fail open: a race still runs, on a number
- * among the program's but marked ours), else -1 with errno EMFILE. */
+ * that we fail open: fd itself when keep (a race still runs, on a number
+ * among the program's but marked ours), else any free number; -1 with
+ * errno EMFILE only when not one is free. */
 static int place(int fd, bool keep)
 {
     struct rlimit rl;
-    long top = RESIL_FDS_TOP_MAX, floors[2];
+    long top = RESIL_FDS_TOP_MAX, floors[3];
 
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)top)
         top = (long)rl.rlim_cur;
     floors[0] = top - top / 16;
     floors[1] = top / 2;
-    for (int i = 0; i < 2; i++) {
-        int hi = real.fcntl(fd, F_DUPFD_CLOEXEC, (int)floors[i]);
+    floors[2] = 0;
+    for (int i = 0; i < 3; i++) {
+        int hi;
+        if (i == 2 && keep)
+            return fd < RESIL_TABLE_MAX ? fd : -1;
+        hi = real.fcntl(fd, F_DUPFD_CLOEXEC, (int)floors[i]);
         if (hi >= RESIL_TABLE_MAX) {
             real.close(hi);
             break;
@@ -72,8 +77,6 @@ static int place(int fd, bool keep)
         if (errno != EMFILE && errno != EINVAL)
             return -1;
     }
-    if (keep && fd < RESIL_TABLE_MAX)
-        return fd;
     errno = EMFILE;
     return -1;
 }
@@ -112,8 +115,9 @@ static void set_owner(struct ent *e, int fd)
         __atomic_store_n(e->owner, fd, __ATOMIC_SEQ_CST);
 }
 
-resil_status_t resil_fds_own(int *owner, int fd, enum resil_fd_kind kind,
-                             atomic_int *pins)
+/* own (consume fd) or dup (fd stays the caller's) */
+static resil_status_t own(int *owner, int fd, enum resil_fd_kind kind,
+                          atomic_int *pins, bool dup)
 {
     struct ent *e = malloc(sizeof(*e));
     int hi = -1, err = ENOMEM;
@@ -121,10 +125,10 @@ resil_status_t resil_fds_own(int *owner, int fd, enum resil_fd_kind kind,
     pthread_mutex_lock(&mu);
     resil_fds_init();
     if (e != NULL) {
-        hi = place(fd, true);
+        hi = place(fd, !dup);
         err = errno;
     }
-    if (hi != fd)
+    if (hi != fd && !dup)
         real.close(fd);
     if (hi >= 0 && resil_table_mark(hi, e) != RESIL_OK) {
         real.close(hi);
@@ -149,6 +153,17 @@ resil_status_t resil_fds_own(int *owner, int fd, enum resil_fd_kind kind,
     __atomic_store_n(owner, hi, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&mu);
     return RESIL_OK;
+}
+
+resil_status_t resil_fds_own(int *owner, int fd, enum resil_fd_kind kind,
+                             atomic_int *pins)
+{
+    return own(owner, fd, kind, pins, false);
+}
+
+resil_status_t resil_fds_dup(int *owner, int fd, enum resil_fd_kind kind)
+{
+    return own(owner, fd, kind, NULL, true);
 }
 
 bool resil_fds_spare(int fd)

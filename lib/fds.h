@@ -61,11 +61,15 @@ bool resil_fds_here(void);
  * every case): move it to a free number near the top of the descriptor
  * space with FD_CLOEXEC, mark it, and store its number in *owner (for
  * RESIL_FD_DNS the registry does not keep owner: c-ares keeps the number).
- * pins, when not NULL, counts the owner's lock-free users (see
- * resil_fds_pin). Returns RESIL_OK, or RESIL_ESYS (errno EMFILE when no
- * number is free: the caller falls back) with *owner = -1. */
+ * With the top of the space full it stays where it is, marked all the
+ * same. pins, when not NULL, counts the owner's lock-free users (see
+ * resil_fds_pin). Returns RESIL_OK, or RESIL_ESYS (errno ENOMEM, or
+ * EMFILE for a duplicate when no number is free) with *owner = -1. */
 resil_status_t resil_fds_own(int *owner, int fd, enum resil_fd_kind kind,
                              atomic_int *pins);
+
+/* The same for a duplicate of fd, which stays the caller's. */
+resil_status_t resil_fds_dup(int *owner, int fd, enum resil_fd_kind kind);
 
 /* True when at least one more descriptor can be opened (fd: any open
  * descriptor, duplicated once to find out). A race needs one for its first
@@ -131,8 +135,8 @@ void resil_fds_drain_moved(const struct resil_fds_moved *m);
  * for the program's dup2/dup3 to replace atomically; the caller holds the
  * engine lock and finishes the move (re-registration, handshake, drain).
  * Returns RESIL_OK (*m filled), RESIL_ENOENT (fd is not ours), or
- * RESIL_EUNSUPP (a c-ares socket: cancel the lookups instead). When no
- * number is free the owner loses the descriptor (*owner = -1, m->newfd
+ * RESIL_EUNSUPP (a c-ares socket: cancel the lookups instead). When not
+ * one number is free the owner loses the descriptor (*owner = -1, m->newfd
  * -1) and RESIL_OK is returned all the same: the program's call wins. */
 resil_status_t resil_fds_move(int fd, struct resil_fds_moved *m);
 

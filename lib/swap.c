@@ -124,9 +124,7 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
         resil_fds_close_fd(newfd);
         return RESIL_ESYS;
     }
-    old = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (old >= 0 && resil_fds_own(&old, old, RESIL_FD_SOCK, NULL) != RESIL_OK)
-        old = -1;
+    resil_fds_dup(&old, fd, RESIL_FD_SOCK);
     resil_sock_ep_lock(s);
     for (struct resil_epreg **pp = &s->ep, *e; (e = *pp) != NULL;) {
         if (real.epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL) == 0) {
