@@ -4,7 +4,7 @@
  * libresil.so such a call would bind to our own exported hook. The shim
  * fills this table once, with dlsym(RTLD_NEXT) for every function it
  * interposes and the plain libc symbol for the few it does not (ioctl,
- * shutdown, getsockname, getpeername, dup); the unit tests point
+ * shutdown, getsockname, getpeername); the unit tests point
  * every entry at libc instead (tests/unit/sys_libc.c).
  */
 #ifndef RESIL_SYS_H
@@ -34,6 +34,7 @@ struct resil_real {
     int (*fcntl)(int, int, ...);
     int (*fcntl64)(int, int, ...);               /* NULL before glibc 2.28 */
     void (*closefrom)(int);                      /* NULL before glibc 2.34 */
+    int (*dup)(int);
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);
     int (*setsockopt)(int, int, int, const void *, socklen_t);
@@ -79,7 +80,6 @@ struct resil_real {
     int (*getpeername)(int, struct sockaddr *, socklen_t *);
     int (*shutdown)(int, int);
     int (*ioctl)(int, unsigned long, ...);
-    int (*dup)(int);
 };
 
 extern struct resil_real real;

@@ -58,6 +58,7 @@ static void init_once(void)
     OPTIONAL(closefrom);
     RESOLVE(fcntl);
     OPTIONAL(fcntl64);
+    RESOLVE(dup);
     RESOLVE(dup2);
     RESOLVE(dup3);
     RESOLVE(setsockopt);
@@ -96,7 +97,6 @@ static void init_once(void)
     real.getpeername = getpeername;
     real.shutdown = shutdown;
     real.ioctl = ioctl;
-    real.dup = dup;
 
     resil_fds_init();
     /* setuid: ignore the environment (secure_getenv returns NULL) */

@@ -1,5 +1,5 @@
 /* Hooks: socket lifecycle (socket, bind, setsockopt, getsockopt, connect,
- * listen, accept, close, fcntl, dup2, dup3, close_range, closefrom). */
+ * listen, accept, close, fcntl, dup, dup2, dup3, close_range, closefrom). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -319,6 +319,16 @@ RESIL_EXPORT int fcntl64(int fd, int cmd, ...)
     va_end(ap);
     RESIL_INIT();
     return fcntl_hook(real.fcntl64 ? real.fcntl64 : real.fcntl, fd, cmd, arg);
+}
+
+RESIL_EXPORT int dup(int fd)
+{
+    RESIL_INIT();
+    if (!resil_in_shim && resil_table_internal(fd)) {
+        errno = EBADF;
+        return -1;
+    }
+    return real.dup(fd);
 }
 
 /* dup2 (three false) and dup3. */

@@ -464,7 +464,7 @@ static void close_ours(void)
     CHECK(raced(false) == 0, "raced connect afterwards");
 }
 
-/* read/write/send/recv on one of our numbers: EBADF. */
+/* read/write/send/recv, dup and fcntl on one of our numbers: EBADF. */
 static void data_on_ours(void)
 {
     int fds[64], n;
@@ -488,9 +488,17 @@ static void data_on_ours(void)
         CHECK(recv(fds[k], b, 8, MSG_DONTWAIT) == -1 && errno == EBADF,
               "recv(%d)", fds[k]);
         errno = 0;
-        /* dup2 from it: the program has nothing there either */
+        /* duplicates of it: the program has nothing there either */
         CHECK(dup2(fds[k], 200) == -1 && errno == EBADF, "dup2(%d, 200)",
               fds[k]);
+        errno = 0;
+        CHECK(dup(fds[k]) == -1 && errno == EBADF, "dup(%d)", fds[k]);
+        errno = 0;
+        CHECK(fcntl(fds[k], F_GETFD) == -1 && errno == EBADF,
+              "fcntl(%d, F_GETFD)", fds[k]);
+        errno = 0;
+        CHECK(fcntl(fds[k], F_DUPFD, 10) == -1 && errno == EBADF,
+              "fcntl(%d, F_DUPFD)", fds[k]);
     }
     CHECK(raced(false) == 0, "raced connect afterwards");
 }
