@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -71,6 +72,9 @@ void resil_config_set(const struct resil_config *cfg)
     current = cfg;
 }
 
+/* A config file line, and so any value, is at most this long. */
+#define CONFIG_LINE_MAX 1024
+
 static const struct key *find_key(const char *name, size_t len)
 {
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -106,16 +110,21 @@ static int parse_level(const char *s, long *out)
     return parse_long(s, out);
 }
 
-/* alternates: addresses separated by spaces or commas, one group per key. */
+/* alternates: addresses separated by spaces or commas, one group per key;
+ * v[0, len) holds them (not NUL-terminated: the environment's groups are
+ * parsed in place, however long the variable). */
 static resil_status_t parse_alt(struct resil_config *cfg, const char *v,
-                                char *err, size_t errlen)
+                                size_t len, char *err, size_t errlen)
 {
     struct resil_alt_group g;
     char tok[INET6_ADDRSTRLEN + 1];
+    const char *end = v + len;
 
     memset(&g, 0, sizeof(g));
-    while (*v) {
-        size_t n = strcspn(v, " \t,");
+    while (v < end) {
+        size_t n = 0;
+        while (v + n < end && !strchr(" \t,", v[n]))
+            n++;
         if (n == 0) {
             v++;
             continue;
@@ -161,7 +170,7 @@ static resil_status_t apply(struct resil_config *cfg, const struct key *k,
 
     switch (k->kind) {
     case K_ALT:
-        return parse_alt(cfg, v, err, errlen);
+        return parse_alt(cfg, v, strlen(v), err, errlen);
     case K_PATH:
         if (strlen(v) >= RESIL_PATH_MAX) {
             snprintf(err, errlen, "%s: path longer than %d bytes", k->name,
@@ -214,7 +223,7 @@ resil_status_t resil_config_line(struct resil_config *cfg, const char *line,
                                  char *err, size_t errlen)
 {
     const char *p = line, *kend, *v;
-    char val[RESIL_PATH_MAX + 64];
+    char val[CONFIG_LINE_MAX + 1]; /* 8 IPv6 addresses of 45 bytes fit */
     size_t vlen;
     const struct key *k;
 
@@ -261,14 +270,31 @@ resil_status_t resil_config_file(struct resil_config *cfg, const char *path,
                                  resil_config_err_fn fn)
 {
     char where[RESIL_PATH_MAX + 32], err[256];
+    struct stat st;
     char *buf = NULL;
     size_t have = 0, lineno = 0;
     resil_status_t ret = RESIL_OK;
     int fd;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO (or some devices) for reading would
+     * otherwise wait for a writer, before main(), for ever. Only a regular
+     * file is a config file: a FIFO or a device could also block the
+     * reads, or never end. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return RESIL_ESYS;
+    if (fstat(fd, &st) < 0) {
+        ret = RESIL_ESYS;
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fn(path, S_ISDIR(st.st_mode)
+                     ? "is a directory, not a config file; ignored"
+                     : "is not a regular file (a FIFO, socket or device); "
+                       "ignored");
+        ret = RESIL_EINVAL;
+        goto done;
+    }
     buf = malloc(CONFIG_FILE_MAX + 1);
     if (buf == NULL) {
         ret = RESIL_ENOMEM;
@@ -301,7 +327,7 @@ resil_status_t resil_config_file(struct resil_config *cfg, const char *path,
         if (strlen(line) != len) {
             fn(where, "NUL byte in line; line ignored");
             ret = RESIL_EINVAL;
-        } else if (len > 1024) {
+        } else if (len > CONFIG_LINE_MAX) {
             fn(where, "line longer than 1024 bytes; line ignored");
             ret = RESIL_EINVAL;
         } else if (resil_config_line(cfg, line, err, sizeof(err)) != RESIL_OK) {
@@ -320,7 +346,7 @@ resil_status_t resil_config_env(struct resil_config *cfg,
                                 char *(*get)(const char *),
                                 resil_config_err_fn fn)
 {
-    char name[64], line[RESIL_PATH_MAX + 80], err[256];
+    char name[64], line[CONFIG_LINE_MAX + 80], err[256];
     resil_status_t ret = RESIL_OK;
 
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -333,18 +359,26 @@ resil_status_t resil_config_env(struct resil_config *cfg,
         v = get(name);
         if (v == NULL)
             continue;
+        if (v[strspn(v, " \t")] == '\0') {
+            /* RESIL_EVENTS= as scripts write it: an empty path means off,
+             * any other empty value means unset; never a warning, which
+             * would otherwise come from every process of a pipeline */
+            if (keys[i].kind == K_PATH)
+                ((char *)cfg + keys[i].off)[0] = '\0';
+            continue;
+        }
         if (keys[i].kind == K_ALT) {
-            /* RESIL_ALTERNATES: groups separated by ';' */
-            char copy[1024];
-            if (strlen(v) >= sizeof(copy)) {
-                fn(name, "value too long");
-                ret = RESIL_EINVAL;
-                continue;
-            }
-            strcpy(copy, v);
-            for (char *save = NULL, *g = strtok_r(copy, ";", &save); g;
-                 g = strtok_r(NULL, ";", &save)) {
-                if (parse_alt(cfg, g, err, sizeof(err)) != RESIL_OK) {
+            /* RESIL_ALTERNATES: groups separated by ';', parsed in place
+             * (32 groups of 8 IPv6 addresses run to about 12 KB) */
+            while (*v) {
+                size_t glen = strcspn(v, ";"), k = 0;
+                const char *g = v;
+                v += glen + (v[glen] == ';');
+                while (k < glen && (g[k] == ' ' || g[k] == '\t'))
+                    k++;
+                if (k == glen)
+                    continue; /* an empty group, as in "a,b;;c,d;" */
+                if (parse_alt(cfg, g, glen, err, sizeof(err)) != RESIL_OK) {
                     fn(name, err);
                     ret = RESIL_EINVAL;
                 }

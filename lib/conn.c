@@ -17,6 +17,7 @@
 #include "dns.h"
 #include "engine.h"
 #include "events.h"
+#include "fds.h"
 #include "health.h"
 #include "log.h"
 #include "monitor.h"
@@ -47,6 +48,7 @@ struct resil_race_ctx {
     struct att_watch aw[RESIL_RACE_MAX];
     uint16_t port;
     int donefd;                /* eventfd: written once when finished */
+    atomic_int done_pins;      /* waiters using donefd unlocked (fds.h) */
     bool finished, cancelled, rerace;
     int result;                /* 0 or errno */
     uint64_t start_ns;
@@ -73,10 +75,8 @@ static void ctx_unref(struct resil_race_ctx *c) /* engine lock held */
     if (--c->refs > 0)
         return;
     for (int i = 0; i < RESIL_RACE_MAX; i++)
-        if (c->fds[i] >= 0)
-            real.close(c->fds[i]);
-    if (c->donefd >= 0)
-        real.close(c->donefd);
+        resil_fds_close(&c->fds[i]);
+    resil_fds_close(&c->donefd);
     resil_sock_unref(c->s);
     free(c);
 }
@@ -96,8 +96,7 @@ static void close_attempt(struct resil_race_ctx *c, int i)
 {
     if (c->fds[i] >= 0) {
         resil_engine_del(c->fds[i]);
-        real.close(c->fds[i]);
-        c->fds[i] = -1;
+        resil_fds_close(&c->fds[i]);
     }
 }
 
@@ -130,8 +129,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     if (winner_idx >= 0) {
         struct resil_attempt *w = &c->r.att[winner_idx];
         resil_health_win(&w->ip, now - w->started_ns, now);
-        fd = c->fds[winner_idx];
-        c->fds[winner_idx] = -1;
+        fd = resil_fds_take(&c->fds[winner_idx]);
         resil_engine_del(fd);
     } else {
         err = resil_race_errno(&c->r);
@@ -141,8 +139,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     }
     pthread_mutex_lock(&s->mu);
     if (s->closed) {
-        if (fd >= 0)
-            real.close(fd);
+        resil_fds_close_fd(fd);
     } else if (fd >= 0 && resil_swap_in(s, fd) == RESIL_OK) {
         if (winner_idx >= 0) {
             s->state = RS_CONNECTED;
@@ -207,7 +204,11 @@ static void start_attempt(struct resil_race_ctx *c, int i, uint64_t now)
             real.close(fd);
         return;
     }
-    fd = resil_fd_high(fd);
+    if (resil_fds_own(&c->fds[i], fd, RESIL_FD_SOCK, NULL) != RESIL_OK) {
+        resil_race_failed(&c->r, i, errno, now);
+        return;
+    }
+    fd = c->fds[i];
     pthread_mutex_lock(&s->mu);
     for (struct resil_sockopt *o = s->opts; o; o = o->next)
         if (real.setsockopt(fd, o->level, o->name, o->val, o->len) < 0)
@@ -217,13 +218,12 @@ static void start_attempt(struct resil_race_ctx *c, int i, uint64_t now)
         real.bind(fd, (struct sockaddr *)&s->bind_sa, s->bind_len) < 0) {
         int e = errno;
         pthread_mutex_unlock(&s->mu);
-        real.close(fd);
+        resil_fds_close(&c->fds[i]);
         resil_race_failed(&c->r, i, e, now);
         return;
     }
     resil_monitor_tune(s, fd);
     pthread_mutex_unlock(&s->mu);
-    c->fds[i] = fd;
     if (real.connect(fd, (struct sockaddr *)&sa, len) == 0) {
         resil_race_won(&c->r, i, now);
         return;
@@ -291,7 +291,9 @@ static int gather(const struct resil_ip *target, char *name, size_t namelen,
 
 static int wait_done(struct resil_race_ctx *c, int timeout_ms)
 {
-    struct pollfd p = {.fd = c->donefd, .events = POLLIN};
+    /* pinned: the program may dup2 onto the number meanwhile (fds.h) */
+    struct pollfd p = {.fd = resil_fds_pin(&c->donefd, &c->done_pins),
+                       .events = POLLIN};
     int rc;
 
     if (timeout_ms < 0) {
@@ -299,13 +301,16 @@ static int wait_done(struct resil_race_ctx *c, int timeout_ms)
          * restarts it after a handler with SA_RESTART and fails it with
          * EINTR otherwise (poll() always fails with EINTR) */
         uint64_t v;
-        if (real.read(c->donefd, &v, sizeof(v)) < 0)
-            return errno;
-        /* put it back: another thread may wait for this race too */
-        (void)!real.write(c->donefd, &v, sizeof(v));
-        return 0;
+        rc = 0;
+        if (real.read(p.fd, &v, sizeof(v)) < 0)
+            rc = errno;
+        else /* put it back: another thread may wait for this race too */
+            (void)!real.write(p.fd, &v, sizeof(v));
+        resil_fds_unpin(&c->done_pins);
+        return rc;
     }
     rc = real.poll(&p, 1, timeout_ms);
+    resil_fds_unpin(&c->done_pins);
     if (rc < 0)
         return errno;
     if (rc == 0)
@@ -391,11 +396,14 @@ static resil_status_t race_begin(struct resil_sock *s,
         c->fds[i] = -1;
     /* blocking: wait_done() reads it (and writes it back) */
     c->donefd = eventfd(0, EFD_CLOEXEC);
-    if (c->donefd < 0) {
+    if (c->donefd < 0 ||
+        resil_fds_own(&c->donefd, c->donefd, RESIL_FD_WAKE, &c->done_pins) !=
+            RESIL_OK ||
+        !resil_fds_spare(c->donefd)) {
+        resil_fds_close(&c->donefd);
         free(c);
         return RESIL_ESYS;
     }
-    c->donefd = resil_fd_high(c->donefd);
     n = gather(ip, c->name, sizeof(c->name), cand, RESIL_RACE_MAX);
     resil_race_init(&c->r, s->family, s->v6only,
                     (uint64_t)resil_config_get()->attempt_delay_ms * MS, now);
@@ -488,6 +496,7 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     return RESIL_OK;
 
 direct:
+    resil_engine_release();
     if (resil_config_get()->strict) {
         /* strict mode: an internal failure is an error, not plain TCP */
         rerror("fd %d: cannot race (engine or parking unavailable); "
@@ -542,7 +551,7 @@ bool resil_conn_path_error(struct resil_sock *s, int err, bool wait)
     socklen_t l = sizeof(ti);
     struct resil_race_ctx *c = NULL;
     int outq = 0, park;
-    bool ok = false;
+    bool ok = false, parked = false;
 
     if (err != ETIMEDOUT && err != EHOSTUNREACH && err != ENETUNREACH &&
         err != ECONNRESET && err != EPIPE)
@@ -570,16 +579,14 @@ bool resil_conn_path_error(struct resil_sock *s, int err, bool wait)
     park = resil_engine_start() == RESIL_OK
                ? real.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0)
                : -1;
-    if (park >= 0) {
-        park = resil_fd_high(park);
-        if (resil_park(park, s->family, s->v6only) != RESIL_OK) {
-            real.close(park);
-            park = -1;
-        } else if (resil_swap_in(s, park) != RESIL_OK) {
-            park = -1;
-        }
+    if (park >= 0 &&
+        resil_fds_own(&park, park, RESIL_FD_SOCK, NULL) == RESIL_OK) {
+        if (resil_park(park, s->family, s->v6only) != RESIL_OK)
+            resil_fds_close(&park);
+        else
+            parked = resil_swap_in(s, resil_fds_take(&park)) == RESIL_OK;
     }
-    if (park >= 0) {
+    if (parked) {
         if (race_begin(s, &s->peer_ip, s->peer_port, true,
                        wait ? &c : NULL) == RESIL_OK) {
             ok = true;
@@ -743,10 +750,35 @@ void resil_conn_atfork_child(void)
         c->s->race_errno = ECONNABORTED;
         c->s->race = NULL;
         for (int i = 0; i < RESIL_RACE_MAX; i++)
-            if (c->fds[i] >= 0)
-                real.close(c->fds[i]);
+            resil_fds_close(&c->fds[i]);
         /* memory of ctx is leaked on purpose: c-ares may point at it */
     }
     races = NULL;
     atomic_store(&resil_races_active, 0);
+}
+
+void resil_conn_abort_all(int err)
+{
+    for (struct resil_race_ctx *c = races; c; c = c->next) {
+        struct resil_sock *s = c->s;
+        uint64_t one = 1;
+
+        if (c->finished || c->cancelled)
+            continue;
+        atomic_fetch_sub(&resil_races_active, 1);
+        c->cancelled = true;
+        c->result = err;
+        for (int i = 0; i < RESIL_RACE_MAX; i++)
+            close_attempt(c, i);
+        pthread_mutex_lock(&s->mu);
+        if (s->race == c) {
+            s->race = NULL;
+            s->state = RS_FAILED;
+            s->race_errno = err;
+            s->error_reported = false;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (c->donefd >= 0)
+            (void)!real.write(c->donefd, &one, sizeof(one));
+    }
 }

@@ -57,6 +57,10 @@ bool resil_conn_dead_unused(struct resil_sock *s, bool pollerr);
  * lock held. */
 uint64_t resil_conn_tick(uint64_t now_ns);
 
+/* Fail every race in flight with err (the engine lost a descriptor it
+ * cannot do without). Engine lock held. */
+void resil_conn_abort_all(int err);
+
 /* The child of a fork: races in flight fail with ECONNABORTED. */
 void resil_conn_atfork_child(void);
 

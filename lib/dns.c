@@ -1,10 +1,12 @@
 #include <ares.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 
 #include "dns.h"
 #include "engine.h"
+#include "fds.h"
 #include "log.h"
 #include "sys.h"
 
@@ -22,34 +24,51 @@ static struct ares_watch watches[ARES_GETSOCK_MAXNUM];
 
 static ares_socket_t a_socket(int d, int t, int p, void *u)
 {
+    /* non-blocking: c-ares leaves user-managed sockets as they are made,
+     * and reads a UDP socket until it would block (read_packets) */
+    int fd = real.socket(d, t | SOCK_CLOEXEC | SOCK_NONBLOCK, p), hi;
     (void)u;
-    int fd = real.socket(d, t | SOCK_CLOEXEC, p);
-    return fd < 0 ? ARES_SOCKET_BAD : resil_fd_high(fd);
+    if (fd < 0 || resil_fds_own(&hi, fd, RESIL_FD_DNS, NULL) != RESIL_OK)
+        return ARES_SOCKET_BAD;
+    return hi;
+}
+/* A number c-ares holds is ours only while marked: after the program took
+ * it (dup2, resil_engine_evict) c-ares must never touch the program's
+ * file through it. */
+static bool ours(ares_socket_t fd)
+{
+    if (resil_table_internal(fd))
+        return true;
+    errno = EBADF;
+    return false;
 }
 static int a_close(ares_socket_t fd, void *u)
 {
     (void)u;
-    return real.close(fd);
+    if (!ours(fd))
+        return -1;
+    resil_fds_close_fd(fd);
+    return 0;
 }
 static int a_connect(ares_socket_t fd, const struct sockaddr *sa,
                      ares_socklen_t len, void *u)
 {
     (void)u;
-    return real.connect(fd, sa, len);
+    return ours(fd) ? real.connect(fd, sa, len) : -1;
 }
 static ares_ssize_t a_recvfrom(ares_socket_t fd, void *b, size_t n, int fl,
                                struct sockaddr *sa, ares_socklen_t *len,
                                void *u)
 {
     (void)u;
-    return real.recvfrom(fd, b, n, fl, sa, len);
+    return ours(fd) ? real.recvfrom(fd, b, n, fl, sa, len) : -1;
 }
 static ares_ssize_t a_sendv(ares_socket_t fd, const struct iovec *v, int n,
                             void *u)
 {
     struct msghdr m = {.msg_iov = (struct iovec *)v, .msg_iovlen = (size_t)n};
     (void)u;
-    return real.sendmsg(fd, &m, MSG_NOSIGNAL);
+    return ours(fd) ? real.sendmsg(fd, &m, MSG_NOSIGNAL) : -1;
 }
 static const struct ares_socket_functions ares_funcs = {
     a_socket, a_close, a_connect, a_recvfrom, a_sendv};
@@ -192,6 +211,12 @@ uint64_t resil_dns_tick(uint64_t now)
     }
     return now + (uint64_t)tv.tv_sec * 1000000000ull +
            (uint64_t)tv.tv_usec * 1000ull;
+}
+
+void resil_dns_cancel(void)
+{
+    if (dns_state == DNS_OK)
+        ares_cancel(ch);
 }
 
 void resil_dns_atfork_child(void)

@@ -28,6 +28,10 @@ resil_status_t resil_dns_lookup(const char *name, int family, resil_dns_fn fn,
 /* Process c-ares timeouts; returns the next deadline (UINT64_MAX: none). */
 uint64_t resil_dns_tick(uint64_t now_ns);
 
+/* Cancel every lookup in flight (their callbacks run with no address);
+ * c-ares then closes all its sockets. Engine lock held. */
+void resil_dns_cancel(void);
+
 /* The child of a fork: the channel's sockets are the parent's; drop it. */
 void resil_dns_atfork_child(void);
 

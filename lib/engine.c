@@ -12,6 +12,7 @@
 #include "dns.h"
 #include "engine.h"
 #include "events.h"
+#include "fds.h"
 #include "health.h"
 #include "log.h"
 #include "monitor.h"
@@ -23,12 +24,24 @@
 static struct {
     pthread_mutex_t mu; /* the engine lock: this struct and every client's
                            engine state (races, monitor list, c-ares) */
-    bool running;
-    unsigned gen;       /* bumped per engine thread started */
+    pthread_cond_t cv;  /* the engine thread came back from epoll_wait, or
+                           left */
+    bool running;       /* an engine thread serves this process */
+    unsigned gen;       /* bumped per engine thread started or stopped */
+    unsigned alive;     /* gen of the thread that may still use epfd, or 0 */
+    unsigned turns;     /* returns from epoll_wait */
+    bool waiting;       /* the thread is in epoll_wait, or on its way */
     pid_t pid;
-    int epfd, wakefd;
+    pid_t warned_pid;   /* "cannot start the engine thread" said there */
+    int epfd, wakefd;   /* owned by the registry (fds.h), which may move
+                           them: the thread re-reads epfd each turn, and
+                           wake writers pin wakefd */
+    atomic_int wake_pins;
     struct resil_watch wake_w;
-} E = {.mu = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .wakefd = -1};
+} E = {.mu = PTHREAD_MUTEX_INITIALIZER,
+       .cv = PTHREAD_COND_INITIALIZER,
+       .epfd = -1,
+       .wakefd = -1};
 
 uint64_t resil_now_ns(void)
 {
@@ -50,8 +63,10 @@ void resil_engine_unlock(void)
 void resil_engine_wake(void)
 {
     uint64_t one = 1;
-    if (E.wakefd >= 0)
-        (void)!real.write(E.wakefd, &one, sizeof(one));
+    int fd = resil_fds_pin(&E.wakefd, &E.wake_pins);
+    if (fd >= 0)
+        (void)!real.write(fd, &one, sizeof(one));
+    resil_fds_unpin(&E.wake_pins);
 }
 
 static void wake_read(struct resil_watch *w, uint32_t events, uint64_t now)
@@ -67,9 +82,11 @@ static resil_status_t ctl(int op, int fd, uint32_t events,
                           struct resil_watch *w)
 {
     struct epoll_event ev = {.events = events, .data.ptr = w};
-    if (E.epfd < 0)
+    if (E.epfd < 0 || real.epoll_ctl(E.epfd, op, fd, &ev) < 0)
         return RESIL_ESYS;
-    return real.epoll_ctl(E.epfd, op, fd, &ev) == 0 ? RESIL_OK : RESIL_ESYS;
+    /* so that a move of fd (dup2 onto its number) can re-register it */
+    resil_fds_set_watch(fd, events, w);
+    return RESIL_OK;
 }
 
 resil_status_t resil_engine_add(int fd, uint32_t events, struct resil_watch *w)
@@ -86,6 +103,7 @@ void resil_engine_del(int fd)
 {
     if (E.epfd >= 0)
         real.epoll_ctl(E.epfd, EPOLL_CTL_DEL, fd, NULL);
+    resil_fds_set_watch(fd, 0, NULL);
 }
 
 static uint64_t min_u64(uint64_t a, uint64_t b)
@@ -102,11 +120,10 @@ static void *engine_main(void *arg)
     pthread_mutex_lock(&E.mu);
     for (;;) {
         uint64_t now = resil_now_ns(), wake;
-        int timeout, n, epfd;
+        int timeout, n, epfd, err;
 
         if (E.gen != gen) {
-            /* a newer engine replaced this one (close_range took our
-             * descriptors): leave the state to it */
+            /* stopped (resil_engine_release) or replaced: leave */
             break;
         }
         wake = min_u64(resil_conn_tick(now),
@@ -117,19 +134,27 @@ static void *engine_main(void *arg)
             timeout = 0;
         else
             timeout = (int)((wake - now + RESIL_MS - 1) / RESIL_MS);
+        /* the number is read under the lock, and a move of it waits (cv)
+         * until this thread is back: epoll_wait never runs on a number
+         * that has become the program's */
         epfd = E.epfd;
+        E.waiting = true;
         pthread_mutex_unlock(&E.mu);
         n = real.epoll_wait(epfd, evs, 64, timeout);
-        int err = errno;
+        err = errno;
         pthread_mutex_lock(&E.mu);
+        E.waiting = false;
+        E.turns++;
+        pthread_cond_broadcast(&E.cv);
         if (n < 0 && err != EINTR) {
-            /* the program closed our descriptors (close_range): this
-             * thread is done; the next need starts a fresh engine */
-            rwarn("engine descriptors closed by the program; engine "
-                  "thread exits");
+            /* our descriptor was closed behind our back (a raw system
+             * call): this thread is done; the next need starts afresh */
+            rwarn("engine descriptor lost (%s); engine thread exits",
+                  strerror(err));
             if (E.gen == gen) {
                 E.running = false;
-                E.epfd = E.wakefd = -1; /* not ours any more */
+                resil_fds_forget(E.epfd);
+                resil_fds_forget(E.wakefd);
             }
             break;
         }
@@ -139,8 +164,40 @@ static void *engine_main(void *arg)
             w->fn(w, evs[i].events, now);
         }
     }
+    if (E.alive == gen) {
+        E.alive = 0;
+        pthread_cond_broadcast(&E.cv);
+    }
     pthread_mutex_unlock(&E.mu);
     return NULL;
+}
+
+/* Close the engine's descriptors. Engine lock held, no thread alive. */
+static void close_fds(void)
+{
+    resil_fds_close(&E.wakefd);
+    resil_fds_close(&E.epfd);
+}
+
+/* Make the engine thread leave and wait until it has (it may be asleep in
+ * epoll_wait: woken through wake_fd, or the wake eventfd when -1). Engine
+ * lock held (released while waiting). */
+static void stop_thread(int wake_fd)
+{
+    unsigned g = E.alive;
+
+    E.running = false;
+    if (g == 0)
+        return;
+    E.gen++;
+    if (wake_fd >= 0) {
+        uint64_t one = 1;
+        (void)!real.write(wake_fd, &one, sizeof(one));
+    } else {
+        resil_engine_wake();
+    }
+    while (E.alive == g)
+        pthread_cond_wait(&E.cv, &E.mu);
 }
 
 resil_status_t resil_engine_start(void)
@@ -148,28 +205,25 @@ resil_status_t resil_engine_start(void)
     sigset_t all, old;
     pthread_t t;
     pthread_attr_t at;
-    int rc;
+    int rc, fd;
 
     if (E.running && E.pid == getpid())
         return RESIL_OK;
     if (E.epfd < 0) {
-        E.epfd = epoll_create1(EPOLL_CLOEXEC);
-        if (E.epfd >= 0)
-            E.epfd = resil_fd_high(E.epfd);
+        fd = epoll_create1(EPOLL_CLOEXEC);
+        if (fd < 0 ||
+            resil_fds_own(&E.epfd, fd, RESIL_FD_EPOLL, NULL) != RESIL_OK)
+            goto fail;
     }
-    if (E.wakefd < 0 && E.epfd >= 0) {
-        E.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (E.wakefd >= 0) {
-            E.wakefd = resil_fd_high(E.wakefd);
-            E.wake_w.fn = wake_read;
-            if (resil_engine_add(E.wakefd, EPOLLIN, &E.wake_w) != RESIL_OK) {
-                real.close(E.wakefd);
-                E.wakefd = -1;
-            }
-        }
+    if (E.wakefd < 0) {
+        fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd < 0 || resil_fds_own(&E.wakefd, fd, RESIL_FD_WAKE,
+                                    &E.wake_pins) != RESIL_OK)
+            goto fail;
+        E.wake_w.fn = wake_read;
+        if (resil_engine_add(E.wakefd, EPOLLIN, &E.wake_w) != RESIL_OK)
+            goto fail;
     }
-    if (E.epfd < 0 || E.wakefd < 0)
-        return RESIL_ESYS;
     /* the engine thread must never take a signal meant for the program */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -181,28 +235,134 @@ resil_status_t resil_engine_start(void)
     pthread_attr_destroy(&at);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
-        rwarn("cannot start the engine thread: %s", strerror(rc));
-        return RESIL_ESYS;
+        /* once per process: every connect of a program that cannot make
+         * threads would otherwise say it again */
+        if (E.warned_pid != getpid()) {
+            E.warned_pid = getpid();
+            rwarn("cannot start the engine thread: %s; connections are "
+                  "not raced", strerror(rc));
+        }
+        goto fail;
     }
+    E.alive = E.gen;
     E.running = true;
     E.pid = getpid();
     return RESIL_OK;
+fail:
+    /* without a thread they serve nothing: the program gets them back */
+    close_fds();
+    return RESIL_ESYS;
 }
 
-void resil_engine_fds_closed(unsigned first, unsigned last)
+void resil_engine_release(void)
 {
-    resil_log_fds_closed(first, last);
-    resil_events_fds_closed(first, last);
     pthread_mutex_lock(&E.mu);
-    resil_park_fds_closed(first, last);
-    if (resil_fd_in_range(E.epfd, first, last) || resil_fd_in_range(E.wakefd, first, last)) {
-        if (E.running && E.pid == getpid())
-            rwarn("close_range() closed the engine's descriptors while it "
-                  "runs; races in flight will not finish");
-        E.epfd = E.wakefd = -1;
-        E.running = false;
+    if (atomic_load(&resil_races_active) == 0) {
+        /* nothing is parked, no lookup serves a race */
+        resil_dns_cancel();
+        resil_park_release();
+        /* the engine itself, unless the monitor needs it; and unless
+         * another thread started it again while we waited */
+        if (resil_monitor_idle()) {
+            stop_thread(-1);
+            if (!E.running)
+                close_fds();
+        }
     }
     pthread_mutex_unlock(&E.mu);
+}
+
+/* Finish a move (m->newfd holds ours now). Engine lock held. */
+static void moved(const struct resil_fds_moved *m)
+{
+    if (m->watch) {
+        /* epoll keys a registration by number and file: ADD the new
+         * number while the old one still names our file, then DEL it */
+        struct epoll_event ev = {.events = m->events, .data.ptr = m->watch};
+        real.epoll_ctl(E.epfd, EPOLL_CTL_ADD, m->newfd, &ev);
+        real.epoll_ctl(E.epfd, EPOLL_CTL_DEL, m->oldfd, NULL);
+    }
+    if (m->kind == RESIL_FD_EPOLL && E.alive && E.waiting) {
+        /* the thread may have read the old number and not yet entered
+         * epoll_wait: bring it round once before the number goes (inside
+         * epoll_wait it holds the file, whatever the number becomes) */
+        unsigned t = E.turns;
+        resil_engine_wake();
+        while (E.alive && E.turns == t)
+            pthread_cond_wait(&E.cv, &E.mu);
+    }
+}
+
+/* No number was free: ours is lost to the program's call. Engine lock
+ * held. */
+static void lost(const struct resil_fds_moved *m)
+{
+    rwarn("fd %d: no descriptor free to move libresil's own out of the "
+          "program's way; %s", m->oldfd,
+          m->kind == RESIL_FD_FILE ? "that output stops"
+                                   : "races in flight are aborted");
+    if (m->kind == RESIL_FD_FILE)
+        return;
+    resil_conn_abort_all(ECONNABORTED);
+    /* a waiter blocked on the lost eventfd holds its file: wake it through
+     * the old number, ours until the program's call replaces it */
+    if (m->kind == RESIL_FD_WAKE) {
+        uint64_t one = 1;
+        (void)!real.write(m->oldfd, &one, sizeof(one));
+    }
+    stop_thread(E.wakefd < 0 ? m->oldfd : -1);
+    resil_dns_cancel();
+    close_fds();
+    resil_park_release();
+}
+
+/* After lost(): the owner's counter is alive as long as we hold the
+ * engine lock (a race frees its own only under it), and woken waiters
+ * unpin without it. */
+static void drain_lost(const struct resil_fds_moved *m)
+{
+    if (m->pins)
+        resil_fds_drain(m->pins);
+}
+
+resil_status_t resil_engine_evict(int fd, bool *orphan)
+{
+    struct resil_fds_moved m = {.pins = NULL};
+    resil_status_t st;
+
+    *orphan = false;
+    /* a vfork child shares our memory, not our fd table: moving anything
+     * there would rewrite the parent's state; its call goes through and
+     * replaces our copy in its own table */
+    if (!resil_fds_here())
+        return RESIL_EUNSUPP;
+    pthread_mutex_lock(&E.mu);
+    st = resil_fds_move(fd, &m);
+    if (st == RESIL_EUNSUPP) {
+        /* a c-ares socket: c-ares keeps the number, so it cannot move.
+         * Cancelling the lookups closes every c-ares socket (we do not set
+         * ARES_FLAG_STAYOPEN); races go on with the addresses they have. */
+        resil_dns_cancel();
+        if (resil_table_internal(fd)) {
+            resil_fds_forget(fd);
+            *orphan = true;
+        }
+        st = RESIL_OK;
+    } else if (st == RESIL_OK) {
+        *orphan = true;
+        if (m.newfd >= 0) {
+            moved(&m);
+        } else {
+            lost(&m);
+            drain_lost(&m);
+        }
+    }
+    pthread_mutex_unlock(&E.mu);
+    /* a waiter on a race's done eventfd may sleep until the race ends,
+     * which needs the engine lock: drained without it */
+    if (st == RESIL_OK && m.newfd >= 0)
+        resil_fds_drain_moved(&m);
+    return st;
 }
 
 void resil_engine_atfork_prepare(void)
@@ -211,6 +371,7 @@ void resil_engine_atfork_prepare(void)
      * child never inherits one locked by a thread that does not exist
      * there (socket mutexes of racing sockets are re-made in the child) */
     pthread_mutex_lock(&E.mu);
+    resil_fds_atfork_prepare();
     resil_table_lock_all();
     resil_health_lock();
     resil_names_lock();
@@ -226,6 +387,7 @@ static void atfork_release(void)
 void resil_engine_atfork_parent(void)
 {
     atfork_release();
+    resil_fds_atfork_parent();
     pthread_mutex_unlock(&E.mu);
 }
 
@@ -244,15 +406,16 @@ void resil_engine_atfork_child(void)
     /* Only the forking thread exists now: the engine thread, its races and
      * c-ares state stay with the parent. */
     atfork_release();
+    resil_fds_atfork_child();
     resil_table_foreach(reinit_sock_locks, NULL);
+    /* a parent thread waiting on cv does not exist here */
+    pthread_cond_init(&E.cv, NULL);
     pthread_mutex_unlock(&E.mu);
     resil_conn_atfork_child();
     resil_monitor_atfork_child();
     resil_dns_atfork_child();
     E.running = false;
-    if (E.epfd >= 0)
-        real.close(E.epfd);
-    if (E.wakefd >= 0)
-        real.close(E.wakefd);
-    E.epfd = E.wakefd = -1;
+    E.alive = 0;
+    E.waiting = false;
+    close_fds();
 }

@@ -16,6 +16,7 @@
 #ifndef RESIL_ENGINE_H
 #define RESIL_ENGINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "status.h"
@@ -50,9 +51,23 @@ void resil_engine_atfork_prepare(void);
 void resil_engine_atfork_parent(void);
 void resil_engine_atfork_child(void);
 
-/* The program closed [first, last] (close_range): forget our descriptors
- * in that range (log, events, parking, engine) so nothing of ours ever
- * touches a reused fd number; the engine restarts on next need. */
-void resil_engine_fds_closed(unsigned first, unsigned last);
+/* A connect fell back to plain TCP (racing unavailable, typically for
+ * want of a descriptor): give back every descriptor of ours that no race
+ * and no monitored socket needs (engine thread and its epoll set, wake
+ * eventfd, parking listeners, c-ares sockets), so that the program's
+ * descriptor budget is what it would be without libresil. They come back
+ * on next need. Any thread, engine lock not held. */
+void resil_engine_release(void);
+
+/* The program's dup2/dup3 is about to replace fd, one of libresil's own
+ * descriptors (fds.h): move ours to another number, its owner following
+ * (for the epoll set, after bringing the engine thread round; a c-ares
+ * socket is closed by cancelling the lookups instead). The old number is
+ * left open as a duplicate nobody owns (*orphan true), for the program's
+ * call to replace atomically; the caller closes it if that call fails (a
+ * c-ares socket is closed already: *orphan false). Any thread, no lock
+ * held. RESIL_OK, RESIL_ENOENT (fd is not ours) or RESIL_EUNSUPP (the
+ * child of a vfork: nothing may be moved, the call just proceeds). */
+resil_status_t resil_engine_evict(int fd, bool *orphan);
 
 #endif

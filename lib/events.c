@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include "events.h"
+#include "fds.h"
 #include "log.h"
 #include "sys.h"
 
-static int ev_fd = -1;
+static int ev_fd = -1;          /* owned by the registry (fds.h) */
+static atomic_int ev_pins;
 static int ev_failed;
 
 /* Per-process counts for the summary at exit (log level info), kept even
@@ -57,34 +59,37 @@ __attribute__((destructor)) static void events_summary(void)
           counts[C_STALL], counts[C_RESUME], counts[C_DROPPED]);
 }
 
-int resil_events_open(const char *path)
+resil_status_t resil_events_open(const char *path)
 {
-    int saved = errno, fd;
+    RESIL_KEEP_ERRNO();
+    int fd;
 
     if (path == NULL || path[0] == '\0')
-        return 0;
+        return RESIL_OK;
+    /* O_NONBLOCK: a FIFO with no reader fails with ENXIO instead of
+     * blocking the open (before main()), and a full one drops lines */
     fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK,
               0644);
     if (fd < 0) {
-        rwarn("cannot open events file %s: %s; events disabled", path,
-              strerror(errno));
-        errno = saved;
-        return -1;
+        if (errno == ENXIO)
+            rwarn("events file %s is a FIFO with no reader (writing to it "
+                  "would block); events disabled", path);
+        else
+            rwarn("cannot open events file %s: %s; events disabled", path,
+                  strerror(errno));
+        return RESIL_ESYS;
     }
-    ev_fd = resil_fd_high(fd);
-    errno = saved;
-    return 0;
-}
-
-void resil_events_fds_closed(unsigned first, unsigned last)
-{
-    if (resil_fd_in_range(ev_fd, first, last))
-        ev_fd = -1;
+    if (resil_fds_own(&ev_fd, fd, RESIL_FD_FILE, &ev_pins) != RESIL_OK) {
+        rwarn("no descriptor free for events file %s: %s; events disabled",
+              path, strerror(errno));
+        return RESIL_ESYS;
+    }
+    return RESIL_OK;
 }
 
 bool resil_events_enabled(void)
 {
-    return ev_fd >= 0 && !ev_failed;
+    return __atomic_load_n(&ev_fd, __ATOMIC_RELAXED) >= 0 && !ev_failed;
 }
 
 char *resil_json_str(const char *s, char *buf, unsigned len)
@@ -117,7 +122,7 @@ void resil_event(const char *type, int fd, const char *members, ...)
 
     count(type);
     if (!resil_events_enabled()) {
-        if (ev_fd >= 0)
+        if (__atomic_load_n(&ev_fd, __ATOMIC_RELAXED) >= 0)
             __atomic_fetch_add(&counts[C_DROPPED], 1, __ATOMIC_RELAXED);
         return;
     }
@@ -141,7 +146,10 @@ void resil_event(const char *type, int fd, const char *members, ...)
     va_end(ap);
     buf[n++] = '}';
     buf[n++] = '\n';
-    if (real.write(ev_fd, buf, (size_t)n) != n) {
+    int efd = resil_fds_pin(&ev_fd, &ev_pins);
+    ssize_t w = efd >= 0 ? real.write(efd, buf, (size_t)n) : -1;
+    resil_fds_unpin(&ev_pins);
+    if (w != n) {
         __atomic_fetch_add(&counts[C_DROPPED], 1, __ATOMIC_RELAXED);
         /* full disk, quota, file gone: say so once, then stay silent */
         if (__atomic_exchange_n(&ev_failed, 1, __ATOMIC_RELAXED) == 0)

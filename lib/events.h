@@ -10,8 +10,12 @@
 
 #include <stdbool.h>
 
-/* Open path for appending. Returns 0, or -1 (logged) on failure. */
-int resil_events_open(const char *path);
+#include "status.h"
+
+/* Open path for appending (non-blocking, registered in fds.h); NULL or ""
+ * means no events. Returns RESIL_OK, or RESIL_ESYS (logged) on failure,
+ * a FIFO nobody reads included. */
+resil_status_t resil_events_open(const char *path);
 bool resil_events_enabled(void);
 
 /* Emit {"ts":..,"pid":..,"fd":..,"event":"type",<members>}. members is a
@@ -19,9 +23,6 @@ bool resil_events_enabled(void);
  * (strings already JSON-escaped, see resil_json_str). */
 void resil_event(const char *type, int fd, const char *members, ...)
     __attribute__((format(printf, 3, 4)));
-
-/* See resil_log_fds_closed(). */
-void resil_events_fds_closed(unsigned first, unsigned last);
 
 /* Escape s as a JSON string body into buf (no quotes added); returns buf. */
 char *resil_json_str(const char *s, char *buf, unsigned len);

@@ -5,48 +5,49 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fds.h"
 #include "log.h"
 #include "sys.h"
 
 int resil_log_level = RESIL_LOG_WARN;
+/* stderr, or the log file (owned by the registry, which may move it: every
+ * write pins it) */
 static int log_fd = 2;
+static atomic_int log_pins;
 
 static const char *const level_names[] = {"none",  "error", "warn",
                                           "info",  "debug", "trace"};
 
-int resil_fd_high(int fd)
+resil_status_t resil_log_open(const char *path)
 {
-    int hi = real.fcntl(fd, F_DUPFD_CLOEXEC, RESIL_HIGH_FD);
-    if (hi < 0)
-        return fd;
-    real.close(fd);
-    return hi;
-}
-
-void resil_log_fds_closed(unsigned first, unsigned last)
-{
-    if (log_fd > 2 && resil_fd_in_range(log_fd, first, last))
-        log_fd = 2;
-}
-
-int resil_log_open(const char *path)
-{
-    int saved = errno;
+    RESIL_KEEP_ERRNO();
     int fd;
 
     if (path == NULL || path[0] == '\0')
-        return 0;
-    /* openat via libc open is not interposed by libresil. */
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        return RESIL_OK;
+    /* O_NONBLOCK: opening a FIFO for writing blocks until it has a reader
+     * (before main(), for ever); with it the open fails with ENXIO instead,
+     * and a reader that stops reading costs lost lines, never a blocked
+     * program. It is set on our own open file description only. libc's
+     * open is not interposed by libresil. */
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK,
+              0644);
     if (fd < 0) {
-        resil_log(RESIL_LOG_WARN, "cannot open log file %s: %s; logging to "
-                  "stderr", path, strerror(errno));
-        errno = saved;
-        return -1;
+        if (errno == ENXIO)
+            resil_log(RESIL_LOG_WARN, "log file %s is a FIFO with no reader "
+                      "(writing to it would block); logging to stderr", path);
+        else
+            resil_log(RESIL_LOG_WARN, "cannot open log file %s: %s; logging "
+                      "to stderr", path, strerror(errno));
+        return RESIL_ESYS;
     }
-    log_fd = resil_fd_high(fd);
-    errno = saved;
-    return 0;
+    if (resil_fds_own(&log_fd, fd, RESIL_FD_FILE, &log_pins) != RESIL_OK) {
+        log_fd = 2;
+        resil_log(RESIL_LOG_WARN, "no descriptor free for log file %s: %s; "
+                  "logging to stderr", path, strerror(errno));
+        return RESIL_ESYS;
+    }
+    return RESIL_OK;
 }
 
 void resil_log(int level, const char *fmt, ...)
@@ -71,7 +72,11 @@ void resil_log(int level, const char *fmt, ...)
     if ((size_t)n > sizeof(buf) - 2)
         n = (int)sizeof(buf) - 2;
     buf[n++] = '\n';
-    if (real.write)
-        (void)!real.write(log_fd, buf, (size_t)n);
+    if (real.write) {
+        int fd = resil_fds_pin(&log_fd, &log_pins);
+        if (fd >= 0)
+            (void)!real.write(fd, buf, (size_t)n);
+        resil_fds_unpin(&log_pins);
+    }
     errno = saved;
 }

@@ -8,6 +8,8 @@
 
 #include <stdbool.h>
 
+#include "status.h"
+
 enum resil_log_level {
     RESIL_LOG_NONE = 0,
     RESIL_LOG_ERROR = 1,
@@ -19,10 +21,11 @@ enum resil_log_level {
 
 extern int resil_log_level;
 
-/* Open path for appending (O_CLOEXEC, moved to a high fd) and log there;
- * NULL or failure keeps stderr. Returns 0, or -1 when the file could not be
- * opened (a line saying so goes to stderr). */
-int resil_log_open(const char *path);
+/* Open path for appending (O_CLOEXEC, non-blocking, registered in fds.h)
+ * and log there; NULL or "" keeps stderr. A path that cannot be opened, or
+ * a FIFO nobody reads (opening it for writing would block), is refused with
+ * a line on stderr. Returns RESIL_OK or RESIL_ESYS. */
+resil_status_t resil_log_open(const char *path);
 
 /* Log when level <= resil_log_level. Never changes errno. */
 void resil_log(int level, const char *fmt, ...)
@@ -38,20 +41,5 @@ void resil_log(int level, const char *fmt, ...)
 #define rinfo(...) RLOG(RESIL_LOG_INFO, __VA_ARGS__)
 #define rdebug(...) RLOG(RESIL_LOG_DEBUG, __VA_ARGS__)
 #define rtrace(...) RLOG(RESIL_LOG_TRACE, __VA_ARGS__)
-
-/* The program closed [first, last] behind our back (close_range): forget
- * our descriptors in that range so we never write into a reused fd. */
-void resil_log_fds_closed(unsigned first, unsigned last);
-
-/* Move fd to a descriptor >= RESIL_HIGH_FD with FD_CLOEXEC, closing the
- * original, so that programs which assume low numbers never meet our fds.
- * Returns the new fd, or the old one when that fails. */
-int resil_fd_high(int fd);
-#define RESIL_HIGH_FD 900
-
-static inline bool resil_fd_in_range(int fd, unsigned first, unsigned last)
-{
-    return fd >= 0 && (unsigned)fd >= first && (unsigned)fd <= last;
-}
 
 #endif

@@ -167,3 +167,8 @@ void resil_monitor_atfork_child(void)
     }
     mon = NULL;
 }
+
+bool resil_monitor_idle(void)
+{
+    return mon == NULL;
+}

@@ -9,6 +9,7 @@
 #ifndef RESIL_MONITOR_H
 #define RESIL_MONITOR_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "table.h"
@@ -27,6 +28,9 @@ uint64_t resil_monitor_tick(uint64_t now_ns);
 /* Apply the dead-path detection settings (keepalive) to fd, a socket of s.
  * s->mu held. */
 void resil_monitor_tune(struct resil_sock *s, int fd);
+
+/* True when no socket is watched. Engine lock held. */
+bool resil_monitor_idle(void);
 
 /* The child of a fork: the list is the parent's. */
 void resil_monitor_atfork_child(void);

@@ -4,11 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fds.h"
 #include "log.h"
 #include "swap.h"
 #include "sys.h"
 
-/* [0] IPv4, [1] IPv6; engine lock */
+/* [0] IPv4, [1] IPv6; engine lock; owned by the registry (fds.h) */
 static int park_lfd[2] = {-1, -1}, park_filler[2] = {-1, -1};
 static struct sockaddr_storage park_sa[2];
 static socklen_t park_len[2];
@@ -17,7 +18,7 @@ static resil_status_t park_setup(int v6)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    int lfd = -1, cfd = -1;
+    int fd;
 
     memset(&ss, 0, sizeof(ss));
     if (v6) {
@@ -31,34 +32,38 @@ static resil_status_t park_setup(int v6)
         s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         len = sizeof(*s4);
     }
-    lfd = real.socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lfd < 0)
+    fd = real.socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 ||
+        resil_fds_own(&park_lfd[v6], fd, RESIL_FD_SOCK, NULL) != RESIL_OK)
         goto fail;
-    lfd = resil_fd_high(lfd);
-    if (real.bind(lfd, (struct sockaddr *)&ss, len) < 0 ||
-        real.listen(lfd, 0) < 0 ||
-        real.getsockname(lfd, (struct sockaddr *)&ss, &len) < 0)
+    if (real.bind(park_lfd[v6], (struct sockaddr *)&ss, len) < 0 ||
+        real.listen(park_lfd[v6], 0) < 0 ||
+        real.getsockname(park_lfd[v6], (struct sockaddr *)&ss, &len) < 0)
         goto fail;
-    cfd = real.socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (cfd < 0)
+    fd = real.socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 ||
+        resil_fds_own(&park_filler[v6], fd, RESIL_FD_SOCK, NULL) != RESIL_OK)
         goto fail;
-    cfd = resil_fd_high(cfd);
     /* blocking: completes at once, filling the only queue slot */
-    if (real.connect(cfd, (struct sockaddr *)&ss, len) < 0)
+    if (real.connect(park_filler[v6], (struct sockaddr *)&ss, len) < 0)
         goto fail;
-    park_lfd[v6] = lfd;
-    park_filler[v6] = cfd;
     park_sa[v6] = ss;
     park_len[v6] = len;
     return RESIL_OK;
 fail:
     rdebug("parking listener (%s) unavailable: %s", v6 ? "IPv6" : "IPv4",
            strerror(errno));
-    if (lfd >= 0)
-        real.close(lfd);
-    if (cfd >= 0)
-        real.close(cfd);
+    resil_fds_close(&park_lfd[v6]);
+    resil_fds_close(&park_filler[v6]);
     return RESIL_ESYS;
+}
+
+void resil_park_release(void)
+{
+    for (int v6 = 0; v6 < 2; v6++) {
+        resil_fds_close(&park_filler[v6]);
+        resil_fds_close(&park_lfd[v6]);
+    }
 }
 
 void resil_unpark(int fd)
@@ -110,16 +115,16 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
     int fd = s->fd, old, fdfl, fl;
 
     if (s->closed) {
-        real.close(newfd);
+        resil_fds_close_fd(newfd);
         return RESIL_ENOENT;
     }
     fdfl = real.fcntl(fd, F_GETFD);
     fl = real.fcntl(fd, F_GETFL);
     if (fdfl < 0 || fl < 0) {
-        real.close(newfd);
+        resil_fds_close_fd(newfd);
         return RESIL_ESYS;
     }
-    old = real.fcntl(fd, F_DUPFD_CLOEXEC, RESIL_HIGH_FD);
+    resil_fds_dup(&old, fd, RESIL_FD_SOCK);
     resil_sock_ep_lock(s);
     for (struct resil_epreg **pp = &s->ep, *e; (e = *pp) != NULL;) {
         if (real.epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL) == 0) {
@@ -140,12 +145,11 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
         for (struct resil_epreg *e = s->ep; e; e = e->next)
             real.epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &e->ev);
         resil_sock_ep_unlock(s);
-        real.close(newfd);
-        if (old >= 0)
-            real.close(old);
+        resil_fds_close_fd(newfd);
+        resil_fds_close(&old);
         return RESIL_ESYS;
     }
-    real.close(newfd);
+    resil_fds_close_fd(newfd);
     for (struct resil_epreg *e = s->ep; e; e = e->next) {
         struct epoll_event ev = e->ev;
         if (real.epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
@@ -155,15 +159,8 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
     resil_sock_ep_unlock(s);
     if (old >= 0) {
         real.shutdown(old, SHUT_RDWR);
-        real.close(old);
+        resil_fds_close(&old);
     }
     return RESIL_OK;
 }
 
-void resil_park_fds_closed(unsigned first, unsigned last)
-{
-    for (int v6 = 0; v6 < 2; v6++)
-        if (resil_fd_in_range(park_lfd[v6], first, last) ||
-            resil_fd_in_range(park_filler[v6], first, last))
-            park_lfd[v6] = park_filler[v6] = -1;
-}

@@ -30,7 +30,8 @@ void resil_unpark(int fd);
  * (nothing changed on s->fd) or RESIL_ENOENT (the program closed it). */
 resil_status_t resil_swap_in(struct resil_sock *s, int newfd);
 
-/* See resil_engine_fds_closed(). Engine lock held. */
-void resil_park_fds_closed(unsigned first, unsigned last);
+/* Close the parking listeners and fillers (no socket may be parked).
+ * Engine lock held; the next resil_park() sets them up again. */
+void resil_park_release(void);
 
 #endif

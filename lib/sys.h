@@ -3,8 +3,8 @@
  * Neither lib/ nor shim/ calls an interposed function by name: inside
  * libresil.so such a call would bind to our own exported hook. The shim
  * fills this table once, with dlsym(RTLD_NEXT) for every function it
- * interposes and the plain libc symbol for the few it does not (fcntl,
- * ioctl, shutdown, getsockname, getpeername, dup); the unit tests point
+ * interposes and the plain libc symbol for the few it does not (ioctl,
+ * shutdown, getsockname, getpeername); the unit tests point
  * every entry at libc instead (tests/unit/sys_libc.c).
  */
 #ifndef RESIL_SYS_H
@@ -31,6 +31,10 @@ struct resil_real {
     int (*accept4)(int, struct sockaddr *, socklen_t *, int);
     int (*close)(int);
     int (*close_range)(unsigned, unsigned, int); /* NULL before glibc 2.34 */
+    int (*fcntl)(int, int, ...);
+    int (*fcntl64)(int, int, ...);               /* NULL before glibc 2.28 */
+    void (*closefrom)(int);                      /* NULL before glibc 2.34 */
+    int (*dup)(int);
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);
     int (*setsockopt)(int, int, int, const void *, socklen_t);
@@ -75,9 +79,7 @@ struct resil_real {
     int (*getsockname)(int, struct sockaddr *, socklen_t *);
     int (*getpeername)(int, struct sockaddr *, socklen_t *);
     int (*shutdown)(int, int);
-    int (*fcntl)(int, int, ...);
     int (*ioctl)(int, unsigned long, ...);
-    int (*dup)(int);
 };
 
 extern struct resil_real real;

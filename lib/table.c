@@ -9,8 +9,33 @@
 #define CHUNK (1 << CHUNK_BITS)
 #define NCHUNKS (RESIL_TABLE_MAX / CHUNK)
 #define NSTRIPES 64
+#define WORDS (CHUNK / 64)
 
 typedef resil_slot_t slot_t;
+
+/* Each chunk is CHUNK slots followed by a bitmap of the slots in use, so
+ * that close_range() over a wide range visits only what is in use. The
+ * bits change under the slot's stripe lock; words are shared by stripes,
+ * hence atomic. */
+static _Atomic uint64_t *bits_of(slot_t *c)
+{
+    return (_Atomic uint64_t *)(c + CHUNK);
+}
+
+static void bit_set(slot_t *c, int fd, bool on)
+{
+    uint64_t m = 1ull << (fd & 63);
+    _Atomic uint64_t *w = &bits_of(c)[(fd & (CHUNK - 1)) >> 6];
+    if (on)
+        atomic_fetch_or_explicit(w, m, memory_order_relaxed);
+    else
+        atomic_fetch_and_explicit(w, ~m, memory_order_relaxed);
+}
+
+static bool is_internal(struct resil_sock *p)
+{
+    return ((uintptr_t)p & RESIL_SLOT_INTERNAL) != 0;
+}
 
 _Atomic(slot_t *) resil_table_chunks[NCHUNKS];
 atomic_int resil_table_count;
@@ -170,7 +195,7 @@ static slot_t *slot_of(int fd, bool create)
         pthread_mutex_lock(&chunk_mu);
         c = (slot_t *)atomic_load(&chunks[fd >> CHUNK_BITS]);
         if (c == NULL) {
-            c = calloc(CHUNK, sizeof(*c));
+            c = calloc(1, CHUNK * sizeof(*c) + WORDS * sizeof(uint64_t));
             if (c)
                 atomic_store_explicit(&chunks[fd >> CHUNK_BITS],
                                       (void *)c, memory_order_release);
@@ -189,6 +214,8 @@ struct resil_sock *resil_table_get(int fd)
         return NULL;
     stripe_lock(fd);
     s = atomic_load(sl);
+    if (s && is_internal(s))
+        s = NULL;
     if (s)
         resil_sock_ref(s);
     stripe_unlock(fd);
@@ -205,11 +232,20 @@ resil_status_t resil_table_set(int fd, struct resil_sock *s)
     sl = slot_of(fd, true);
     if (sl == NULL)
         return RESIL_ENOMEM;
-    resil_sock_ref(s);
     stripe_lock(fd);
-    old = atomic_exchange(sl, s);
-    if (old == NULL)
+    old = atomic_load(sl);
+    if (old && is_internal(old)) {
+        /* only a raw system call closing our descriptor behind our back
+         * can get here: leave the mark to the registry */
+        stripe_unlock(fd);
+        return RESIL_EUNSUPP;
+    }
+    resil_sock_ref(s);
+    atomic_store(sl, s);
+    if (old == NULL) {
         atomic_fetch_add_explicit(&resil_table_count, 1, memory_order_relaxed);
+        bit_set((slot_t *)atomic_load(&chunks[fd >> CHUNK_BITS]), fd, true);
+    }
     stripe_unlock(fd);
     resil_sock_unref(old);
     return RESIL_OK;
@@ -223,11 +259,78 @@ struct resil_sock *resil_table_take(int fd)
     if (sl == NULL || atomic_load_explicit(sl, memory_order_relaxed) == NULL)
         return NULL;
     stripe_lock(fd);
-    s = atomic_exchange(sl, NULL);
-    if (s)
+    s = atomic_load(sl);
+    if (s && is_internal(s)) {
+        s = NULL;
+    } else if (s) {
+        atomic_store(sl, NULL);
         atomic_fetch_sub_explicit(&resil_table_count, 1, memory_order_relaxed);
+        bit_set((slot_t *)atomic_load(&chunks[fd >> CHUNK_BITS]), fd, false);
+    }
     stripe_unlock(fd);
     return s;
+}
+
+resil_status_t resil_table_mark(int fd, void *entry)
+{
+    slot_t *sl;
+
+    if (fd < 0 || fd >= RESIL_TABLE_MAX)
+        return RESIL_ERANGE;
+    sl = slot_of(fd, true);
+    if (sl == NULL)
+        return RESIL_ENOMEM;
+    stripe_lock(fd);
+    atomic_store(sl, (struct resil_sock *)((uintptr_t)entry |
+                                           RESIL_SLOT_INTERNAL));
+    bit_set((slot_t *)atomic_load(&chunks[fd >> CHUNK_BITS]), fd, true);
+    stripe_unlock(fd);
+    return RESIL_OK;
+}
+
+void resil_table_unmark(int fd)
+{
+    slot_t *sl = slot_of(fd, false);
+
+    if (sl == NULL)
+        return;
+    stripe_lock(fd);
+    if (is_internal(atomic_load(sl))) {
+        atomic_store(sl, NULL);
+        bit_set((slot_t *)atomic_load(&chunks[fd >> CHUNK_BITS]), fd, false);
+    }
+    stripe_unlock(fd);
+}
+
+void *resil_table_marked(int fd)
+{
+    struct resil_sock *p = resil_table_slot_(fd);
+    if (!is_internal(p))
+        return NULL;
+    return (void *)((uintptr_t)p & ~RESIL_SLOT_INTERNAL);
+}
+
+int resil_table_next(int from)
+{
+    if (from < 0)
+        from = 0;
+    while (from < RESIL_TABLE_MAX) {
+        slot_t *c = (slot_t *)atomic_load_explicit(&chunks[from >> CHUNK_BITS],
+                                                   memory_order_acquire);
+        int base = from & ~(CHUNK - 1);
+        if (c != NULL) {
+            for (int w = (from & (CHUNK - 1)) >> 6; w < WORDS; w++) {
+                uint64_t v = atomic_load_explicit(&bits_of(c)[w],
+                                                  memory_order_relaxed);
+                if (w == ((from & (CHUNK - 1)) >> 6))
+                    v &= ~0ull << (from & 63);
+                if (v)
+                    return base + w * 64 + __builtin_ctzll(v);
+            }
+        }
+        from = base + CHUNK;
+    }
+    return -1;
 }
 
 struct find_ep {

@@ -11,7 +11,9 @@
  *   2. resil_sock.mu: protects every mutable field of one socket. The engine
  *      holds it across the swap (dup3 + epoll DEL/ADD, all non-blocking), so
  *      that a concurrent close() of the fd waits for the swap to finish.
- *   3. leaf locks: a table stripe (the slot pointer and the reference taken
+ *   3. the registry lock of libresil's own descriptors (fds.h): taken
+ *      under the engine lock and resil_sock.mu, takes only table stripes.
+ *   4. leaf locks: a table stripe (the slot pointer and the reference taken
  *      by resil_table_get), health, names.
  * A hook never holds resil_sock.mu while calling into the engine.
  */
@@ -113,6 +115,26 @@ typedef _Atomic(struct resil_sock *) resil_slot_t;
 extern _Atomic(resil_slot_t *) resil_table_chunks[RESIL_TABLE_MAX >>
                                                   RESIL_TABLE_CHUNK_BITS];
 
+/* A slot holds either a managed socket or, with the low bit set, an entry
+ * of the registry of libresil's own descriptors (fds.h): the hooks' one
+ * lookup then tells "ours" from "the program's managed socket" for free.
+ * resil_table_get/take/set never return or replace such a slot. */
+#define RESIL_SLOT_INTERNAL ((uintptr_t)1)
+
+static inline struct resil_sock *resil_table_slot_(int fd)
+{
+    resil_slot_t *c;
+    if ((unsigned)fd >= RESIL_TABLE_MAX)
+        return NULL;
+    c = (resil_slot_t *)atomic_load_explicit(
+        &resil_table_chunks[fd >> RESIL_TABLE_CHUNK_BITS],
+        memory_order_acquire);
+    return c ? atomic_load_explicit(
+                   &c[fd & ((1 << RESIL_TABLE_CHUNK_BITS) - 1)],
+                   memory_order_relaxed)
+             : NULL;
+}
+
 /* Number of entries in the table (approximate under concurrency): zero
  * lets readiness hooks skip their scan. */
 extern atomic_int resil_table_count;
@@ -121,24 +143,36 @@ extern atomic_int resil_table_count;
  * one lookup every hook on an unmanaged fd pays, so it is inline. */
 static inline bool resil_table_has(int fd)
 {
-    resil_slot_t *c;
-    if ((unsigned)fd >= RESIL_TABLE_MAX)
-        return false;
-    c = (resil_slot_t *)atomic_load_explicit(
-        &resil_table_chunks[fd >> RESIL_TABLE_CHUNK_BITS],
-        memory_order_acquire);
-    return c && atomic_load_explicit(
-                    &c[fd & ((1 << RESIL_TABLE_CHUNK_BITS) - 1)],
-                    memory_order_relaxed) != NULL;
+    return resil_table_slot_(fd) != NULL;
+}
+/* True if fd is one of libresil's own descriptors (fds.h). */
+static inline bool resil_table_internal(int fd)
+{
+    return ((uintptr_t)resil_table_slot_(fd) & RESIL_SLOT_INTERNAL) != 0;
 }
 /* The entry for fd with a reference taken, or NULL. */
 struct resil_sock *resil_table_get(int fd);
 /* Install s at fd (taking a reference); an old entry is released.
- * Returns RESIL_OK, RESIL_ERANGE (fd too large) or RESIL_ENOMEM. */
+ * Returns RESIL_OK, RESIL_ERANGE (fd too large), RESIL_ENOMEM, or
+ * RESIL_EUNSUPP when fd is marked as libresil's own (left as it is). */
 resil_status_t resil_table_set(int fd, struct resil_sock *s);
 /* Remove and return fd's entry (the caller owns the table's reference),
  * or NULL. */
 struct resil_sock *resil_table_take(int fd);
+/* Mark fd as libresil's own descriptor, entry being its registry entry
+ * (fds.c, which serialises these calls); unmark clears the mark. Returns
+ * RESIL_OK, RESIL_ERANGE or RESIL_ENOMEM; a managed socket is never in a
+ * slot being marked (the kernel does not hand out an open number). */
+resil_status_t resil_table_mark(int fd, void *entry);
+void resil_table_unmark(int fd);
+/* The registry entry marked at fd, or NULL. */
+void *resil_table_marked(int fd);
+
+/* The lowest fd >= from whose slot is in use (a managed socket or one of
+ * libresil's own), or -1. Walks occupancy bitmaps: the cost is in the
+ * number of chunks and slots in use, not in the width of the range. */
+int resil_table_next(int from);
+
 /* fork(): hold every stripe across it (prepare), release in parent and
  * child, so the child never inherits a stripe held by a vanished thread. */
 void resil_table_lock_all(void);

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "engine.h"
 #include "events.h"
+#include "fds.h"
 #include "health.h"
 #include "log.h"
 #include "shim.h"
@@ -54,6 +55,10 @@ static void init_once(void)
     RESOLVE(accept4);
     RESOLVE(close);
     OPTIONAL(close_range);
+    OPTIONAL(closefrom);
+    RESOLVE(fcntl);
+    OPTIONAL(fcntl64);
+    RESOLVE(dup);
     RESOLVE(dup2);
     RESOLVE(dup3);
     RESOLVE(setsockopt);
@@ -91,10 +96,9 @@ static void init_once(void)
     real.getsockname = getsockname;
     real.getpeername = getpeername;
     real.shutdown = shutdown;
-    real.fcntl = fcntl;
     real.ioctl = ioctl;
-    real.dup = dup;
 
+    resil_fds_init();
     /* setuid: ignore the environment (secure_getenv returns NULL) */
     resil_config_defaults(&config);
     const char *conf = secure_getenv("RESIL_CONF_FILE");

@@ -75,6 +75,10 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
         RESIL_INIT();                                                          \
         if (resil_in_shim || !resil_table_has(fd))                             \
             return call;                                                       \
+        if (resil_table_internal(fd)) { /* ours: never opened by it */        \
+            errno = EBADF;                                                     \
+            return -1;                                                         \
+        }                                                                      \
         for (;;) {                                                             \
             rc_ = call;                                                        \
             if (rc_ > 0 && !(is_write)) /* data read: nothing to note */       \

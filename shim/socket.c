@@ -1,7 +1,9 @@
 /* Hooks: socket lifecycle (socket, bind, setsockopt, getsockopt, connect,
- * listen, accept, close, dup2, dup3, close_range). */
+ * listen, accept, close, fcntl, dup, dup2, dup3, close_range, closefrom). */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
+#include <stdarg.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include "config.h"
 #include "conn.h"
 #include "engine.h"
+#include "fds.h"
 #include "monitor.h"
 #include "log.h"
 #include "shim.h"
@@ -268,35 +271,133 @@ RESIL_EXPORT int close(int fd)
     RESIL_INIT();
     /* remove the entry before the real close: a reused fd number must
      * never see a stale session */
-    if (!resil_in_shim && resil_table_has(fd))
+    if (!resil_in_shim && resil_table_has(fd)) {
+        if (resil_table_internal(fd)) {
+            /* one of libresil's own: the program never opened it */
+            errno = EBADF;
+            return -1;
+        }
         resil_shim_drop(fd);
+    }
     return real.close(fd);
 }
 
-/* dup2/dup3 onto a managed fd replace its socket: forget the entry first
- * (a reused number must never see it), unless the call is bound to fail
- * with EBADF and leave the socket where it is. */
-static void replaced(int oldfd, int newfd)
+/* fcntl on one of libresil's own numbers: EBADF, as for any number the
+ * program never opened. It matters: bash takes an open descriptor at or
+ * above 10 with FD_CLOEXEC (F_GETFD) for one of its own, saves it before
+ * `exec N>file` and puts it back afterwards, onto the program's number. The
+ * argument, when there is one, is a pointer or an int: read as a pointer,
+ * as glibc's own fcntl does. */
+static int fcntl_hook(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
 {
-    int saved = errno;
-    if (!resil_in_shim && oldfd != newfd && resil_table_has(newfd) &&
-        fcntl(oldfd, F_GETFD) >= 0)
-        resil_shim_drop(newfd);
+    if (!resil_in_shim && resil_table_internal(fd)) {
+        errno = EBADF;
+        return -1;
+    }
+    return fn(fd, cmd, arg);
+}
+
+RESIL_EXPORT int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    void *arg;
+
+    va_start(ap, cmd);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    RESIL_INIT();
+    return fcntl_hook(real.fcntl, fd, cmd, arg);
+}
+
+RESIL_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    void *arg;
+
+    va_start(ap, cmd);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    RESIL_INIT();
+    return fcntl_hook(real.fcntl64 ? real.fcntl64 : real.fcntl, fd, cmd, arg);
+}
+
+RESIL_EXPORT int dup(int fd)
+{
+    RESIL_INIT();
+    if (!resil_in_shim && resil_table_internal(fd)) {
+        errno = EBADF;
+        return -1;
+    }
+    return real.dup(fd);
+}
+
+/* dup2 (three false) and dup3. */
+static int dup_real(int oldfd, int newfd, bool three, int flags)
+{
+    return three ? real.dup3(oldfd, newfd, flags) : real.dup2(oldfd, newfd);
+}
+
+static int dup_hook(int oldfd, int newfd, bool three, int flags)
+{
+    bool orphan = false;
+    int rc, saved = errno;
+
+    RESIL_INIT();
+    if (resil_in_shim || (!resil_table_has(oldfd) && !resil_table_has(newfd)))
+        return dup_real(oldfd, newfd, three, flags);
+    /* oldfd one of ours: a number the program never opened. With -1 the
+     * kernel reports exactly what it would (EINVAL first for dup3 of a
+     * number onto itself, else EBADF) and touches nothing. */
+    if (resil_table_internal(oldfd) && !(three && oldfd == newfd))
+        oldfd = -1;
+    /* only a call that will replace newfd: a bad oldfd leaves it alone */
+    if (oldfd >= 0 && oldfd != newfd && real.fcntl(oldfd, F_GETFD) >= 0) {
+        if (resil_table_internal(newfd))
+            /* ours moves away first; the number is then the program's */
+            resil_engine_evict(newfd, &orphan);
+        else if (resil_table_has(newfd))
+            /* a managed socket replaced: forget the entry first (a reused
+             * number must never see it) */
+            resil_shim_drop(newfd);
+    }
     errno = saved;
+    rc = dup_real(oldfd, newfd, three, flags);
+    if (rc < 0 && orphan) {
+        /* the number left for the call is free again, as without us */
+        saved = errno;
+        real.close(newfd);
+        errno = saved;
+    }
+    return rc;
 }
 
 RESIL_EXPORT int dup2(int oldfd, int newfd)
 {
-    RESIL_INIT();
-    replaced(oldfd, newfd);
-    return real.dup2(oldfd, newfd);
+    return dup_hook(oldfd, newfd, false, 0);
 }
 
 RESIL_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
-    RESIL_INIT();
-    replaced(oldfd, newfd);
-    return real.dup3(oldfd, newfd, flags);
+    return dup_hook(oldfd, newfd, true, flags);
+}
+
+static int close_range_hook(unsigned first, unsigned last, int flags)
+{
+    /* CLOSE_RANGE_CLOEXEC only marks the fds (ours have FD_CLOEXEC); bad
+     * arguments fail in the kernel, closing nothing; the child of a vfork
+     * has its own table but our memory: ours may go there */
+    if (resil_in_shim || first > last ||
+        (flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) ||
+        (flags & CLOSE_RANGE_CLOEXEC) || !resil_fds_here())
+        return real.close_range(first, last, flags);
+    /* the occupancy bitmaps: the cost is what is managed and ours, never
+     * the width of the range (close_range(3, ~0U) walked 2^20 slots) */
+    for (int fd = first < RESIL_TABLE_MAX ? resil_table_next((int)first) : -1;
+         fd >= 0 && (unsigned)fd <= last; fd = resil_table_next(fd + 1))
+        if (!resil_table_internal(fd))
+            resil_shim_drop(fd);
+    /* the program's descriptors close in the sub-ranges around ours */
+    return resil_fds_close_range(first, last, flags) == RESIL_OK ? 0 : -1;
 }
 
 RESIL_EXPORT int close_range(unsigned first, unsigned last, int flags)
@@ -306,12 +407,25 @@ RESIL_EXPORT int close_range(unsigned first, unsigned last, int flags)
         errno = ENOSYS;
         return -1;
     }
-    /* CLOSE_RANGE_CLOEXEC only marks the fds */
-    if (!resil_in_shim && !(flags & 4 /* CLOSE_RANGE_CLOEXEC */)) {
-        for (unsigned fd = first; fd <= last && fd < RESIL_TABLE_MAX; fd++)
-            if (resil_table_has((int)fd))
-                resil_shim_drop((int)fd);
-        resil_engine_fds_closed(first, last);
+    return close_range_hook(first, last, flags);
+}
+
+/* glibc's closefrom() calls the close_range system call directly, never
+ * our hook: without this one it would close ours behind our back. */
+RESIL_EXPORT void closefrom(int lowfd)
+{
+    int saved;
+
+    RESIL_INIT();
+    saved = errno;
+    if (lowfd < 0)
+        lowfd = 0;
+    if (real.close_range != NULL &&
+        close_range_hook((unsigned)lowfd, ~0U, 0) == 0) {
+        errno = saved;
+        return;
     }
-    return real.close_range(first, last, flags);
+    /* glibc's own fallback (/proc/self/fd), which aborts on failure */
+    if (real.closefrom != NULL)
+        real.closefrom(lowfd);
 }

@@ -23,6 +23,8 @@ void resil_sys_use_libc(void)
         .accept4 = accept4,
         .close = close,
         .close_range = close_range,
+        .closefrom = closefrom,
+        .fcntl64 = fcntl64,
         .dup2 = dup2,
         .dup3 = dup3,
         .setsockopt = setsockopt,

@@ -1,3 +1,6 @@
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -176,4 +179,148 @@ Test(config, too_many_alternates)
     cr_expect_eq(resil_config_line(&c, "alternates 10.0.0.1 10.0.0.2", err,
                                    sizeof(err)),
                  RESIL_ERANGE);
+}
+
+/* ---- issue 6, defect 15: RESIL_ALTERNATES past 1,023 bytes ---- */
+
+static char big_alt[16384];
+static const char *alt_value;
+
+static char *alt_getenv(const char *name)
+{
+    return strcmp(name, "RESIL_ALTERNATES") == 0 ? (char *)alt_value : NULL;
+}
+
+/* n groups of 8 IPv6 addresses of the longest form (45 bytes each). */
+static const char *long_groups(int n)
+{
+    size_t o = 0;
+    for (int g = 0; g < n; g++)
+        for (int i = 0; i < RESIL_MAX_ALT_ADDRS; i++)
+            o += (size_t)snprintf(big_alt + o, sizeof(big_alt) - o,
+                                  "%sffff:ffff:ffff:ffff:ffff:ffff:10.%d.%d.%d",
+                                  i ? "," : (g ? ";" : ""), 100 + g, 100 + i,
+                                  200 + g);
+    return big_alt;
+}
+
+Test(config, environment_alternates_32_groups_of_8_ipv6)
+{
+    struct resil_config c;
+    resil_config_defaults(&c);
+    alt_value = long_groups(RESIL_MAX_ALT_GROUPS);
+    cr_assert_gt(strlen(alt_value), 1023);
+    cr_expect_eq(resil_config_env(&c, alt_getenv, collect), RESIL_OK,
+                 "first error: %s", errs[0]);
+    cr_expect_eq(nerr, 0);
+    cr_assert_eq(c.n_alt, RESIL_MAX_ALT_GROUPS);
+    for (int g = 0; g < c.n_alt; g++)
+        cr_expect_eq(c.alt[g].n, RESIL_MAX_ALT_ADDRS, "group %d", g);
+    struct resil_ip probe =
+        ip_of("ffff:ffff:ffff:ffff:ffff:ffff:10.131.107.231");
+    cr_expect_eq(resil_config_alt_find(&c, &probe), &c.alt[31]);
+}
+
+Test(config, environment_alternates_33rd_group_refused)
+{
+    struct resil_config c;
+    resil_config_defaults(&c);
+    alt_value = long_groups(RESIL_MAX_ALT_GROUPS + 1);
+    cr_expect_eq(resil_config_env(&c, alt_getenv, collect), RESIL_EINVAL);
+    cr_expect_eq(nerr, 1);
+    cr_expect(strstr(errs[0], "more than 32 groups"), "%s", errs[0]);
+    cr_expect_eq(c.n_alt, RESIL_MAX_ALT_GROUPS);
+}
+
+Test(config, environment_alternates_empty_groups_skipped)
+{
+    struct resil_config c;
+    resil_config_defaults(&c);
+    alt_value = ";10.0.0.1,10.0.0.2;; ;10.0.0.3 10.0.0.4;";
+    cr_expect_eq(resil_config_env(&c, alt_getenv, collect), RESIL_OK,
+                 "%s", errs[0]);
+    cr_expect_eq(c.n_alt, 2);
+}
+
+/* a file line: 8 addresses of the longest form (367 bytes) */
+Test(config, file_line_alternates_8_longest_ipv6)
+{
+    struct resil_config c;
+    char line[1024], err[256];
+    size_t o = (size_t)snprintf(line, sizeof(line), "alternates");
+    resil_config_defaults(&c);
+    for (int i = 0; i < RESIL_MAX_ALT_ADDRS; i++)
+        o += (size_t)snprintf(line + o, sizeof(line) - o,
+                              " ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.%d",
+                              200 + i);
+    cr_assert_gt(strlen(line), 360);
+    cr_expect_eq(resil_config_line(&c, line, err, sizeof(err)), RESIL_OK,
+                 "%s", err);
+    cr_expect_eq(c.n_alt, 1);
+}
+
+/* ---- defect 20: empty values ---- */
+
+static char *empty_getenv(const char *name)
+{
+    static const char *const empty[] = {
+        "RESIL_EVENTS", "RESIL_LOG_FILE", "RESIL_ATTEMPT_DELAY_MS",
+        "RESIL_ALTERNATES", "RESIL_RACE", "RESIL_LOG_LEVEL"};
+    for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++)
+        if (strcmp(name, empty[i]) == 0)
+            return (char *)(i % 2 ? "" : "  ");
+    return NULL;
+}
+
+/* An empty path means off, any other empty value unset (the file's value
+ * or the default stays); silently either way. */
+Test(config, empty_environment_values_are_silent)
+{
+    struct resil_config c;
+    resil_config_defaults(&c);
+    cr_assert_eq(resil_config_file(&c, "tests/unit/fixtures/good.conf",
+                                   collect),
+                 RESIL_OK);
+    strcpy(c.log_file, "/tmp/some.log");
+    cr_expect_eq(resil_config_env(&c, empty_getenv, collect), RESIL_OK);
+    cr_expect_eq(nerr, 0, "%s", errs[0]);
+    cr_expect_str_eq(c.events_file, "");
+    cr_expect_str_eq(c.log_file, "");
+    cr_expect_eq(c.attempt_delay_ms, 100);
+    cr_expect_eq(c.log_level, RESIL_LOG_DEBUG);
+    cr_expect_eq(c.race, 1);
+    cr_expect_eq(c.n_alt, 2);
+}
+
+/* ---- defect 1: a config file that would block ---- */
+
+Test(config, fifo_refused_without_blocking, .timeout = 5)
+{
+    struct resil_config c;
+    char dir[] = "/tmp/resil-unit-XXXXXX", path[64];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/fifo", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    resil_config_defaults(&c);
+    cr_expect_eq(resil_config_file(&c, path, collect), RESIL_EINVAL);
+    cr_expect_eq(nerr, 1);
+    cr_expect(strstr(errs[0], "is not a regular file"), "%s", errs[0]);
+    /* a writer present: the open would not block, the read would */
+    int w = open(path, O_RDWR);
+    cr_assert_geq(w, 0);
+    nerr = 0;
+    cr_expect_eq(resil_config_file(&c, path, collect), RESIL_EINVAL);
+    cr_expect(strstr(errs[0], "is not a regular file"), "%s", errs[0]);
+    close(w);
+    unlink(path);
+    rmdir(dir);
+}
+
+Test(config, directory_refused)
+{
+    struct resil_config c;
+    resil_config_defaults(&c);
+    cr_expect_eq(resil_config_file(&c, "tests/unit/fixtures", collect),
+                 RESIL_EINVAL);
+    cr_expect(strstr(errs[0], "is a directory"), "%s", errs[0]);
 }
