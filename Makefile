@@ -30,7 +30,8 @@ LDLIBS_SO = -Wl,--exclude-libs,ALL $(CARES_A) -ldl -lpthread
 
 LIB_SRC  := lib/status.c lib/log.c lib/config.c lib/addr.c lib/table.c \
             lib/names.c lib/health.c lib/race.c lib/sys.c lib/engine.c \
-            lib/events.c lib/dns.c lib/swap.c lib/monitor.c lib/conn.c
+            lib/events.c lib/dns.c lib/swap.c lib/monitor.c lib/conn.c \
+            lib/epoll.c
 SHIM_SRC := shim/init.c shim/socket.c shim/dns.c shim/io.c shim/poll.c
 UNIT_SRC := $(wildcard tests/unit/*.c)
 DRV_SRC  := $(wildcard tests/drivers/*.c)

@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "dns.h"
 #include "engine.h"
+#include "epoll.h"
 #include "events.h"
 #include "health.h"
 #include "log.h"
@@ -236,7 +237,7 @@ static void reinit_sock_locks(struct resil_sock *s, void *arg)
 {
     (void)arg;
     pthread_mutex_init(&s->mu, NULL);
-    atomic_flag_clear(&s->ep_lock);
+    pthread_mutex_init(&s->ep_mu, NULL);
 }
 
 void resil_engine_atfork_child(void)
@@ -245,6 +246,7 @@ void resil_engine_atfork_child(void)
      * c-ares state stay with the parent. */
     atfork_release();
     resil_table_foreach(reinit_sock_locks, NULL);
+    resil_epoll_atfork_child();
     pthread_mutex_unlock(&E.mu);
     resil_conn_atfork_child();
     resil_monitor_atfork_child();

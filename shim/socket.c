@@ -9,6 +9,7 @@
 #include "config.h"
 #include "conn.h"
 #include "engine.h"
+#include "epoll.h"
 #include "monitor.h"
 #include "log.h"
 #include "shim.h"
@@ -22,6 +23,7 @@ void resil_shim_drop(int fd)
     s->closed = true;
     pthread_mutex_unlock(&s->mu);
     resil_conn_forget(s);
+    resil_epoll_sock_closed(s);
     resil_sock_unref(s);
 }
 
@@ -270,6 +272,8 @@ RESIL_EXPORT int close(int fd)
      * never see a stale session */
     if (!resil_in_shim && resil_table_has(fd))
         resil_shim_drop(fd);
+    if (!resil_in_shim)
+        resil_epoll_fd_closed(fd);
     return real.close(fd);
 }
 
@@ -282,6 +286,9 @@ static void replaced(int oldfd, int newfd)
     if (!resil_in_shim && oldfd != newfd && resil_table_has(newfd) &&
         fcntl(oldfd, F_GETFD) >= 0)
         resil_shim_drop(newfd);
+    if (!resil_in_shim && oldfd != newfd && resil_epoll_set(newfd) &&
+        fcntl(oldfd, F_GETFD) >= 0)
+        resil_epoll_forget_set(newfd);
     errno = saved;
 }
 
@@ -312,6 +319,7 @@ RESIL_EXPORT int close_range(unsigned first, unsigned last, int flags)
             if (resil_table_has((int)fd))
                 resil_shim_drop((int)fd);
         resil_engine_fds_closed(first, last);
+        resil_epoll_fds_closed(first, last);
     }
     return real.close_range(first, last, flags);
 }
