@@ -223,7 +223,7 @@ RESIL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
     }
 }
 
-enum epoll_call { EP_WAIT, EP_PWAIT };
+enum epoll_call { EP_WAIT, EP_PWAIT, EP_PWAIT2 };
 
 /* timeout in ns, -1 for none */
 static int epoll_loop(int epfd, struct epoll_event *ev, int max,
@@ -236,14 +236,18 @@ static int epoll_loop(int epfd, struct epoll_event *ev, int max,
     int rc;
 
     for (;;) {
-        /* what is left in ms (from an int of ms, so it fits), rounded
-         * up */
-        int ms = t < 0 ? -1 : (int)((t + 999999) / 1000000);
+        struct timespec ts = {t / 1000000000LL, t % 1000000000LL};
+        /* what is left in ms for the older calls (from an int of ms, so
+         * it fits), rounded up */
+        int ms = how == EP_PWAIT2 || t < 0 ? -1
+                                           : (int)((t + 999999) / 1000000);
         seq0 = resil_epoll_swap_seq();
         if (how == EP_WAIT)
             rc = real.epoll_wait(epfd, ev, max, ms);
-        else
+        else if (how == EP_PWAIT)
             rc = real.epoll_pwait(epfd, ev, max, ms, mask);
+        else
+            rc = real.epoll_pwait2(epfd, ev, max, t < 0 ? NULL : &ts, mask);
         /* a set where no managed socket was ever registered is the
          * program's own business */
         if (set == NULL && (set = resil_epoll_set(epfd)) == NULL)
@@ -278,6 +282,22 @@ RESIL_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max,
         return real.epoll_pwait(epfd, ev, max, timeout, mask);
     return epoll_loop(epfd, ev, max, timeout < 0 ? -1 : timeout * 1000000LL,
                       mask, EP_PWAIT);
+}
+
+RESIL_EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max,
+                              const struct timespec *ts, const sigset_t *mask)
+{
+    RESIL_INIT();
+    if (real.epoll_pwait2 == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    /* an invalid timeout is the kernel's to refuse */
+    if (unmanaged() || (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 ||
+                               ts->tv_nsec >= 1000000000L ||
+                               ts->tv_sec > INT64_MAX / 1000000000LL - 1)))
+        return real.epoll_pwait2(epfd, ev, max, ts, mask);
+    return epoll_loop(epfd, ev, max, ts ? ts_ns(ts) : -1, mask, EP_PWAIT2);
 }
 
 /* select/pselect: the same slicing (their error events cannot be told from

@@ -10,6 +10,9 @@
  *       a pipe shares the socket's data.ptr and hangs up while the socket
  *       is dead: the dead socket's event is dropped (re-raced), the pipe's
  *       EPOLLHUP is returned by the same call, whichever was ready first.
+ *   share_pwait2
+ *       the same through epoll_pwait2 (glibc 2.35), which has to be
+ *       interposed like epoll_wait.
  *   oneshot
  *       the registration is EPOLLONESHOT: the dropped event disarmed it in
  *       the kernel, but the program never saw it, so the banner of the new
@@ -106,7 +109,13 @@ static struct session {
     int id;
 } sess;
 
-static void share(bool pipe_first)
+static int wait2(int ep, struct epoll_event *got, int max, int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    return epoll_pwait2(ep, got, max, &ts, NULL);
+}
+
+static void share(bool pipe_first, bool pwait2)
 {
     int ep = epoll_create1(EPOLL_CLOEXEC), p[2], fd, n;
     struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = &sess}, got[8];
@@ -123,13 +132,13 @@ static void share(bool pipe_first)
         close(p[1]);
     double t0 = now_ms();
     /* the dead socket is re-raced in here; the pipe's hang-up stays */
-    n = epoll_wait(ep, got, 8, 1000);
+    n = pwait2 ? wait2(ep, got, 8, 1000) : epoll_wait(ep, got, 8, 1000);
     CHECK(n == 1 && got[0].events == EPOLLHUP && got[0].data.ptr == &sess,
           "%d events, first 0x%x, after %.0f ms; want the pipe's EPOLLHUP",
           n, n > 0 ? got[0].events : 0, now_ms() - t0);
     CHECK(now_ms() - t0 < 100, "returned after %.0f ms", now_ms() - t0);
     /* level-triggered: again, at once, while the socket is raced */
-    n = epoll_wait(ep, got, 8, 1000);
+    n = pwait2 ? wait2(ep, got, 8, 1000) : epoll_wait(ep, got, 8, 1000);
     CHECK(n == 1 && got[0].events == EPOLLHUP && now_ms() - t0 < 150,
           "again: %d events, first 0x%x, after %.0f ms", n,
           n > 0 ? got[0].events : 0, now_ms() - t0);
@@ -142,14 +151,18 @@ static void share(bool pipe_first)
 
 static void share_sock_first(void)
 {
-    share(false);
+    share(false, false);
 }
 
 static void share_pipe_first(void)
 {
-    share(true);
+    share(true, false);
 }
 
+static void share_pwait2(void)
+{
+    share(false, true);
+}
 
 static void oneshot(void)
 {
@@ -167,4 +180,5 @@ static void oneshot(void)
 }
 
 DRV_MAIN({"share_sock_first", share_sock_first},
-         {"share_pipe_first", share_pipe_first}, {"oneshot", oneshot})
+         {"share_pipe_first", share_pipe_first},
+         {"share_pwait2", share_pwait2}, {"oneshot", oneshot})
