@@ -51,6 +51,8 @@ struct resil_epset {
     atomic_uint epoch;   /* bumped when the program closes epfd */
     atomic_int nregs;    /* registrations in the index */
     atomic_int noneshot; /* of which EPOLLONESHOT */
+    atomic_int busy;     /* epoll_ctl hooks between their real call and
+                            its record */
     unsigned nbuckets;   /* 0 or a power of two */
     struct resil_epreg **bucket;
 };
@@ -227,28 +229,20 @@ static void reg_drop(struct resil_sock *s, struct resil_epreg *r)
 }
 
 /* Record a registration the kernel accepted (ADD, or MOD of one we had not
- * seen). e0: the set's epoch before the real call. */
+ * seen). s->ep_mu and set->mu held. */
 static void reg_record(struct resil_sock *s, struct resil_epset *set,
-                       struct resil_epreg *r, unsigned e0,
-                       const struct epoll_event *ev)
+                       struct resil_epreg *r, const struct epoll_event *ev)
 {
-    pthread_mutex_lock(&set->mu);
-    if (atomic_load(&set->epoch) != e0) {
-        /* the program closed the set meanwhile */
-        pthread_mutex_unlock(&set->mu);
-        return;
-    }
     if (r == NULL) {
         r = calloc(1, sizeof(*r));
         if (r == NULL) {
-            pthread_mutex_unlock(&set->mu);
             rwarn("fd %d: cannot track epoll %d registration (out of "
                   "memory); a reconnect would lose it", s->fd, set->epfd);
             return;
         }
         r->set = set;
         r->s = s;
-        r->epoch = e0;
+        r->epoch = atomic_load(&set->epoch);
         r->ev = *ev;
         if (!link_reg(set, r))
             rwarn("fd %d: epoll %d registration not indexed (out of "
@@ -261,7 +255,18 @@ static void reg_record(struct resil_sock *s, struct resil_epset *set,
     }
     r->pending = false;
     r->fired = false;
-    pthread_mutex_unlock(&set->mu);
+}
+
+/* Take r off s's list and out of its set's index (set->mu held), free. */
+static void reg_drop_locked(struct resil_sock *s, struct resil_epreg *r)
+{
+    struct resil_epreg **pp;
+
+    for (pp = &s->ep; *pp != r; pp = &(*pp)->s_next)
+        ;
+    *pp = r->s_next;
+    unlink_reg(r->set, r);
+    free(r);
 }
 
 /* epoll_ctl on a pending (disarmed, not in the kernel) registration: what
@@ -302,7 +307,6 @@ resil_status_t resil_epoll_ctl(struct resil_sock *s, int epfd, int op,
 {
     struct resil_epreg *r;
     struct resil_epset *set = NULL;
-    unsigned e0 = 0;
     int rc;
 
     pthread_mutex_lock(&s->ep_mu);
@@ -323,18 +327,30 @@ resil_status_t resil_epoll_ctl(struct resil_sock *s, int epfd, int op,
         set = r->set;
     else if (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD)
         set = set_get(epfd, true);
-    if (set)
-        e0 = atomic_load(&set->epoch);
+    /* the set's mutex across the real call: an epoll_wait that harvests
+     * the registration the moment the kernel has it finds it recorded
+     * (its hook takes the mutex), and the set cannot be forgotten by a
+     * close() in between */
+    if (set) {
+        atomic_fetch_add(&set->busy, 1);
+        pthread_mutex_lock(&set->mu);
+        if (r && !current(r))
+            r = NULL; /* closed since reg_find: freed by the next one */
+    }
     rc = real.epoll_ctl(epfd, op, s->fd, ev);
     *err = rc < 0 ? errno : 0;
-    if (rc == 0 && op != EPOLL_CTL_DEL && ev && set)
-        reg_record(s, set, r, e0, ev);
+    if (set && rc == 0 && op != EPOLL_CTL_DEL && ev)
+        reg_record(s, set, r, ev);
     else if (r && ((rc == 0 && op == EPOLL_CTL_DEL) ||
                    (rc < 0 && *err == ENOENT && op != EPOLL_CTL_ADD)))
-        reg_drop(s, r); /* the kernel has it no more */
+        reg_drop_locked(s, r); /* the kernel has it no more */
     else if (rc == 0 && set == NULL && op != EPOLL_CTL_DEL)
         rwarn("fd %d: cannot track epoll %d registration (out of memory); "
               "a reconnect would lose it", s->fd, epfd);
+    if (set) {
+        pthread_mutex_unlock(&set->mu);
+        atomic_fetch_sub(&set->busy, 1);
+    }
     pthread_mutex_unlock(&s->ep_mu);
     return RESIL_OK;
 }
@@ -633,11 +649,15 @@ int resil_epoll_filter(struct resil_epset *set, struct epoll_event *ev, int n,
     RESIL_KEEP_ERRNO();
     struct cand c[MAX_CAND];
     int nc = 0, out = 0;
-    bool oneshot;
+    bool busy, oneshot;
 
-    if (atomic_load_explicit(&set->nregs, memory_order_relaxed) == 0)
+    /* an epoll_ctl in progress may have handed the kernel a registration
+     * (whose events we may hold) that it has not recorded yet: wait for it
+     * on the set's mutex */
+    busy = atomic_load(&set->busy) != 0;
+    if (!busy && atomic_load(&set->nregs) == 0)
         return n;
-    oneshot = atomic_load_explicit(&set->noneshot, memory_order_relaxed);
+    oneshot = busy || atomic_load(&set->noneshot) != 0;
     if (!oneshot) {
         int i = 0;
         while (i < n && !(ev[i].events & (EPOLLERR | EPOLLHUP)))
@@ -649,6 +669,7 @@ int resil_epoll_filter(struct resil_epset *set, struct epoll_event *ev, int n,
      * look-up of its data (another fd may share it: the record does not
      * know unmanaged fds, and needs not) */
     pthread_mutex_lock(&set->mu);
+    oneshot = atomic_load(&set->noneshot) != 0;
     for (int i = 0; i < n; i++) {
         bool errhup = ev[i].events & (EPOLLERR | EPOLLHUP);
         if (!errhup && !oneshot)

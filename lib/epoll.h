@@ -34,9 +34,11 @@
  * whole swap (DEL, dup3, ADD: none blocks), so that a registration is never
  * made on the old socket behind the swap's back; a set's mutex, inside it,
  * guards the set's index and the fields of its registrations, and is held
- * across the swap's DEL and ADD in that set so that a close() of the epoll
- * fd (which forgets the set first) can never let the swap add fd to a new
- * set that took the number. Readers take a set's mutex alone.
+ * across every epoll_ctl call on the set (the program's and the swap's):
+ * a close() of the epoll fd (which forgets the set first) can then never
+ * let the swap add fd to a new set that took the number, and an epoll_wait
+ * that harvests a registration the moment the kernel has it finds it
+ * recorded. Readers take a set's mutex alone.
  */
 #ifndef RESIL_EPOLL_H
 #define RESIL_EPOLL_H
