@@ -277,10 +277,16 @@ static int pending_ctl(struct resil_sock *s, struct resil_epreg *r, int op,
     struct resil_epset *set = r->set;
     int rc, err = 0;
 
+    /* the kernel is still asked, for what it alone knows: whether epfd is
+     * valid, and whether another process sharing the set (fork) added fd
+     * again meanwhile */
     switch (op) {
     case EPOLL_CTL_ADD:
         return EEXIST;
     case EPOLL_CTL_DEL:
+        if (real.epoll_ctl(set->epfd, EPOLL_CTL_DEL, s->fd, ev) < 0 &&
+            errno != ENOENT)
+            return errno;
         reg_drop(s, r);
         return 0;
     case EPOLL_CTL_MOD:
@@ -289,6 +295,8 @@ static int pending_ctl(struct resil_sock *s, struct resil_epreg *r, int op,
             return EINVAL;
         pthread_mutex_lock(&set->mu);
         rc = real.epoll_ctl(set->epfd, EPOLL_CTL_ADD, s->fd, ev);
+        if (rc < 0 && errno == EEXIST)
+            rc = real.epoll_ctl(set->epfd, EPOLL_CTL_MOD, s->fd, ev);
         if (rc < 0) {
             err = errno;
         } else {

@@ -310,3 +310,33 @@ Test(epoll, oneshot_flag_checked_with_kernel)
     close(p[1]);
     close(ep);
 }
+
+/* pending, but another process sharing the set (a fork) added fd again:
+ * MOD and DEL act on that registration, as they would without libresil */
+Test(epoll, oneshot_pending_readded_elsewhere)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC), srv, n;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct resil_sock *s = sock_of(fd);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 11}, got[2];
+
+    cr_assert_eq(ctl(s, ep, EPOLL_CTL_ADD, EPOLLOUT | EPOLLONESHOT, 3), 0);
+    uint64_t seq0 = resil_epoll_swap_seq();
+    n = epoll_wait(ep, got, 2, 1000);
+    cr_assert_eq(resil_epoll_filter(resil_epoll_set(ep), got, n, seq0), 1);
+    swap(s, tcp_pair(&srv));
+    cr_assert_eq(resil_epoll_reg_state(s, ep), 2);
+    cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0); /* behind us */
+    cr_expect_eq(ctl(s, ep, EPOLL_CTL_MOD, EPOLLOUT, 12), 0);
+    n = epoll_wait(ep, got, 2, 1000);
+    cr_expect(n == 1 && got[0].events == EPOLLOUT && got[0].data.u64 == 12,
+              "%d events 0x%x", n, n > 0 ? got[0].events : 0);
+    cr_expect_eq(ctl(s, ep, EPOLL_CTL_DEL, 0, 0), 0);
+    cr_expect_eq(epoll_wait(ep, got, 2, 50), 0);
+    cr_expect_eq(ctl(s, ep, EPOLL_CTL_DEL, 0, 0), ENOENT);
+    resil_epoll_sock_closed(s);
+    resil_sock_unref(s);
+    close(fd);
+    close(srv);
+    close(ep);
+}
