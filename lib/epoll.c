@@ -218,6 +218,15 @@ static struct resil_epreg *reg_find(struct resil_sock *s, int epfd)
     return found;
 }
 
+/* Keep a freed record for the next ADD, or free it. */
+static void reg_release(struct resil_sock *s, struct resil_epreg *r)
+{
+    if (s->ep_spare == NULL)
+        s->ep_spare = r;
+    else
+        free(r);
+}
+
 static void reg_drop(struct resil_sock *s, struct resil_epreg *r)
 {
     struct resil_epreg **pp;
@@ -225,7 +234,10 @@ static void reg_drop(struct resil_sock *s, struct resil_epreg *r)
     for (pp = &s->ep; *pp != r; pp = &(*pp)->s_next)
         ;
     *pp = r->s_next;
-    reg_free(r);
+    pthread_mutex_lock(&r->set->mu);
+    unlink_reg(r->set, r);
+    pthread_mutex_unlock(&r->set->mu);
+    reg_release(s, r);
 }
 
 /* Record a registration the kernel accepted (ADD, or MOD of one we had not
@@ -234,12 +246,14 @@ static void reg_record(struct resil_sock *s, struct resil_epset *set,
                        struct resil_epreg *r, const struct epoll_event *ev)
 {
     if (r == NULL) {
-        r = calloc(1, sizeof(*r));
+        r = s->ep_spare ? s->ep_spare : malloc(sizeof(*r));
+        s->ep_spare = NULL;
         if (r == NULL) {
             rwarn("fd %d: cannot track epoll %d registration (out of "
                   "memory); a reconnect would lose it", s->fd, set->epfd);
             return;
         }
+        memset(r, 0, sizeof(*r));
         r->set = set;
         r->s = s;
         r->epoch = atomic_load(&set->epoch);
@@ -250,6 +264,9 @@ static void reg_record(struct resil_sock *s, struct resil_epset *set,
                   set->epfd);
         r->s_next = s->ep;
         s->ep = r;
+    } else if (r->linked && r->ev.data.u64 == ev->data.u64 &&
+               !((r->ev.events ^ ev->events) & EPOLLONESHOT)) {
+        r->ev.events = ev->events; /* same chain, same counts */
     } else {
         set_ev(set, r, ev);
     }
@@ -266,7 +283,7 @@ static void reg_drop_locked(struct resil_sock *s, struct resil_epreg *r)
         ;
     *pp = r->s_next;
     unlink_reg(r->set, r);
-    free(r);
+    reg_release(s, r);
 }
 
 /* epoll_ctl on a pending (disarmed, not in the kernel) registration: what
@@ -383,6 +400,7 @@ void resil_epoll_sock_free(struct resil_sock *s)
 {
     /* nobody else holds s; the sets' indexes may still point at it */
     forget_all(s);
+    free(s->ep_spare);
 }
 
 static void forget_set(struct resil_epset *set)

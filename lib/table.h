@@ -77,8 +77,10 @@ struct resil_sock {
     struct resil_ip cur_ip;  /* the address actually connected */
     uint64_t connected_ns;
     struct resil_sockopt *opts; /* replayed on every attempt, in order */
-    pthread_mutex_t ep_mu;      /* epoll.h: guards the four below */
+    pthread_mutex_t ep_mu;      /* epoll.h: guards the five below */
     struct resil_epreg *ep;     /* the program's epoll registrations of fd */
+    struct resil_epreg *ep_spare; /* one freed record, reused by the next
+                                     ADD (event loops ADD/DEL per request) */
     bool ep_gone;               /* fd closed: record nothing more */
     uint32_t ep_old_mask;       /* a swap in progress: what the old socket
                                    reported (poll bits) */

@@ -236,18 +236,17 @@ static int epoll_loop(int epfd, struct epoll_event *ev, int max,
     int rc;
 
     for (;;) {
-        struct timespec ts = {t / 1000000000LL, t % 1000000000LL};
-        /* what is left in ms for the older calls (from an int of ms, so
-         * it fits), rounded up */
-        int ms = how == EP_PWAIT2 || t < 0 ? -1
-                                           : (int)((t + 999999) / 1000000);
         seq0 = resil_epoll_swap_seq();
-        if (how == EP_WAIT)
-            rc = real.epoll_wait(epfd, ev, max, ms);
-        else if (how == EP_PWAIT)
-            rc = real.epoll_pwait(epfd, ev, max, ms, mask);
-        else
+        if (how != EP_PWAIT2) {
+            /* what is left in ms (from an int of ms, so it fits), rounded
+             * up */
+            int ms = t <= 0 ? (int)t : (int)((t + 999999) / 1000000);
+            rc = how == EP_WAIT ? real.epoll_wait(epfd, ev, max, ms)
+                                : real.epoll_pwait(epfd, ev, max, ms, mask);
+        } else {
+            struct timespec ts = {t / 1000000000LL, t % 1000000000LL};
             rc = real.epoll_pwait2(epfd, ev, max, t < 0 ? NULL : &ts, mask);
+        }
         /* a set where no managed socket was ever registered is the
          * program's own business */
         if (set == NULL && (set = resil_epoll_set(epfd)) == NULL)
