@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "dns.h"
 #include "engine.h"
+#include "epoll.h"
 #include "events.h"
 #include "fds.h"
 #include "health.h"
@@ -398,7 +399,7 @@ static void reinit_sock_locks(struct resil_sock *s, void *arg)
 {
     (void)arg;
     pthread_mutex_init(&s->mu, NULL);
-    atomic_flag_clear(&s->ep_lock);
+    pthread_mutex_init(&s->ep_mu, NULL);
 }
 
 void resil_engine_atfork_child(void)
@@ -410,6 +411,7 @@ void resil_engine_atfork_child(void)
     resil_table_foreach(reinit_sock_locks, NULL);
     /* a parent thread waiting on cv does not exist here */
     pthread_cond_init(&E.cv, NULL);
+    resil_epoll_atfork_child();
     pthread_mutex_unlock(&E.mu);
     resil_conn_atfork_child();
     resil_monitor_atfork_child();

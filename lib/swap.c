@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "epoll.h"
 #include "fds.h"
 #include "log.h"
 #include "swap.h"
@@ -125,38 +126,21 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
         return RESIL_ESYS;
     }
     resil_fds_dup(&old, fd, RESIL_FD_SOCK);
-    resil_sock_ep_lock(s);
-    for (struct resil_epreg **pp = &s->ep, *e; (e = *pp) != NULL;) {
-        if (real.epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL) == 0) {
-            pp = &e->next;
-            continue;
-        }
-        /* not registered there any more: the program closed that epoll
-         * set, and its number may now name another one, where fd must
-         * never be added */
-        *pp = e->next;
-        free(e);
-    }
+    /* out of every epoll set while fd still names the old socket (after
+     * dup3 the registration would live on as a zombie: pitfalls 2.2) */
+    resil_epoll_swap_begin(s);
     real.fcntl(newfd, F_SETFL,
                (real.fcntl(newfd, F_GETFL) & ~O_NONBLOCK) |
                    (fl & (O_NONBLOCK | O_ASYNC)));
     if (real.dup3(newfd, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
         rwarn("fd %d: dup3 failed: %s", fd, strerror(errno));
-        for (struct resil_epreg *e = s->ep; e; e = e->next)
-            real.epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &e->ev);
-        resil_sock_ep_unlock(s);
+        resil_epoll_swap_end(s, false);
         resil_fds_close_fd(newfd);
         resil_fds_close(&old);
         return RESIL_ESYS;
     }
     resil_fds_close_fd(newfd);
-    for (struct resil_epreg *e = s->ep; e; e = e->next) {
-        struct epoll_event ev = e->ev;
-        if (real.epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-            rdebug("fd %d: epoll %d re-add: %s", fd, e->epfd,
-                   strerror(errno));
-    }
-    resil_sock_ep_unlock(s);
+    resil_epoll_swap_end(s, true);
     if (old >= 0) {
         real.shutdown(old, SHUT_RDWR);
         resil_fds_close(&old);

@@ -42,6 +42,9 @@ struct resil_real {
     int (*epoll_ctl)(int, int, int, struct epoll_event *);
     int (*epoll_wait)(int, struct epoll_event *, int, int);
     int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+    int (*epoll_pwait2)(int, struct epoll_event *, int,
+                        const struct timespec *, const sigset_t *); /* NULL
+                        before glibc 2.35 */
     int (*poll)(struct pollfd *, nfds_t, int);
     int (*__poll_chk)(struct pollfd *, nfds_t, int, size_t);
     int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *,

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "epoll.h"
 #include "table.h"
 
 #define CHUNK_BITS RESIL_TABLE_CHUNK_BITS
@@ -69,6 +70,7 @@ struct resil_sock *resil_sock_new(int fd, int family, int type)
         return NULL;
     atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->ep_mu, NULL);
     s->fd = fd;
     s->family = family;
     s->type = type;
@@ -89,11 +91,8 @@ void resil_sock_unref(struct resil_sock *s)
         n = o->next;
         free(o);
     }
-    for (struct resil_epreg *e = s->ep, *n; e; e = n) {
-        n = e->next;
-        free(e);
-    }
-    free(s->ep_spare);
+    resil_epoll_sock_free(s);
+    pthread_mutex_destroy(&s->ep_mu);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -125,62 +124,6 @@ resil_status_t resil_sock_add_opt(struct resil_sock *s, int level, int name,
     }
     *pp = o;
     return RESIL_OK;
-}
-
-void resil_sock_ep_lock(struct resil_sock *s)
-{
-    unsigned spins = 0;
-    while (atomic_flag_test_and_set_explicit(&s->ep_lock,
-                                             memory_order_acquire))
-        if (++spins % 64 == 0)
-            sched_yield();
-}
-
-void resil_sock_ep_unlock(struct resil_sock *s)
-{
-    atomic_flag_clear_explicit(&s->ep_lock, memory_order_release);
-}
-
-resil_status_t resil_sock_epoll(struct resil_sock *s, int epfd, int op,
-                                const struct epoll_event *ev)
-{
-    struct resil_epreg **pp, *e;
-
-    for (pp = &s->ep; *pp; pp = &(*pp)->next)
-        if ((*pp)->epfd == epfd)
-            break;
-    switch (op) {
-    case EPOLL_CTL_ADD:
-    case EPOLL_CTL_MOD:
-        if (*pp == NULL) {
-            e = s->ep_spare ? s->ep_spare : malloc(sizeof(*e));
-            if (e == NULL)
-                return RESIL_ENOMEM;
-            s->ep_spare = NULL;
-            memset(e, 0, sizeof(*e));
-            e->epfd = epfd;
-            *pp = e;
-        }
-        if (ev)
-            (*pp)->ev = *ev;
-        return RESIL_OK;
-    case EPOLL_CTL_DEL:
-        if (*pp) {
-            e = *pp;
-            *pp = e->next;
-            if (s->ep_spare == NULL)
-                s->ep_spare = e;
-            else
-                free(e);
-        }
-        return RESIL_OK;
-    }
-    return RESIL_EINVAL;
-}
-
-void resil_sock_epoll_forget(struct resil_sock *s, int epfd)
-{
-    resil_sock_epoll(s, epfd, EPOLL_CTL_DEL, NULL);
 }
 
 static slot_t *slot_of(int fd, bool create)
@@ -331,32 +274,6 @@ int resil_table_next(int from)
         from = base + CHUNK;
     }
     return -1;
-}
-
-struct find_ep {
-    int epfd, fd;
-    uint64_t data;
-};
-
-static void match_ep(struct resil_sock *s, void *arg)
-{
-    struct find_ep *f = arg;
-    if (f->fd >= 0)
-        return;
-    resil_sock_ep_lock(s);
-    for (struct resil_epreg *e = s->ep; e; e = e->next)
-        if (e->epfd == f->epfd && e->ev.data.u64 == f->data) {
-            f->fd = s->fd;
-            break;
-        }
-    resil_sock_ep_unlock(s);
-}
-
-int resil_table_find_epoll(int epfd, uint64_t data)
-{
-    struct find_ep f = {.epfd = epfd, .fd = -1, .data = data};
-    resil_table_foreach(match_ep, &f);
-    return f.fd;
 }
 
 void resil_table_lock_all(void)

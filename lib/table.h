@@ -11,9 +11,11 @@
  *   2. resil_sock.mu: protects every mutable field of one socket. The engine
  *      holds it across the swap (dup3 + epoll DEL/ADD, all non-blocking), so
  *      that a concurrent close() of the fd waits for the swap to finish.
- *   3. the registry lock of libresil's own descriptors (fds.h): taken
+ *   3. resil_sock.ep_mu, then an epoll set's mutex (epoll.h): the program's
+ *      epoll registrations of the socket.
+ *   4. the registry lock of libresil's own descriptors (fds.h): taken
  *      under the engine lock and resil_sock.mu, takes only table stripes.
- *   4. leaf locks: a table stripe (the slot pointer and the reference taken
+ *   5. leaf locks: a table stripe (the slot pointer and the reference taken
  *      by resil_table_get), health, names.
  * A hook never holds resil_sock.mu while calling into the engine.
  */
@@ -46,11 +48,7 @@ struct resil_sockopt {
     unsigned char val[];
 };
 
-struct resil_epreg {
-    struct resil_epreg *next;
-    int epfd;
-    struct epoll_event ev;
-};
+struct resil_epreg; /* epoll.c */
 
 struct resil_race_ctx;
 
@@ -81,11 +79,15 @@ struct resil_sock {
     struct resil_ip cur_ip;  /* the address actually connected */
     uint64_t connected_ns;
     struct resil_sockopt *opts; /* replayed on every attempt, in order */
-    atomic_flag ep_lock;        /* guards ep and ep_spare: a spinlock, as
-                                   event loops call epoll_ctl per request */
-    struct resil_epreg *ep;     /* epoll sets holding fd */
-    struct resil_epreg *ep_spare; /* one freed node, reused by the next ADD
-                                     (event loops ADD/DEL per request) */
+    pthread_mutex_t ep_mu;      /* epoll.h: guards the five below */
+    struct resil_epreg *ep;     /* the program's epoll registrations of fd */
+    struct resil_epreg *ep_spare; /* one freed record, reused by the next
+                                     ADD (event loops ADD/DEL per request) */
+    bool ep_gone;               /* fd closed: record nothing more */
+    uint32_t ep_old_mask;       /* a swap in progress: what the old socket
+                                   reported (poll bits) */
+    _Atomic uint64_t stale_seq; /* epoll.h: the last stale report */
+    atomic_uint stale_mask;
     struct resil_race_ctx *race;/* engine-owned while RS_RACING */
     struct resil_sock *mon_next;/* engine monitor list (engine lock) */
     bool on_monitor;
@@ -99,13 +101,6 @@ void resil_sock_unref(struct resil_sock *s);
 /* Record a setsockopt for replay (the latest value of an option wins). */
 resil_status_t resil_sock_add_opt(struct resil_sock *s, int level, int name,
                                   const void *val, socklen_t len);
-void resil_sock_ep_lock(struct resil_sock *s);
-void resil_sock_ep_unlock(struct resil_sock *s);
-/* Track epoll_ctl(epfd, op, fd, ev). Caller holds the ep lock. */
-resil_status_t resil_sock_epoll(struct resil_sock *s, int epfd, int op,
-                                const struct epoll_event *ev);
-/* Forget every registration in epfd (it was closed). */
-void resil_sock_epoll_forget(struct resil_sock *s, int epfd);
 
 /* Limit of fds the table covers: larger fds are never managed. */
 #define RESIL_TABLE_MAX (1 << 20)
@@ -177,9 +172,6 @@ int resil_table_next(int from);
  * child, so the child never inherits a stripe held by a vanished thread. */
 void resil_table_lock_all(void);
 void resil_table_unlock_all(void);
-
-/* The fd of the entry registered in epfd with event data `data`, or -1. */
-int resil_table_find_epoll(int epfd, uint64_t data);
 
 /* Call fn on every entry (with its reference held during the call). */
 void resil_table_foreach(void (*fn)(struct resil_sock *, void *), void *arg);

@@ -66,6 +66,7 @@ static void init_once(void)
     RESOLVE(epoll_ctl);
     RESOLVE(epoll_wait);
     RESOLVE(epoll_pwait);
+    OPTIONAL(epoll_pwait2);
     RESOLVE(poll);
     RESOLVE(__poll_chk);
     RESOLVE(ppoll);

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "conn.h"
 #include "engine.h"
+#include "epoll.h"
 #include "monitor.h"
 
 #include "log.h"
@@ -16,26 +17,18 @@
 RESIL_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     struct resil_sock *s;
-    int rc, saved;
+    int err;
 
     RESIL_INIT();
-    if (resil_in_shim || !resil_table_has(fd))
+    if (resil_in_shim || !resil_table_has(fd) ||
+        (s = resil_table_get(fd)) == NULL)
         return real.epoll_ctl(epfd, op, fd, ev);
-    s = resil_table_get(fd);
-    if (s == NULL)
-        return real.epoll_ctl(epfd, op, fd, ev);
-    /* the real call and the record under one lock, so that a concurrent
-     * swap (which holds it across DEL, dup3, ADD) sees every registration */
-    resil_sock_ep_lock(s);
-    rc = real.epoll_ctl(epfd, op, fd, ev);
-    saved = errno;
-    if (rc == 0 && resil_sock_epoll(s, epfd, op, ev) != RESIL_OK)
-        rwarn("fd %d: cannot track epoll %d registration (out of memory); "
-              "a reconnect would lose it", fd, epfd);
-    resil_sock_ep_unlock(s);
+    resil_epoll_ctl(s, epfd, op, ev, &err);
     resil_sock_unref(s);
-    errno = saved;
-    return rc;
+    if (err == 0)
+        return 0;
+    errno = err;
+    return -1;
 }
 
 /* ---- readiness: events of a socket that is being replaced ----
@@ -43,74 +36,41 @@ RESIL_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
  * program that reads or writes meets the error inside a data hook (io.c);
  * one that sees POLLERR/POLLHUP and closes without reading would not: so
  * the readiness calls hand such an event to the engine first. When it
- * re-races, the fd already holds a socket in progress and the event is
- * dropped; the call waits on if nothing else is ready. */
+ * re-races, the fd already holds a socket in progress; the event, and any
+ * other one harvested from the replaced socket before the swap (another
+ * thread, the same fd twice in one pollfd array as in nc), is dropped
+ * (epoll.h: stale reports); the call waits on if nothing else is ready. */
 
-static bool stale_event(int fd, bool pollerr)
+static int drop_stale_pollfds(struct pollfd *fds, nfds_t n, uint64_t seq0)
 {
-    struct resil_sock *s;
-    bool stale;
-
-    if (fd < 0 || !resil_table_has(fd) || (s = resil_table_get(fd)) == NULL)
-        return false;
-    /* a socket being re-raced sits parked in SYN_SENT, which reports no
-     * error or hang-up: such an event came from the socket it replaced
-     * (the same fd can stand twice in one pollfd array, as in nc) */
-    if (s->state == RS_RACING) {
-        resil_sock_unref(s);
-        rdebug("fd %d: readiness event of the replaced socket dropped", fd);
-        return true;
-    }
-    resil_in_shim++;
-    stale = resil_conn_dead_unused(s, pollerr);
-    resil_in_shim--;
-    rdebug("fd %d: %s on a socket in state %d: %s", fd,
-           pollerr ? "POLLERR" : "POLLHUP", (int)s->state,
-           stale ? "re-raced, event dropped" : "passed on");
-    resil_sock_unref(s);
-    return stale;
-}
-
-static int drop_stale_pollfds(struct pollfd *fds, nfds_t n)
-{
-    int saved = errno, dropped = 0, nrep = 0;
-    int replaced[16]; /* fds re-raced in this pass */
+    RESIL_KEEP_ERRNO();
+    int dropped = 0;
 
     for (nfds_t i = 0; i < n; i++) {
-        bool drop = false;
-        if (!(fds[i].revents & (POLLERR | POLLHUP)))
+        struct resil_sock *s;
+        uint32_t m;
+        short got = fds[i].revents;
+        if (!(got & (POLLERR | POLLHUP)) || fds[i].fd < 0 ||
+            !resil_table_has(fds[i].fd) ||
+            (s = resil_table_get(fds[i].fd)) == NULL)
             continue;
-        /* the same fd may stand twice in the array (nc): every entry
-         * describes the socket just replaced, even if the new one is
-         * connected by the time we look at the second */
-        for (int k = 0; k < nrep && !drop; k++)
-            drop = replaced[k] == fds[i].fd;
-        if (!drop && stale_event(fds[i].fd, fds[i].revents & POLLERR)) {
-            drop = true;
-            if (nrep < 16)
-                replaced[nrep++] = fds[i].fd;
+        if (!resil_epoll_stale_report(s, seq0, &m)) {
+            resil_in_shim++;
+            resil_conn_dead_unused(s, got & POLLERR);
+            resil_in_shim--;
         }
-        if (drop) {
+        if (resil_epoll_stale_report(s, seq0, &m) &&
+            resil_epoll_stale_match(
+                (uint16_t)got,
+                m & ((uint16_t)fds[i].events | POLLERR | POLLHUP))) {
+            rdebug("fd %d: readiness 0x%x of the replaced socket dropped",
+                   fds[i].fd, (unsigned)(uint16_t)got);
             fds[i].revents = 0;
             dropped++;
         }
+        resil_sock_unref(s);
     }
-    errno = saved;
     return dropped;
-}
-
-static int drop_stale_epoll(int epfd, struct epoll_event *ev, int n)
-{
-    int saved = errno, out = 0;
-    for (int i = 0; i < n; i++) {
-        if ((ev[i].events & (EPOLLERR | EPOLLHUP)) &&
-            stale_event(resil_table_find_epoll(epfd, ev[i].data.u64),
-                        ev[i].events & EPOLLERR))
-            continue;
-        ev[out++] = ev[i];
-    }
-    errno = saved;
-    return out;
 }
 
 static int64_t ts_ns(const struct timespec *ts)
@@ -192,13 +152,16 @@ static int poll_loop(struct pollfd *fds, nfds_t n, int timeout,
                      size_t fdslen, bool chk)
 {
     int64_t t0 = timeout > 0 ? now_ms() : 0;
+    uint64_t seq0;
     int rc, t;
 
     for (;;) {
         t = slice(left_ms(timeout, t0), pollfds_racing(fds, n));
+        seq0 = resil_epoll_swap_seq();
         rc = chk ? real.__poll_chk(fds, n, t, fdslen) : real.poll(fds, n, t);
-        if (rc < 0 || (rc > 0 && (quiet(rc) ||
-                                   (rc -= drop_stale_pollfds(fds, n)) > 0)))
+        if (rc < 0 ||
+            (rc > 0 && (quiet(rc) ||
+                        (rc -= drop_stale_pollfds(fds, n, seq0)) > 0)))
             return rc;
         if (timeout == 0 || left_ms(timeout, t0) == 0)
             return 0;
@@ -227,6 +190,7 @@ RESIL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
 {
     int64_t t0, left = ts ? ts_ns(ts) : -1;
     struct timespec step;
+    uint64_t seq0;
     int rc;
 
     RESIL_INIT();
@@ -245,9 +209,11 @@ RESIL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
             step.tv_sec = want / 1000000000LL;
             step.tv_nsec = want % 1000000000LL;
         }
+        seq0 = resil_epoll_swap_seq();
         rc = real.ppoll(fds, n, tp, mask);
-        if (rc < 0 || (rc > 0 && (quiet(rc) ||
-                                   (rc -= drop_stale_pollfds(fds, n)) > 0)))
+        if (rc < 0 ||
+            (rc > 0 && (quiet(rc) ||
+                        (rc -= drop_stale_pollfds(fds, n, seq0)) > 0)))
             return rc;
         if (ts) {
             left = ts_ns(ts) - (mono_ns() - t0);
@@ -257,18 +223,42 @@ RESIL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
     }
 }
 
+enum epoll_call { EP_WAIT, EP_PWAIT, EP_PWAIT2 };
+
+/* timeout in ns, -1 for none */
 static int epoll_loop(int epfd, struct epoll_event *ev, int max,
-                      int timeout, const sigset_t *mask, bool pwait)
+                      int64_t timeout, const sigset_t *mask,
+                      enum epoll_call how)
 {
-    int64_t t0 = timeout > 0 ? now_ms() : 0;
-    int rc, t = timeout;
+    struct resil_epset *set = resil_epoll_set(epfd);
+    int64_t t0 = timeout > 0 ? mono_ns() : 0, t = timeout;
+    uint64_t seq0;
+    int rc;
 
     for (;;) {
-        rc = pwait ? real.epoll_pwait(epfd, ev, max, t, mask)
-                   : real.epoll_wait(epfd, ev, max, t);
-        if (quiet(rc) || (rc = drop_stale_epoll(epfd, ev, rc)) > 0)
+        seq0 = resil_epoll_swap_seq();
+        if (how != EP_PWAIT2) {
+            /* what is left in ms (from an int of ms, so it fits), rounded
+             * up */
+            int ms = t <= 0 ? (int)t : (int)((t + 999999) / 1000000);
+            rc = how == EP_WAIT ? real.epoll_wait(epfd, ev, max, ms)
+                                : real.epoll_pwait(epfd, ev, max, ms, mask);
+        } else {
+            struct timespec ts = {t / 1000000000LL, t % 1000000000LL};
+            rc = real.epoll_pwait2(epfd, ev, max, t < 0 ? NULL : &ts, mask);
+        }
+        /* a set where no managed socket was ever registered is the
+         * program's own business */
+        if (set == NULL && (set = resil_epoll_set(epfd)) == NULL)
             return rc;
-        if ((t = left_ms(timeout, t0)) == 0)
+        if (quiet(rc))
+            return rc;
+        resil_in_shim++;
+        rc = resil_epoll_filter(set, ev, rc, seq0);
+        resil_in_shim--;
+        if (rc > 0)
+            return rc;
+        if (timeout >= 0 && (t = timeout - (mono_ns() - t0)) <= 0)
             return 0;
     }
 }
@@ -279,7 +269,8 @@ RESIL_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max,
     RESIL_INIT();
     if (unmanaged())
         return real.epoll_wait(epfd, ev, max, timeout);
-    return epoll_loop(epfd, ev, max, timeout, NULL, false);
+    return epoll_loop(epfd, ev, max, timeout < 0 ? -1 : timeout * 1000000LL,
+                      NULL, EP_WAIT);
 }
 
 RESIL_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max,
@@ -288,7 +279,24 @@ RESIL_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max,
     RESIL_INIT();
     if (unmanaged())
         return real.epoll_pwait(epfd, ev, max, timeout, mask);
-    return epoll_loop(epfd, ev, max, timeout, mask, true);
+    return epoll_loop(epfd, ev, max, timeout < 0 ? -1 : timeout * 1000000LL,
+                      mask, EP_PWAIT);
+}
+
+RESIL_EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max,
+                              const struct timespec *ts, const sigset_t *mask)
+{
+    RESIL_INIT();
+    if (real.epoll_pwait2 == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    /* an invalid timeout is the kernel's to refuse */
+    if (unmanaged() || (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 ||
+                               ts->tv_nsec >= 1000000000L ||
+                               ts->tv_sec > INT64_MAX / 1000000000LL - 1)))
+        return real.epoll_pwait2(epfd, ev, max, ts, mask);
+    return epoll_loop(epfd, ev, max, ts ? ts_ns(ts) : -1, mask, EP_PWAIT2);
 }
 
 /* select/pselect: the same slicing (their error events cannot be told from

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "conn.h"
 #include "engine.h"
+#include "epoll.h"
 #include "fds.h"
 #include "monitor.h"
 #include "log.h"
@@ -25,6 +26,7 @@ void resil_shim_drop(int fd)
     s->closed = true;
     pthread_mutex_unlock(&s->mu);
     resil_conn_forget(s);
+    resil_epoll_sock_closed(s);
     resil_sock_unref(s);
 }
 
@@ -279,6 +281,8 @@ RESIL_EXPORT int close(int fd)
         }
         resil_shim_drop(fd);
     }
+    if (!resil_in_shim)
+        resil_epoll_fd_closed(fd);
     return real.close(fd);
 }
 
@@ -343,7 +347,10 @@ static int dup_hook(int oldfd, int newfd, bool three, int flags)
     int rc, saved = errno;
 
     RESIL_INIT();
-    if (resil_in_shim || (!resil_table_has(oldfd) && !resil_table_has(newfd)))
+    if (resil_in_shim || (!resil_table_has(oldfd) && !resil_table_has(newfd) &&
+                          !(atomic_load_explicit(&resil_epoll_nsets,
+                                                 memory_order_relaxed) &&
+                            resil_epoll_set(newfd))))
         return dup_real(oldfd, newfd, three, flags);
     /* oldfd one of ours: a number the program never opened. With -1 the
      * kernel reports exactly what it would (EINVAL first for dup3 of a
@@ -359,6 +366,8 @@ static int dup_hook(int oldfd, int newfd, bool three, int flags)
             /* a managed socket replaced: forget the entry first (a reused
              * number must never see it) */
             resil_shim_drop(newfd);
+        /* an epoll set replaced: its registrations go with it */
+        resil_epoll_fd_closed(newfd);
     }
     errno = saved;
     rc = dup_real(oldfd, newfd, three, flags);
@@ -396,6 +405,7 @@ static int close_range_hook(unsigned first, unsigned last, int flags)
          fd >= 0 && (unsigned)fd <= last; fd = resil_table_next(fd + 1))
         if (!resil_table_internal(fd))
             resil_shim_drop(fd);
+    resil_epoll_fds_closed(first, last);
     /* the program's descriptors close in the sub-ranges around ours */
     return resil_fds_close_range(first, last, flags) == RESIL_OK ? 0 : -1;
 }

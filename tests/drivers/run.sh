@@ -172,6 +172,7 @@ run "bed/nonblock-dead-first-fails" plainfail 6 -- "$DRV/race_nonblock" poll4
 SUFFIX=/plain run_all refused plain 10
 SUFFIX=/plain run_all unmanaged plain 10
 SUFFIX=/plain run_all fds plain 30
+SUFFIX=/plain run_all epoll_exact plain 10
 run "early_main/plain" plain 10 -- "$DRV/early_main"
 
 echo "== with libresil ($PRELOAD)"
@@ -187,6 +188,10 @@ run_all threads resil 60
 # dead first attempt: 16 concurrent races at all times
 SUFFIX=/no-health-cache run_all threads resil 60 RESIL_HEALTH_TTL_MS=0
 run_all fork resil 60
+run_all epoll_exact resil 20
+# no plain run: without libresil the program sees the reset the re-race
+# hides
+run_all epoll_rerace resil 20
 # unmanaged: no alternates at all, so TCP to one address is pass-through
 run_all unmanaged resil 20 RESIL_ALTERNATES=
 # with a log and an events file, so that those descriptors exist too

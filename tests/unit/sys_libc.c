@@ -32,6 +32,7 @@ void resil_sys_use_libc(void)
         .epoll_ctl = epoll_ctl,
         .epoll_wait = epoll_wait,
         .epoll_pwait = epoll_pwait,
+        .epoll_pwait2 = epoll_pwait2,
         .poll = poll,
         .__poll_chk = __poll_chk,
         .ppoll = ppoll,

@@ -74,28 +74,6 @@ Test(table, options_latest_value_wins_in_order)
     resil_sock_unref(s);
 }
 
-Test(table, epoll_registrations)
-{
-    struct resil_sock *s = resil_sock_new(3, AF_INET, 1);
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 7};
-    cr_expect_eq(resil_sock_epoll(s, 10, EPOLL_CTL_ADD, &ev), RESIL_OK);
-    ev.events = EPOLLOUT | EPOLLET;
-    cr_expect_eq(resil_sock_epoll(s, 11, EPOLL_CTL_ADD, &ev), RESIL_OK);
-    ev.events = EPOLLIN | EPOLLOUT;
-    cr_expect_eq(resil_sock_epoll(s, 10, EPOLL_CTL_MOD, &ev), RESIL_OK);
-    int n = 0;
-    for (struct resil_epreg *e = s->ep; e; e = e->next, n++)
-        if (e->epfd == 10)
-            cr_expect_eq(e->ev.events, EPOLLIN | EPOLLOUT);
-    cr_expect_eq(n, 2);
-    resil_sock_epoll_forget(s, 10);
-    cr_assert_not_null(s->ep);
-    cr_expect_eq(s->ep->epfd, 11);
-    cr_expect_null(s->ep->next);
-    cr_expect_eq(resil_sock_epoll(s, 11, 99, &ev), RESIL_EINVAL);
-    resil_sock_unref(s);
-}
-
 static void *hammer(void *arg)
 {
     int base = (int)(intptr_t)arg;
