@@ -39,6 +39,7 @@ enum resil_sock_state {
 
 struct resil_sockopt {
     struct resil_sockopt *next;
+    uint32_t seq; /* resil_sock.opt_seq when recorded */
     int level, name;
     socklen_t len;
     unsigned char val[];
@@ -72,6 +73,7 @@ struct resil_sock {
     int race_errno;       /* RS_FAILED: errno for SO_ERROR / connect */
     bool error_reported;  /* race_errno was read through SO_ERROR */
     uint64_t cookie;      /* SO_COOKIE of the socket on fd */
+    uint32_t opt_seq;     /* seq of the last option recorded */
     struct sockaddr_storage bind_sa;
     socklen_t bind_len;
     struct resil_ip peer_ip; /* the program's target */
@@ -94,7 +96,11 @@ struct resil_sock *resil_sock_new(int fd, int family, int type);
 void resil_sock_ref(struct resil_sock *s);
 void resil_sock_unref(struct resil_sock *s);
 
-/* Record a setsockopt for replay (the latest value of an option wins). */
+/* Record a setsockopt for replay. The list keeps the latest value of each
+ * option, ordered by when it was last set (so replaying it ends in the
+ * state the program's own sequence of calls left: SO_SNDBUF and
+ * SO_SNDBUFFORCE, for one, set the same field); the record gets the next
+ * s->opt_seq. */
 resil_status_t resil_sock_add_opt(struct resil_sock *s, int level, int name,
                                   const void *val, socklen_t len);
 void resil_sock_ep_lock(struct resil_sock *s);
@@ -139,6 +145,9 @@ resil_status_t resil_table_set(int fd, struct resil_sock *s);
 /* Remove and return fd's entry (the caller owns the table's reference),
  * or NULL. */
 struct resil_sock *resil_table_take(int fd);
+/* Remove fd's entry only if it is s; true (and the table's reference is
+ * dropped) when it was. */
+bool resil_table_take_if(int fd, struct resil_sock *s);
 /* fork(): hold every stripe across it (prepare), release in parent and
  * child, so the child never inherits a stripe held by a vanished thread. */
 void resil_table_lock_all(void);
