@@ -72,7 +72,8 @@ struct resil_sock {
                              in flight */
     int race_errno;       /* RS_FAILED: errno for SO_ERROR / connect */
     bool error_reported;  /* race_errno was read through SO_ERROR */
-    uint64_t cookie;      /* SO_COOKIE of the socket on fd */
+    uint64_t cookie;      /* SO_COOKIE of the socket on fd; 0: unknown */
+    uint64_t swap_seq;    /* resil_swap_seq of the last swap onto fd */
     uint32_t opt_seq;     /* seq of the last option recorded */
     struct sockaddr_storage bind_sa;
     socklen_t bind_len;

@@ -12,6 +12,7 @@
 #include "monitor.h"
 #include "log.h"
 #include "shim.h"
+#include "swap.h"
 
 void resil_shim_drop(int fd)
 {
@@ -43,6 +44,10 @@ RESIL_EXPORT int socket(int domain, int type, int protocol)
         (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM &&
         (protocol == 0 || protocol == IPPROTO_TCP)) {
         s = resil_sock_new(fd, domain, type);
+        /* its identity: a swap never touches the number once the program
+         * closed the socket behind our back (resil_sock_is_ours) */
+        if (s)
+            s->cookie = resil_sock_cookie(fd);
         if (s == NULL || resil_table_set(fd, s) != RESIL_OK) {
             resil_sock_unref(s);
             if (resil_config_get()->strict) {
