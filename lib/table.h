@@ -33,7 +33,8 @@ enum resil_sock_state {
     RS_DIRECT,     /* connected by the real connect(): nothing to race */
     RS_RACING,     /* a race runs; the fd holds a parked socket */
     RS_CONNECTED,  /* a race was won; the winner sits on the fd */
-    RS_FAILED,     /* every attempt failed; race_errno says why */
+    RS_FAILED,     /* every attempt failed; the fd holds the socket of the
+                      attempt whose errno is reported (pending_err) */
     RS_PASSTHRU,   /* libresil stays out of this socket's way */
 };
 
@@ -70,11 +71,23 @@ struct resil_sock {
     bool user_timeout_armed; /* the monitor armed TCP_USER_TIMEOUT */
     atomic_bool dirty;    /* written since the monitor last saw no data
                              in flight */
-    int race_errno;       /* RS_FAILED: errno for SO_ERROR / connect */
-    bool error_reported;  /* race_errno was read through SO_ERROR */
+    int pending_err;      /* an error the kernel would report once (SO_ERROR,
+                             the next data call, connect in RS_FAILED) but
+                             the socket on fd no longer holds: emulated by
+                             conn.c (resil_conn_take_error) */
+    bool fail_connecting; /* the socket on fd failed a connect in progress
+                             (RS_FAILED) or was reset right after its
+                             handshake (RS_CONNECTED) and is still
+                             SS_CONNECTING: connect() goes through the
+                             kernel's own error path */
+    bool rerace;          /* RS_RACING: re-racing a connection the program
+                             already had (its connect() says EISCONN) */
+    int reraces;          /* re-races since the program's connect() */
     uint64_t cookie;      /* SO_COOKIE of the socket on fd; 0: unknown */
     uint64_t swap_seq;    /* resil_swap_seq of the last swap onto fd */
     uint32_t opt_seq;     /* seq of the last option recorded */
+    bool bind_shared;     /* bind_sa holds the port bind() got: attempts
+                             share it (see conn.c start_attempt) */
     struct sockaddr_storage bind_sa;
     socklen_t bind_len;
     struct resil_ip peer_ip; /* the program's target */

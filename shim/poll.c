@@ -93,6 +93,8 @@ static int drop_stale_pollfds(struct pollfd *fds, nfds_t n)
         if (drop) {
             fds[i].revents = 0;
             dropped++;
+        } else {
+            fds[i].revents |= (short)resil_conn_poll_err(fds[i].fd);
         }
     }
     errno = saved;
@@ -103,10 +105,12 @@ static int drop_stale_epoll(int epfd, struct epoll_event *ev, int n)
 {
     int saved = errno, out = 0;
     for (int i = 0; i < n; i++) {
-        if ((ev[i].events & (EPOLLERR | EPOLLHUP)) &&
-            stale_event(resil_table_find_epoll(epfd, ev[i].data.u64),
-                        ev[i].events & EPOLLERR))
+        int fd = (ev[i].events & (EPOLLERR | EPOLLHUP))
+                     ? resil_table_find_epoll(epfd, ev[i].data.u64)
+                     : -1;
+        if (stale_event(fd, ev[i].events & EPOLLERR))
             continue;
+        ev[i].events |= resil_conn_poll_err(fd);
         ev[out++] = ev[i];
     }
     errno = saved;
