@@ -1073,10 +1073,11 @@ static resil_status_t rerace(struct resil_sock *s, int err, int consumed,
         keep = -1;
         goto out;
     }
-    c->orig_fd = keep;
-    c->orig_err = consumed;
-    c->orig_state = was;
-    c->orig_optseq = seq;
+    /* s->race: c is set only for a caller that waits */
+    s->race->orig_fd = keep;
+    s->race->orig_err = consumed;
+    s->race->orig_state = was;
+    s->race->orig_optseq = seq;
     keep = -1;
     s->reraces++;
     st = RESIL_OK;

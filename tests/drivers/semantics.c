@@ -705,6 +705,49 @@ static void rerace_rcvtimeo(void)
     rerace_signal(0, 100, EAGAIN);
 }
 
+/* The same death met by a non-blocking program: poll() sees the reset,
+ * libresil re-races (dropping the stale event) and poll() goes on to the
+ * new connection's data; a read meanwhile says EAGAIN. The plain run
+ * checks that the program sees what a live connection gives it. */
+static void rerace_poll(void)
+{
+    struct srv *sv = srv_start(preloaded() ? SRV_RESET_FIRST : SRV_HELLO,
+                               DRV_LIVE, NULL);
+    int fd = nb_connect(DRV_LIVE, sv->port), r;
+    char b[16];
+
+    REQUIRE(poll1(fd, POLLOUT, 2000) == POLLOUT, "connect");
+    CHECK(sockerr(fd) == 0, "SO_ERROR %s", ename(sockerr(fd)));
+    usleep(100 * 1000); /* the reset (under libresil) came meanwhile */
+    r = poll1(fd, POLLIN, 3000);
+    CHECK(r == POLLIN, "revents 0x%x, want POLLIN", r);
+    ssize_t n = read(fd, b, sizeof(b));
+    CHECK(n == 5 && memcmp(b, "hello", 5) == 0, "read: %zd %s", n,
+          ename(errno));
+    close(fd);
+}
+
+static void rerace_nonblock_read(void)
+{
+    struct srv *sv = srv_start(preloaded() ? SRV_RESET_FIRST : SRV_HELLO,
+                               DRV_LIVE, NULL);
+    int fd = nb_connect(DRV_LIVE, sv->port), r;
+    char b[16];
+
+    REQUIRE(poll1(fd, POLLOUT, 2000) == POLLOUT, "connect");
+    usleep(100 * 1000);
+    errno = 0;
+    ssize_t n = read(fd, b, sizeof(b));
+    CHECK(n == -1 && errno == EAGAIN, "read: %zd %s, want EAGAIN", n,
+          ename(errno));
+    r = poll1(fd, POLLIN, 3000);
+    CHECK(r == POLLIN, "revents 0x%x, want POLLIN", r);
+    n = read(fd, b, sizeof(b));
+    CHECK(n == 5 && memcmp(b, "hello", 5) == 0, "read: %zd %s", n,
+          ename(errno));
+    close(fd);
+}
+
 /* A re-race that fails: the program gets the error it would have had
  * without libresil (the reset), then the dead socket's own behaviour. */
 static void rerace_failed(void)
@@ -786,4 +829,6 @@ DRV_MAIN({"failed_poll_write", failed_poll_write},
          {"rerace_eintr", rerace_eintr},
          {"rerace_restart", rerace_restart},
          {"rerace_rcvtimeo", rerace_rcvtimeo},
+         {"rerace_poll", rerace_poll},
+         {"rerace_nonblock_read", rerace_nonblock_read},
          {"rerace_failed", rerace_failed}, {"bind_port", bind_port})
