@@ -320,6 +320,36 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
             pend = err;
         }
     }
+    /* reported before the program can see the outcome: a program that
+     * exits right after using its connection still leaves its event */
+    format_tried(c, tried, sizeof(tried));
+    resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
+    resil_json_str(c->name, name, sizeof(name));
+    if (winner_idx >= 0) {
+        resil_ip_format(&c->r.att[winner_idx].ip, -1, a, sizeof(a));
+        rinfo("fd %d: %s %s:%u won after %.1f ms (%d attempts)", s->fd,
+              c->rerace ? "re-race" : "race", a, c->port,
+              (double)(now - c->start_ns) / 1e6, c->r.started);
+        resil_event(c->rerace ? "rerace" : "connect", s->fd,
+                    "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
+                    "\"tried\":[%s],\"winner\":\"%s\",\"ms\":%.3f",
+                    dst, name, c->port, tried, a,
+                    (double)(now - c->start_ns) / 1e6);
+    } else {
+        if (restore)
+            rinfo("fd %d: re-race failed (%s); the program gets %s", s->fd,
+                  strerror(err), pend ? strerror(pend) : "its socket back");
+        else
+            rinfo("fd %d: every address failed; reporting %s", s->fd,
+                  strerror(err));
+        resil_event("connect_failed", s->fd,
+                    "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
+                    "\"tried\":[%s],\"errno\":\"%s\",\"rerace\":%s,"
+                    "\"ms\":%.3f",
+                    dst, name, c->port, tried, strerrorname_np(err) ?: "?",
+                    c->rerace ? "true" : "false",
+                    (double)(now - c->start_ns) / 1e6);
+    }
     pthread_mutex_lock(&s->mu);
     if (fd >= 0 && !s->closed) {
         replay_opts(s, fd, since);
@@ -358,44 +388,17 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
         set_pending(s, 0);
         if (err == 0)
             err = ECONNABORTED;
-        winner_idx = -1;
-        pend = err;
     }
     s->race = NULL;
     pthread_mutex_unlock(&s->mu);
     c->finished = true;
     atomic_fetch_sub(&resil_races_active, 1);
     c->result = err;
-    format_tried(c, tried, sizeof(tried));
-    resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
-    resil_json_str(c->name, name, sizeof(name));
-    if (st == RESIL_ENOENT) {
+    if (st == RESIL_ENOENT)
         rdebug("fd %d: race over; the program closed the socket", s->fd);
-    } else if (winner_idx >= 0) {
-        resil_ip_format(&c->r.att[winner_idx].ip, -1, a, sizeof(a));
-        rinfo("fd %d: %s %s:%u won after %.1f ms (%d attempts)", s->fd,
-              c->rerace ? "re-race" : "race", a, c->port,
-              (double)(now - c->start_ns) / 1e6, c->r.started);
-        resil_event(c->rerace ? "rerace" : "connect", s->fd,
-                    "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
-                    "\"tried\":[%s],\"winner\":\"%s\",\"ms\":%.3f",
-                    dst, name, c->port, tried, a,
-                    (double)(now - c->start_ns) / 1e6);
-    } else {
-        if (restore)
-            rinfo("fd %d: re-race failed (%s); the program gets %s", s->fd,
-                  strerror(err), pend ? strerror(pend) : "its socket back");
-        else
-            rinfo("fd %d: every address failed; reporting %s", s->fd,
-                  strerror(err));
-        resil_event("connect_failed", s->fd,
-                    "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
-                    "\"tried\":[%s],\"errno\":\"%s\",\"rerace\":%s,"
-                    "\"ms\":%.3f",
-                    dst, name, c->port, tried, strerrorname_np(err) ?: "?",
-                    c->rerace ? "true" : "false",
-                    (double)(now - c->start_ns) / 1e6);
-    }
+    else if (st != RESIL_OK)
+        rwarn("fd %d: cannot put the race's socket on the fd; the program "
+              "gets %s", s->fd, strerror(err));
     uint64_t one = 1;
     (void)!real.write(c->donefd, &one, sizeof(one));
 }
