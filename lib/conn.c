@@ -96,21 +96,30 @@ static inline void cancel_restore(const int *old)
     int old __attribute__((cleanup(cancel_restore)));                          \
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old)
 
-/* The emulated sk_err of s (s->mu held), counted for the data hooks. */
+/* The emulated sk_err of s, counted for the data hooks. Written with
+ * s->mu held; an atomic so that a hook may glance at it without the lock
+ * (a process with one such socket must not make every call on every
+ * other managed socket take a lock). */
 static void set_pending(struct resil_sock *s, int err)
 {
-    if (s->pending_err == 0 && err != 0)
+    int was = atomic_load_explicit(&s->pending_err, memory_order_relaxed);
+    if (was == 0 && err != 0)
         atomic_fetch_add(&resil_conn_errors, 1);
-    else if (s->pending_err != 0 && err == 0)
+    else if (was != 0 && err == 0)
         atomic_fetch_sub(&resil_conn_errors, 1);
-    s->pending_err = err;
+    atomic_store_explicit(&s->pending_err, err, memory_order_relaxed);
 }
 
 static int take_pending(struct resil_sock *s)
 {
-    int e = s->pending_err;
+    int e = atomic_load_explicit(&s->pending_err, memory_order_relaxed);
     set_pending(s, 0);
     return e;
+}
+
+static bool has_pending(struct resil_sock *s)
+{
+    return atomic_load_explicit(&s->pending_err, memory_order_relaxed) != 0;
 }
 
 static void ctx_unref(struct resil_race_ctx *c) /* engine lock held */
@@ -980,12 +989,14 @@ bool resil_conn_take_error(int fd, int *err)
     if (atomic_load_explicit(&resil_conn_errors, memory_order_relaxed) == 0 ||
         (s = resil_table_get(fd)) == NULL)
         return false;
-    pthread_mutex_lock(&s->mu);
-    if (s->pending_err && resil_sock_is_ours(s)) {
-        *err = take_pending(s);
-        took = true;
+    if (has_pending(s)) {
+        pthread_mutex_lock(&s->mu);
+        if (has_pending(s) && resil_sock_is_ours(s)) {
+            *err = take_pending(s);
+            took = true;
+        }
+        pthread_mutex_unlock(&s->mu);
     }
-    pthread_mutex_unlock(&s->mu);
     resil_sock_unref(s);
     return took;
 }
@@ -999,10 +1010,12 @@ uint32_t resil_conn_poll_err(int fd)
     if (atomic_load_explicit(&resil_conn_errors, memory_order_relaxed) == 0 ||
         (s = resil_table_get(fd)) == NULL)
         return 0;
-    pthread_mutex_lock(&s->mu);
-    if (s->pending_err && resil_sock_is_ours(s))
-        ev = POLLERR;
-    pthread_mutex_unlock(&s->mu);
+    if (has_pending(s)) {
+        pthread_mutex_lock(&s->mu);
+        if (has_pending(s) && resil_sock_is_ours(s))
+            ev = POLLERR;
+        pthread_mutex_unlock(&s->mu);
+    }
     resil_sock_unref(s);
     return ev;
 }
@@ -1258,6 +1271,8 @@ uint64_t resil_conn_tick(uint64_t now)
 
 void resil_conn_atfork_child(void)
 {
+    /* a wait the forking thread jumped out of belongs to the parent */
+    jumped.c = NULL;
     for (struct resil_race_ctx *c = races, *nx; c; c = nx) {
         nx = c->next;
         pthread_mutex_init(&c->s->mu, NULL);
@@ -1267,10 +1282,13 @@ void resil_conn_atfork_child(void)
         set_pending(c->s, ECONNABORTED);
         c->s->race = NULL;
         for (int i = 0; i < RESIL_RACE_MAX; i++)
-            if (c->fds[i] >= 0)
+            if (c->fds[i] >= 0) {
                 real.close(c->fds[i]);
+                c->fds[i] = -1;
+            }
         if (c->orig_fd >= 0)
             real.close(c->orig_fd);
+        c->orig_fd = -1;
         /* memory of ctx is leaked on purpose: c-ares may point at it */
     }
     races = NULL;

@@ -71,10 +71,10 @@ struct resil_sock {
     bool user_timeout_armed; /* the monitor armed TCP_USER_TIMEOUT */
     atomic_bool dirty;    /* written since the monitor last saw no data
                              in flight */
-    int pending_err;      /* an error the kernel would report once (SO_ERROR,
-                             the next data call, connect in RS_FAILED) but
-                             the socket on fd no longer holds: emulated by
-                             conn.c (resil_conn_take_error) */
+    /* an error the kernel would report once (SO_ERROR, the next data call,
+     * connect in RS_FAILED) but the socket on fd no longer holds: emulated
+     * by conn.c (resil_conn_take_error); written under mu */
+    atomic_int pending_err;
     bool fail_connecting; /* the socket on fd failed a connect in progress
                              (RS_FAILED) or was reset right after its
                              handshake (RS_CONNECTED) and is still
