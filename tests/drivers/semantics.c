@@ -641,6 +641,47 @@ static void longjmp_connect(void)
     close(fd);
 }
 
+/* The classic connect timeout (alarm, siglongjmp out of connect) in a
+ * loop leaks nothing: the race a jump left is dropped by the thread's
+ * next connect. */
+static void longjmp_leak(void)
+{
+    struct srv *sv = srv_start(SRV_ECHO, DRV_LIVE, NULL);
+    struct sigaction sa = {.sa_handler = jump_out};
+    struct sockaddr_storage ss;
+    socklen_t l = mk_sa(DRV_DEAD2, sv->port, &ss);
+    int fd = nb_connect(target(), sv->port), before, after;
+
+    /* a first connect sets up libresil's own descriptors */
+    REQUIRE(poll1(fd, POLLOUT, 2000) == POLLOUT, "first connect");
+    close(fd);
+    usleep(100 * 1000);
+    before = count_fds();
+    sigaction(SIGALRM, &sa, NULL);
+    for (int i = 0; i < 6; i++) {
+        struct itimerval it = {.it_value = {.tv_usec = 50 * 1000}};
+        volatile int vfd = socket(AF_INET, SOCK_STREAM, 0);
+        if (sigsetjmp(jb, 1) == 0) {
+            setitimer(ITIMER_REAL, &it, NULL);
+            connect(vfd, (void *)&ss, l); /* both addresses dead */
+            CHECK(false, "connect to a dead group returned");
+        }
+        close(vfd);
+    }
+    signal(SIGALRM, SIG_DFL);
+    usleep(300 * 1000);
+    after = count_fds();
+    /* the last jump's race is dropped by this thread's next connect */
+    CHECK(after <= before + 1, "%d descriptors before 6 jumps out of "
+          "connect, %d after", before, after);
+    fd = nb_connect(target(), sv->port);
+    close(fd);
+    usleep(300 * 1000);
+    after = count_fds();
+    CHECK(after == before, "%d descriptors before 6 jumps out of connect "
+          "and a connect, %d after", before, after);
+}
+
 /* ---- 15. errors around re-races ----
  * A blocking recv on a connection that dies before carrying a byte:
  * libresil waits for a re-race inside recv(). A signal during that wait
@@ -826,6 +867,7 @@ DRV_MAIN({"failed_poll_write", failed_poll_write},
          {"stale_fclose", stale_fclose},
          {"stale_syscall_close", stale_syscall_close},
          {"longjmp_connect", longjmp_connect},
+         {"longjmp_leak", longjmp_leak},
          {"rerace_eintr", rerace_eintr},
          {"rerace_restart", rerace_restart},
          {"rerace_rcvtimeo", rerace_rcvtimeo},
