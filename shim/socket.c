@@ -98,10 +98,11 @@ RESIL_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
              * connection will use, as for one socket. 0 when the choice
              * waits for the connect (IP_BIND_ADDRESS_NO_PORT). */
             if (real.getsockname(fd, (struct sockaddr *)&got, &gl) == 0 &&
-                gl == len && resil_ip_from_sa((struct sockaddr *)&got, gl, &ip,
-                                              &port) &&
+                gl <= sizeof(got) &&
+                resil_ip_from_sa((struct sockaddr *)&got, gl, &ip, &port) &&
                 port != 0) {
                 memcpy(&s->bind_sa, &got, gl);
+                s->bind_len = gl;
                 s->bind_shared = true;
             }
         }
