@@ -581,6 +581,10 @@ static int wait_done(struct resil_race_ctx *c, int timeout_ms)
 }
 
 /* ---- blocking waits (conn.h: outside the recursion guard, cancellable)
+ * The guard keeps a signal handler's calls from re-entering our locked
+ * bookkeeping; a wait holds no lock and calls only real functions, so
+ * there it protects nothing, and a handler's calls during the wait are
+ * the program's own, to be hooked like any other.
  * A wait holds a reference to its race. A cancellation drops it (and the
  * waiter count) in wait_cancelled(). A handler that siglongjmps out of the
  * wait cannot be seen; the wait is recorded per thread, and the thread's
