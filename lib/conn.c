@@ -162,7 +162,6 @@ static bool cancel_race(struct resil_sock *s, int result)
     c->result = result;
     (void)!real.write(c->donefd, &one, sizeof(one));
     s->race = NULL;
-    s->rerace = false;
     return true;
 }
 
@@ -955,6 +954,7 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
     }
     if (rc == 0 || cancelled) {
         s->state = RS_FRESH;
+        s->rerace = false;
         s->fail_connecting = false;
         s->reraces = 0;
         s->eof_seen = false;
@@ -978,6 +978,7 @@ void resil_conn_forget(struct resil_sock *s)
     cancelled = cancel_race(s, EBADF);
     resil_monitor_forget(s);
     pthread_mutex_lock(&s->mu);
+    s->rerace = false;
     set_pending(s, 0);
     pthread_mutex_unlock(&s->mu);
     resil_engine_unlock();
