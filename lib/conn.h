@@ -4,10 +4,22 @@
  * DNS answers, an alternate group) parks the program's socket (swap.h) and
  * races every candidate on sockets of our own (race.h decides the order
  * and the timing, the engine thread runs it); the winner is swapped onto
- * the program's fd. A connection that dies before carrying a byte is raced
- * again the same way. The shim calls the resil_conn_* functions with no
- * lock held; they return at once except where a blocking socket must wait
- * like connect() would.
+ * the program's fd. When every attempt fails, the socket of the attempt
+ * whose errno is reported goes there instead: after its error it behaves
+ * as the kernel's own failed socket does, and the error itself, which the
+ * engine had to read, is emulated until the program consumes it (SO_ERROR,
+ * its next data call, connect again), like the kernel's sk_err. A
+ * connection that dies before carrying a byte is raced again the same way,
+ * once per connect().
+ *
+ * The shim calls the resil_conn_* functions with no lock held; they return
+ * at once except where a blocking socket must wait like the kernel would.
+ * Such waits run outside the recursion guard (resil_in_shim) and are
+ * cancellation points: a handler that siglongjmps out of one, or a
+ * pthread_cancel, leaves the thread's hooks working and leaks nothing but,
+ * after a siglongjmp, one race's reference until the thread's next wait.
+ * Everything else runs with cancellation disabled, so that a cancel never
+ * unwinds a thread holding one of our locks.
  */
 #ifndef RESIL_CONN_H
 #define RESIL_CONN_H
@@ -22,6 +34,19 @@
 /* Races not yet decided in this process: when zero, readiness hooks need
  * not look for sockets being replaced. */
 extern atomic_int resil_races_active;
+
+/* Sockets with an emulated pending error (s->pending_err): when zero, data
+ * hooks need not look for one. */
+extern atomic_int resil_conn_errors;
+
+/* At most this many transparent re-races per connect(). One: a re-race
+ * routes around one dead path, and the race that makes it already tries
+ * every address at once; a replacement that dies before carrying a byte
+ * too is almost always the peer ending connections (a load balancer with
+ * no backend accepts and resets on every address), which no re-race can
+ * fix and each one only delays: the program then gets the real error, as
+ * it would at once without libresil. */
+#define RESIL_RERACE_MAX 1
 
 /* connect() on a managed socket in RS_FRESH. Returns RESIL_OK with *err
  * set to what connect() must report (0, EINPROGRESS, EINTR or the race's
@@ -39,13 +64,52 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
 resil_status_t resil_conn_wait(struct resil_sock *s, const struct sockaddr *sa,
                                socklen_t len, int *err);
 
+/* connect() on a socket in RS_FAILED, or RS_CONNECTED with
+ * fail_connecting (a winner reset right after its handshake, before the
+ * program's next connect()): like the kernel's for a connect that failed,
+ * the pending error (or ECONNABORTED once it was consumed) and the socket
+ * is unconnected again (RS_FRESH). RESIL_OK with *err, or RESIL_ENOENT
+ * when s is in neither state (any more). */
+resil_status_t resil_conn_connect_failed(struct resil_sock *s,
+                                         const struct sockaddr *sa,
+                                         socklen_t len, int *err);
+
+/* connect(AF_UNSPEC) on s: stop a race or the monitoring, disconnect the
+ * socket on fd with the kernel's own call (its result in *err: 0 or an
+ * errno) and make s RS_FRESH. RESIL_EUNSUPP when the call must simply be
+ * passed through (s in RS_FRESH or RS_PASSTHRU, or not ours any more). */
+resil_status_t resil_conn_disconnect(struct resil_sock *s,
+                                     const struct sockaddr *sa, socklen_t len,
+                                     int *err);
+
 /* The program closes s->fd: stop its race and monitoring. */
 void resil_conn_forget(struct resil_sock *s);
 
-/* A data call on s failed with err. When the connection never carried a
- * byte, it is re-raced to another address: returns true, and when wait is
- * set, only after the new connection is in place (or failed). */
-bool resil_conn_path_error(struct resil_sock *s, int err, bool wait);
+/* Consume the emulated pending error of fd's socket, if any: true with
+ * *err set (the data call or SO_ERROR reports it). Cheap when no socket
+ * has one. */
+bool resil_conn_take_error(int fd, int *err);
+
+/* POLLERR (== EPOLLERR) when fd's socket has an emulated pending error,
+ * else 0: readiness hooks add it to what the kernel reported for fd. */
+uint32_t resil_conn_poll_err(int fd);
+
+/* A data call's result came from a socket that has been replaced on fd
+ * since the call read resil_swap_seq (seq): true, and the caller retries
+ * on the socket fd holds now. */
+bool resil_conn_swapped(struct resil_sock *s, uint64_t seq);
+
+/* A data call on s failed with err (consumed by that call). When the
+ * connection never carried a byte and the re-race budget allows, it is
+ * re-raced to another address: RESIL_OK, with *res 0 when the caller may
+ * retry on the new socket (wait_ms 0: at once, the race runs on; else
+ * after it ended, in success or not: a failed re-race puts the dead
+ * socket back with err pending), or EINTR or EAGAIN (wait_ms > 0 elapsed)
+ * that the call reports instead, as a blocking socket call would. wait_ms:
+ * 0 non-blocking caller, -1 no timeout, else SO_RCVTIMEO/SO_SNDTIMEO.
+ * RESIL_EUNSUPP: not re-raced, the call reports err. */
+resil_status_t resil_conn_path_error(struct resil_sock *s, int err,
+                                     int wait_ms, int *res);
 
 /* A readiness call reported an error (pollerr) or hang-up on s. When s is
  * dead (TCP state CLOSE) and never carried a byte, it is re-raced at once

@@ -760,6 +760,14 @@ int resil_epoll_filter(struct resil_epset *set, struct epoll_event *ev, int n,
         if (c[k].interest & EPOLLONESHOT)
             rearm(c[k].s, set);
     }
+    /* a failed race's error that the program has not consumed yet: the
+     * kernel's own socket would report it (conn.c holds it) */
+    for (int k = 0; k < nc; k++) {
+        uint32_t err = resil_conn_poll_err(c[k].s->fd);
+        for (int i = 0; err && i < n; i++)
+            if (ev[i].events && ev[i].data.u64 == c[k].data)
+                ev[i].events |= err;
+    }
     for (int i = 0; i < n; i++)
         if (ev[i].events)
             ev[out++] = ev[i];

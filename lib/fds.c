@@ -275,6 +275,19 @@ int resil_fds_take(int *owner)
     return fd;
 }
 
+void resil_fds_transfer(int *from, int *to)
+{
+    struct ent *e;
+
+    pthread_mutex_lock(&mu);
+    *to = *from;
+    e = find(*from);
+    if (e && e->owner == from)
+        e->owner = to;
+    *from = -1;
+    pthread_mutex_unlock(&mu);
+}
+
 void resil_fds_forget(int fd)
 {
     struct ent *e;

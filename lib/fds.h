@@ -88,6 +88,9 @@ void resil_fds_close_fd(int fd);
  * ours, owned by nobody, until resil_fds_close_fd. Returns it. */
 int resil_fds_take(int *owner);
 
+/* Move the descriptor in *from to the owner variable *to (*from becomes
+ * -1): what the registry rewrites on a move follows. */
+void resil_fds_transfer(int *from, int *to);
 /* Forget the mark of fd without closing it (c-ares was told to drop it and
  * the program's dup2 will replace the file). */
 void resil_fds_forget(int fd);

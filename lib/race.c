@@ -184,17 +184,25 @@ static int relevance(int err)
     }
 }
 
-int resil_race_errno(const struct resil_race *r)
+int resil_race_error_att(const struct resil_race *r)
 {
     int best = -1;
 
-    if (r->winner >= 0 || !resil_race_finished(r))
-        return 0;
     for (int i = 0; i < r->n; i++) {
         if (r->att[i].state != RESIL_ATT_FAILED)
             continue;
         if (best < 0 || relevance(r->att[i].err) > relevance(r->att[best].err))
             best = i;
     }
+    return best;
+}
+
+int resil_race_errno(const struct resil_race *r)
+{
+    int best;
+
+    if (r->winner >= 0 || !resil_race_finished(r))
+        return 0;
+    best = resil_race_error_att(r);
     return best < 0 ? ENETUNREACH : r->att[best].err;
 }

@@ -76,4 +76,9 @@ bool resil_race_finished(const struct resil_race *r);
 /* The errno to report for a failed race (0 when not failed). */
 int resil_race_errno(const struct resil_race *r);
 
+/* The failed attempt whose errno resil_race_errno() reports, judged on the
+ * attempts failed so far (the engine keeps that attempt's socket for the
+ * program, see conn.c); -1 when none failed. */
+int resil_race_error_att(const struct resil_race *r);
+
 #endif

@@ -111,14 +111,47 @@ resil_status_t resil_park(int fd, int family, bool v6only)
     return RESIL_OK;
 }
 
+_Atomic uint64_t resil_swap_seq;
+
+uint64_t resil_sock_cookie(int fd)
+{
+    uint64_t ck = 0;
+    socklen_t l = sizeof(ck);
+    RESIL_KEEP_ERRNO();
+
+    if (real.getsockopt(fd, SOL_SOCKET, SO_COOKIE, &ck, &l) < 0)
+        return 0;
+    return ck;
+}
+
+bool resil_sock_is_ours(const struct resil_sock *s)
+{
+    /* cookie 0: the kernel had none to give when the entry was made */
+    return !s->closed &&
+           (s->cookie == 0 || resil_sock_cookie(s->fd) == s->cookie);
+}
+
 resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
 {
     int fd = s->fd, old, fdfl, fl;
+    uint64_t cookie;
 
     if (s->closed) {
         resil_fds_close_fd(newfd);
         return RESIL_ENOENT;
     }
+    if (!resil_sock_is_ours(s)) {
+        /* a dup3 now would overwrite whatever the program opened on the
+         * reused number (pitfalls 1.2). The check and the dup3 are two
+         * calls: a close and reuse that slips in between cannot be seen. */
+        rinfo("fd %d: closed behind libresil's back (the number may be "
+              "reused); forgetting it", fd);
+        s->closed = true;
+        resil_table_take_if(fd, s);
+        resil_fds_close_fd(newfd);
+        return RESIL_ENOENT;
+    }
+    cookie = resil_sock_cookie(newfd);
     fdfl = real.fcntl(fd, F_GETFD);
     fl = real.fcntl(fd, F_GETFL);
     if (fdfl < 0 || fl < 0) {
@@ -140,6 +173,8 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
         return RESIL_ESYS;
     }
     resil_fds_close_fd(newfd);
+    s->cookie = cookie;
+    s->swap_seq = atomic_fetch_add(&resil_swap_seq, 1) + 1;
     resil_epoll_swap_end(s, true);
     if (old >= 0) {
         real.shutdown(old, SHUT_RDWR);

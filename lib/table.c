@@ -100,28 +100,37 @@ void resil_sock_unref(struct resil_sock *s)
 resil_status_t resil_sock_add_opt(struct resil_sock *s, int level, int name,
                                   const void *val, socklen_t len)
 {
-    struct resil_sockopt **pp, *o;
+    struct resil_sockopt **pp, *o = NULL;
 
     if (len > 256)
         return RESIL_EUNSUPP;
-    o = malloc(sizeof(*o) + len);
-    if (o == NULL)
-        return RESIL_ENOMEM;
+    /* unlink an earlier value of the same option (reused when it fits:
+     * some programs toggle TCP_CORK per request) */
+    for (pp = &s->opts; *pp; pp = &(*pp)->next) {
+        if ((*pp)->level == level && (*pp)->name == name) {
+            o = *pp;
+            *pp = o->next;
+            if (o->len != len) {
+                free(o);
+                o = NULL;
+            }
+            break;
+        }
+    }
+    if (o == NULL) {
+        o = malloc(sizeof(*o) + len);
+        if (o == NULL)
+            return RESIL_ENOMEM;
+    }
     o->next = NULL;
     o->level = level;
     o->name = name;
     o->len = len;
+    o->seq = ++s->opt_seq;
     if (len)
         memcpy(o->val, val, len);
-    /* replace an earlier value of the same option, keep the order */
-    for (pp = &s->opts; *pp; pp = &(*pp)->next) {
-        if ((*pp)->level == level && (*pp)->name == name) {
-            o->next = (*pp)->next;
-            free(*pp);
-            *pp = o;
-            return RESIL_OK;
-        }
-    }
+    for (pp = &s->opts; *pp; pp = &(*pp)->next)
+        ;
     *pp = o;
     return RESIL_OK;
 }
@@ -212,6 +221,26 @@ struct resil_sock *resil_table_take(int fd)
     }
     stripe_unlock(fd);
     return s;
+}
+
+bool resil_table_take_if(int fd, struct resil_sock *s)
+{
+    slot_t *sl = slot_of(fd, false);
+    struct resil_sock *want = s;
+    bool took;
+
+    if (sl == NULL)
+        return false;
+    stripe_lock(fd);
+    took = atomic_compare_exchange_strong(sl, &want, NULL);
+    if (took) {
+        atomic_fetch_sub_explicit(&resil_table_count, 1, memory_order_relaxed);
+        bit_set((slot_t *)atomic_load(&chunks[fd >> CHUNK_BITS]), fd, false);
+    }
+    stripe_unlock(fd);
+    if (took)
+        resil_sock_unref(s);
+    return took;
 }
 
 resil_status_t resil_table_mark(int fd, void *entry)

@@ -37,12 +37,14 @@ enum resil_sock_state {
     RS_DIRECT,     /* connected by the real connect(): nothing to race */
     RS_RACING,     /* a race runs; the fd holds a parked socket */
     RS_CONNECTED,  /* a race was won; the winner sits on the fd */
-    RS_FAILED,     /* every attempt failed; race_errno says why */
+    RS_FAILED,     /* every attempt failed; the fd holds the socket of the
+                      attempt whose errno is reported (pending_err) */
     RS_PASSTHRU,   /* libresil stays out of this socket's way */
 };
 
 struct resil_sockopt {
     struct resil_sockopt *next;
+    uint32_t seq; /* resil_sock.opt_seq when recorded */
     int level, name;
     socklen_t len;
     unsigned char val[];
@@ -69,9 +71,23 @@ struct resil_sock {
     bool user_timeout_armed; /* the monitor armed TCP_USER_TIMEOUT */
     atomic_bool dirty;    /* written since the monitor last saw no data
                              in flight */
-    int race_errno;       /* RS_FAILED: errno for SO_ERROR / connect */
-    bool error_reported;  /* race_errno was read through SO_ERROR */
-    uint64_t cookie;      /* SO_COOKIE of the socket on fd */
+    /* an error the kernel would report once (SO_ERROR, the next data call,
+     * connect in RS_FAILED) but the socket on fd no longer holds: emulated
+     * by conn.c (resil_conn_take_error); written under mu */
+    atomic_int pending_err;
+    bool fail_connecting; /* the socket on fd failed a connect in progress
+                             (RS_FAILED) or was reset right after its
+                             handshake (RS_CONNECTED) and is still
+                             SS_CONNECTING: connect() goes through the
+                             kernel's own error path */
+    bool rerace;          /* RS_RACING: re-racing a connection the program
+                             already had (its connect() says EISCONN) */
+    int reraces;          /* re-races since the program's connect() */
+    uint64_t cookie;      /* SO_COOKIE of the socket on fd; 0: unknown */
+    uint64_t swap_seq;    /* resil_swap_seq of the last swap onto fd */
+    uint32_t opt_seq;     /* seq of the last option recorded */
+    bool bind_shared;     /* bind_sa holds the port bind() got: attempts
+                             share it (see conn.c start_attempt) */
     struct sockaddr_storage bind_sa;
     socklen_t bind_len;
     struct resil_ip peer_ip; /* the program's target */
@@ -98,7 +114,11 @@ struct resil_sock *resil_sock_new(int fd, int family, int type);
 void resil_sock_ref(struct resil_sock *s);
 void resil_sock_unref(struct resil_sock *s);
 
-/* Record a setsockopt for replay (the latest value of an option wins). */
+/* Record a setsockopt for replay. The list keeps the latest value of each
+ * option, ordered by when it was last set (so replaying it ends in the
+ * state the program's own sequence of calls left: SO_SNDBUF and
+ * SO_SNDBUFFORCE, for one, set the same field); the record gets the next
+ * s->opt_seq. */
 resil_status_t resil_sock_add_opt(struct resil_sock *s, int level, int name,
                                   const void *val, socklen_t len);
 
@@ -168,6 +188,9 @@ void *resil_table_marked(int fd);
  * number of chunks and slots in use, not in the width of the range. */
 int resil_table_next(int from);
 
+/* Remove fd's entry only if it is s; true (and the table's reference is
+ * dropped) when it was. */
+bool resil_table_take_if(int fd, struct resil_sock *s);
 /* fork(): hold every stripe across it (prepare), release in parent and
  * child, so the child never inherits a stripe held by a vanished thread. */
 void resil_table_lock_all(void);

@@ -1,8 +1,11 @@
-/* Hooks: the data path. For a managed socket they note writes (the dead-path
- * monitor watches sockets with bytes in flight), note EOF, and turn a path
- * failure on a connection that never carried a byte into a transparent
- * re-race: a blocking caller is retried on the new connection inside the
- * hook, a non-blocking one gets EAGAIN and is woken by the swap. */
+/* Hooks: the data path. For a managed socket they report an error libresil
+ * holds for it (a failed race's), note writes (the dead-path monitor
+ * watches sockets with bytes in flight), note EOF, retry a call whose
+ * socket was replaced under it, and turn a path failure on a connection
+ * that never carried a byte into a transparent re-race: a blocking caller
+ * waits for it inside the hook (as long as the socket's own timeout, and
+ * a signal interrupts it as it would the call) and is retried on the new
+ * connection, a non-blocking one gets EAGAIN and is woken by the swap. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/sendfile.h>
@@ -12,8 +15,9 @@
 #include "engine.h"
 #include "monitor.h"
 #include "shim.h"
+#include "swap.h"
 
-enum { IO_RETURN, IO_RETRY, IO_AGAIN };
+enum { IO_RETURN, IO_RETRY };
 
 bool resil_io_blocking(int fd, int flags)
 {
@@ -24,11 +28,39 @@ bool resil_io_blocking(int fd, int flags)
     return fl >= 0 && !(fl & O_NONBLOCK);
 }
 
-/* What to do after the real call returned rc; errno is that of the call. */
-static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
+/* An error libresil holds for the socket (conn.h) is what this call
+ * reports, as the kernel's sk_err would be; except where the kernel does
+ * not look at it: read()/readv()/sendfile() of nothing return 0 first
+ * (sock_read_iter, do_sendfile), MSG_ERRQUEUE reads another queue. */
+static inline bool io_error(int fd, size_t n, int flags, bool zero_ok,
+                            int *err)
+{
+    if (atomic_load_explicit(&resil_conn_errors, memory_order_relaxed) == 0 ||
+        (zero_ok && n == 0) || (flags & MSG_ERRQUEUE))
+        return false;
+    return resil_conn_take_error(fd, err);
+}
+
+/* A blocking call's own timeout (SO_RCVTIMEO, SO_SNDTIMEO) in ms, or -1. */
+static int io_timeout_ms(int fd, bool is_write)
+{
+    struct timeval tv;
+    socklen_t l = sizeof(tv);
+    if (real.getsockopt(fd, SOL_SOCKET, is_write ? SO_SNDTIMEO : SO_RCVTIMEO,
+                        &tv, &l) < 0 ||
+        (tv.tv_sec == 0 && tv.tv_usec == 0))
+        return -1;
+    return (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+}
+
+/* What to do after the real call returned rc; errno is that of the call,
+ * seq the swap sequence read before it. held: rc and errno are an error
+ * libresil held for the socket, not the kernel's answer to this call. */
+static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags,
+                   uint64_t seq, bool held)
 {
     struct resil_sock *s;
-    int saved = errno, ret = IO_RETURN;
+    int saved = errno, ret = IO_RETURN, res;
 
     if (rc > 0 && !is_write)
         return IO_RETURN;
@@ -43,35 +75,44 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
     if (rc > 0) {
         if (s->state == RS_CONNECTED || s->state == RS_DIRECT)
             resil_monitor_watch(s);
+    } else if (!held && resil_conn_swapped(s, seq)) {
+        /* the call slept on a socket libresil replaced meanwhile (a parked
+         * one, a dead one being re-raced): the shutdown that woke it made
+         * this EOF or error, not the program's socket. Again, on what the
+         * fd holds now. */
+        ret = IO_RETRY;
     } else if (rc == 0) {
-        /* A read that slept on a socket libresil has just replaced (a
-         * re-race) is woken by the shutdown of the old socket and returns 0:
-         * not the program's EOF. The socket on fd now tells which. */
-        char b;
-        ssize_t p = real.recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (p > 0 || (p < 0 && errno == EAGAIN)) {
-            ret = IO_RETRY;
-        } else {
-            pthread_mutex_lock(&s->mu);
-            s->eof_seen = true;
-            pthread_mutex_unlock(&s->mu);
-        }
+        pthread_mutex_lock(&s->mu);
+        s->eof_seen = true;
+        pthread_mutex_unlock(&s->mu);
     } else {
-        bool blocking = resil_io_blocking(fd, flags);
+        int wait = resil_io_blocking(fd, flags) ? io_timeout_ms(fd, is_write)
+                                                : 0;
         resil_in_shim++;
-        if (resil_conn_path_error(s, saved, blocking))
-            ret = blocking ? IO_RETRY : IO_AGAIN;
+        if (resil_conn_path_error(s, saved, wait, &res) == RESIL_OK) {
+            if (res == 0)
+                ret = IO_RETRY;
+            else
+                saved = res; /* EAGAIN (in progress, timeout) or EINTR */
+        }
         resil_in_shim--;
     }
     resil_sock_unref(s);
-    errno = ret == IO_AGAIN ? EAGAIN : saved;
+    errno = saved;
     return ret;
 }
 
-/* One body for every hook: call, then decide (retry only after a re-race) */
-#define IO_HOOK(call, fd, is_write, n, flags)                                  \
+/* One body for every hook: an error libresil holds or the call, then
+ * decide (retry only on a socket put there meanwhile, or after a re-race).
+ * A held error goes the way the kernel's would (a connection reset right
+ * after its handshake is re-raced like one reset later). zero_ok: a call
+ * of n == 0 bytes returns 0 without looking at the socket's error. */
+#define IO_HOOK(call, fd, is_write, n, flags, zero_ok)                         \
     do {                                                                       \
         ssize_t rc_;                                                           \
+        uint64_t seq_;                                                         \
+        int err_;                                                              \
+        bool held_;                                                            \
         RESIL_INIT();                                                          \
         if (resil_in_shim || !resil_table_has(fd))                             \
             return call;                                                       \
@@ -80,10 +121,19 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
             return -1;                                                         \
         }                                                                      \
         for (;;) {                                                             \
-            rc_ = call;                                                        \
+            seq_ = atomic_load_explicit(&resil_swap_seq,                       \
+                                        memory_order_acquire);                 \
+            held_ = io_error(fd, n, flags, zero_ok, &err_);                    \
+            if (held_) {                                                       \
+                errno = err_;                                                  \
+                rc_ = -1;                                                      \
+            } else {                                                           \
+                rc_ = call;                                                    \
+            }                                                                  \
             if (rc_ > 0 && !(is_write)) /* data read: nothing to note */       \
                 return rc_;                                                    \
-            if (io_done(fd, rc_, is_write, n, flags) != IO_RETRY)              \
+            if (io_done(fd, rc_, is_write, n, flags, seq_, held_) !=           \
+                IO_RETRY)                                                      \
                 return rc_;                                                    \
         }                                                                      \
     } while (0)
@@ -98,34 +148,36 @@ static size_t iov_len(const struct iovec *iov, int cnt)
 
 RESIL_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
-    IO_HOOK(real.read(fd, buf, n), fd, false, n, 0);
+    IO_HOOK(real.read(fd, buf, n), fd, false, n, 0, true);
 }
 
 RESIL_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 {
-    IO_HOOK(real.__read_chk(fd, buf, n, buflen), fd, false, n, 0);
+    IO_HOOK(real.__read_chk(fd, buf, n, buflen), fd, false, n, 0, true);
 }
 
 RESIL_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
-    IO_HOOK(real.readv(fd, iov, cnt), fd, false, iov_len(iov, cnt), 0);
+    IO_HOOK(real.readv(fd, iov, cnt), fd, false, iov_len(iov, cnt), 0, true);
 }
 
 RESIL_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
-    IO_HOOK(real.recv(fd, buf, n, flags), fd, false, n, flags);
+    IO_HOOK(real.recv(fd, buf, n, flags), fd, false, n, flags, false);
 }
 
 RESIL_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen,
                                 int flags)
 {
-    IO_HOOK(real.__recv_chk(fd, buf, n, buflen, flags), fd, false, n, flags);
+    IO_HOOK(real.__recv_chk(fd, buf, n, buflen, flags), fd, false, n, flags,
+            false);
 }
 
 RESIL_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
                               struct sockaddr *sa, socklen_t *len)
 {
-    IO_HOOK(real.recvfrom(fd, buf, n, flags, sa, len), fd, false, n, flags);
+    IO_HOOK(real.recvfrom(fd, buf, n, flags, sa, len), fd, false, n, flags,
+            false);
 }
 
 RESIL_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n,
@@ -133,48 +185,51 @@ RESIL_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n,
                                     struct sockaddr *sa, socklen_t *len)
 {
     IO_HOOK(real.__recvfrom_chk(fd, buf, n, buflen, flags, sa, len), fd,
-            false, n, flags);
+            false, n, flags, false);
 }
 
 RESIL_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
     IO_HOOK(real.recvmsg(fd, msg, flags), fd, false,
-            msg ? iov_len(msg->msg_iov, (int)msg->msg_iovlen) : 0, flags);
+            msg ? iov_len(msg->msg_iov, (int)msg->msg_iovlen) : 0, flags,
+            false);
 }
 
 RESIL_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
-    IO_HOOK(real.write(fd, buf, n), fd, true, n, 0);
+    IO_HOOK(real.write(fd, buf, n), fd, true, n, 0, false);
 }
 
 RESIL_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
-    IO_HOOK(real.writev(fd, iov, cnt), fd, true, iov_len(iov, cnt), 0);
+    IO_HOOK(real.writev(fd, iov, cnt), fd, true, iov_len(iov, cnt), 0, false);
 }
 
 RESIL_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
-    IO_HOOK(real.send(fd, buf, n, flags), fd, true, n, flags);
+    IO_HOOK(real.send(fd, buf, n, flags), fd, true, n, flags, false);
 }
 
 RESIL_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
                             const struct sockaddr *sa, socklen_t len)
 {
-    IO_HOOK(real.sendto(fd, buf, n, flags, sa, len), fd, true, n, flags);
+    IO_HOOK(real.sendto(fd, buf, n, flags, sa, len), fd, true, n, flags,
+            false);
 }
 
 RESIL_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     IO_HOOK(real.sendmsg(fd, msg, flags), fd, true,
-            msg ? iov_len(msg->msg_iov, (int)msg->msg_iovlen) : 0, flags);
+            msg ? iov_len(msg->msg_iov, (int)msg->msg_iovlen) : 0, flags,
+            false);
 }
 
 RESIL_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n)
 {
-    IO_HOOK(real.sendfile(out, in, off, n), out, true, n, 0);
+    IO_HOOK(real.sendfile(out, in, off, n), out, true, n, 0, true);
 }
 
 RESIL_EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
 {
-    IO_HOOK(real.sendfile64(out, in, off, n), out, true, n, 0);
+    IO_HOOK(real.sendfile64(out, in, off, n), out, true, n, 0, true);
 }

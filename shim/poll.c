@@ -67,6 +67,8 @@ static int drop_stale_pollfds(struct pollfd *fds, nfds_t n, uint64_t seq0)
                    fds[i].fd, (unsigned)(uint16_t)got);
             fds[i].revents = 0;
             dropped++;
+        } else {
+            fds[i].revents |= (short)resil_conn_poll_err(fds[i].fd);
         }
         resil_sock_unref(s);
     }

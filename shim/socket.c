@@ -16,6 +16,7 @@
 #include "monitor.h"
 #include "log.h"
 #include "shim.h"
+#include "swap.h"
 
 void resil_shim_drop(int fd)
 {
@@ -48,6 +49,10 @@ RESIL_EXPORT int socket(int domain, int type, int protocol)
         (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM &&
         (protocol == 0 || protocol == IPPROTO_TCP)) {
         s = resil_sock_new(fd, domain, type);
+        /* its identity: a swap never touches the number once the program
+         * closed the socket behind our back (resil_sock_is_ours) */
+        if (s)
+            s->cookie = resil_sock_cookie(fd);
         if (s == NULL || resil_table_set(fd, s) != RESIL_OK) {
             resil_sock_unref(s);
             if (resil_config_get()->strict) {
@@ -88,9 +93,23 @@ RESIL_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
             s->state = RS_PASSTHRU;
             rdebug("fd %d: bound to a fixed port; not racing", fd);
         } else {
+            struct sockaddr_storage got;
+            socklen_t gl = sizeof(got);
             memcpy(&s->bind_sa, sa, len);
             s->bind_len = len;
             s->bound = true;
+            /* the port bind() chose: the attempts take it too (conn.c
+             * bind_attempt), so getsockname() names the port the
+             * connection will use, as for one socket. 0 when the choice
+             * waits for the connect (IP_BIND_ADDRESS_NO_PORT). */
+            if (real.getsockname(fd, (struct sockaddr *)&got, &gl) == 0 &&
+                gl <= sizeof(got) &&
+                resil_ip_from_sa((struct sockaddr *)&got, gl, &ip, &port) &&
+                port != 0) {
+                memcpy(&s->bind_sa, &got, gl);
+                s->bind_len = gl;
+                s->bind_shared = true;
+            }
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -105,27 +124,34 @@ RESIL_EXPORT int setsockopt(int fd, int level, int name, const void *val,
     int rc, saved;
 
     RESIL_INIT();
-    if (resil_in_shim || !resil_table_has(fd))
+    if (resil_in_shim || !resil_table_has(fd) ||
+        (s = resil_table_get(fd)) == NULL)
         return real.setsockopt(fd, level, name, val, len);
-    rc = real.setsockopt(fd, level, name, val, len);
-    if (rc < 0 || (s = resil_table_get(fd)) == NULL)
-        return rc;
-    saved = errno;
+    /* the call and its record under s->mu, which a swap holds: either the
+     * option is recorded before the swap, which sets it on the new socket,
+     * or the call goes to the new socket itself. Recorded in every state:
+     * a race's winner and a re-race's new connection get what the program
+     * set during the race or after its connect, in its order. */
     pthread_mutex_lock(&s->mu);
-    if (level == SOL_SOCKET && name == SO_KEEPALIVE)
-        s->app_keepalive = true;
-    else if (level == IPPROTO_TCP && name == TCP_USER_TIMEOUT)
-        s->app_user_timeout = true;
-    else if (level == IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT)
-        s->fastopen = true;
-    else if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && val &&
-             len >= sizeof(int))
-        s->v6only = *(const int *)val != 0;
-    if (s->state == RS_FRESH &&
-        resil_sock_add_opt(s, level, name, val, len) != RESIL_OK) {
-        s->state = RS_PASSTHRU;
-        rdebug("fd %d: cannot record option %d/%d; not racing", fd, level,
-               name);
+    rc = real.setsockopt(fd, level, name, val, len);
+    saved = errno;
+    if (rc == 0 && s->state != RS_PASSTHRU) {
+        if (level == SOL_SOCKET && name == SO_KEEPALIVE)
+            s->app_keepalive = true;
+        else if (level == IPPROTO_TCP && name == TCP_USER_TIMEOUT)
+            s->app_user_timeout = true;
+        else if (level == IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT)
+            s->fastopen = true;
+        else if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && val &&
+                 len >= sizeof(int))
+            s->v6only = *(const int *)val != 0;
+        if (resil_sock_add_opt(s, level, name, val, len) != RESIL_OK) {
+            if (s->state == RS_FRESH)
+                s->state = RS_PASSTHRU;
+            rdebug("fd %d: cannot record option %d/%d; %s", fd, level, name,
+                   s->state == RS_PASSTHRU ? "not racing"
+                                           : "a new connection lacks it");
+        }
     }
     pthread_mutex_unlock(&s->mu);
     resil_sock_unref(s);
@@ -136,28 +162,19 @@ RESIL_EXPORT int setsockopt(int fd, int level, int name, const void *val,
 RESIL_EXPORT int getsockopt(int fd, int level, int name, void *val,
                             socklen_t *len)
 {
-    struct resil_sock *s;
-    int err = -1;
+    int err;
 
     RESIL_INIT();
-    if (resil_in_shim || !resil_table_has(fd) || level != SOL_SOCKET ||
-        name != SO_ERROR || val == NULL || len == NULL || *len < sizeof(int))
-        return real.getsockopt(fd, level, name, val, len);
-    s = resil_table_get(fd);
-    if (s == NULL)
-        return real.getsockopt(fd, level, name, val, len);
-    pthread_mutex_lock(&s->mu);
-    if (s->state == RS_FAILED && !s->error_reported) {
-        err = s->race_errno;
-        s->error_reported = true;
+    /* SO_ERROR reads an error libresil holds for the socket (a failed
+     * race's, a failed re-race's) once, like the kernel's sk_err */
+    if (!resil_in_shim && level == SOL_SOCKET && name == SO_ERROR && val &&
+        len && *len >= sizeof(int) && resil_table_has(fd) &&
+        resil_conn_take_error(fd, &err)) {
+        *(int *)val = err;
+        *len = sizeof(int);
+        return 0;
     }
-    pthread_mutex_unlock(&s->mu);
-    resil_sock_unref(s);
-    if (err < 0)
-        return real.getsockopt(fd, level, name, val, len);
-    *(int *)val = err;
-    *len = sizeof(int);
-    return 0;
+    return real.getsockopt(fd, level, name, val, len);
 }
 
 RESIL_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
@@ -173,14 +190,25 @@ RESIL_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
     s = resil_table_get(fd);
     if (s == NULL)
         return real.connect(fd, sa, len);
+    if (sa && len >= sizeof(sa_family_t) && sa->sa_family == AF_UNSPEC) {
+        /* a disconnect: a race in progress stops there */
+        resil_in_shim++;
+        st = resil_conn_disconnect(s, sa, len, &err);
+        resil_in_shim--;
+        resil_sock_unref(s);
+        if (st != RESIL_OK)
+            return real.connect(fd, sa, len);
+        goto result;
+    }
 again:
     pthread_mutex_lock(&s->mu);
     switch (s->state) {
     case RS_FRESH:
         break;
     case RS_RACING:
-        err = EALREADY;
-        if (no_wait || !resil_io_blocking(fd, 0))
+        /* re-racing a connection the program had: to it, still connected */
+        err = s->rerace ? EISCONN : EALREADY;
+        if (s->rerace || no_wait || !resil_io_blocking(fd, 0))
             goto report;
         /* blocking: the kernel waits for a connect in progress (the usual
          * retry after EINTR); so do we */
@@ -189,26 +217,28 @@ again:
         st = resil_conn_wait(s, sa, len, &err);
         resil_in_shim--;
         if (st != RESIL_OK) {
-            /* decided meanwhile, or nothing to wait for (a re-race, or
-             * the fd was closed) */
+            /* decided meanwhile, or nothing to wait for (the fd was
+             * closed) */
             no_wait = true;
             goto again;
         }
         resil_sock_unref(s);
-        if (err == 0)
-            return 0;
-        errno = err;
-        return -1;
+        goto result;
+    case RS_CONNECTED:
+        if (!s->fail_connecting)
+            goto pass;
+        /* fall through */
     case RS_FAILED:
-        /* like the kernel: the pending error, or ECONNABORTED when SO_ERROR
-         * already reported it; either way the socket is unconnected again
-         * and the next connect() is a new attempt (__inet_stream_connect) */
-        err = s->error_reported ? ECONNABORTED : s->race_errno;
-        s->state = RS_FRESH;
-        s->race_errno = 0;
-        s->error_reported = false;
-        goto report;
+        pthread_mutex_unlock(&s->mu);
+        resil_in_shim++;
+        st = resil_conn_connect_failed(s, sa, len, &err);
+        resil_in_shim--;
+        if (st != RESIL_OK)
+            goto again;
+        resil_sock_unref(s);
+        goto result;
     default:
+    pass:
         pthread_mutex_unlock(&s->mu);
         resil_sock_unref(s);
         return real.connect(fd, sa, len);
@@ -220,6 +250,7 @@ again:
     resil_sock_unref(s);
     if (st != RESIL_OK)
         return real.connect(fd, sa, len);
+result:
     if (err == 0)
         return 0;
     errno = err;

@@ -173,6 +173,7 @@ SUFFIX=/plain run_all refused plain 10
 SUFFIX=/plain run_all unmanaged plain 10
 SUFFIX=/plain run_all fds plain 30
 SUFFIX=/plain run_all epoll_exact plain 10
+SUFFIX=/plain run_all semantics plain 10
 run "early_main/plain" plain 10 -- "$DRV/early_main"
 
 echo "== with libresil ($PRELOAD)"
@@ -183,6 +184,7 @@ run "race_block/dead_hang6/RESIL_RACE=0" resil 10 RESIL_RACE=0 -- \
     "$DRV/race_block" dead_hang6
 run_all race_nonblock resil 20
 run_all refused resil 20
+run_all semantics resil 20
 run_all threads resil 60
 # without the health cache every dead-first connect really waits out its
 # dead first attempt: 16 concurrent races at all times

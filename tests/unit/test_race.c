@@ -209,6 +209,29 @@ Test(race, all_fail_reports_most_relevant_errno)
     cr_expect_eq(resil_race_errno(&r), EACCES);
 }
 
+/* The attempt whose errno a failed race reports is known while the race
+ * runs (the engine keeps that attempt's socket for the program). */
+Test(race, error_attempt)
+{
+    struct resil_race r;
+    resil_race_init(&r, AF_INET, false, 10 * MS_NS, 0);
+    add(&r, "10.0.1.2");
+    add(&r, "10.0.2.2");
+    add(&r, "10.0.3.2");
+    cr_expect_eq(resil_race_error_att(&r), -1);
+    start(&r, 0);
+    start(&r, 10 * MS_NS);
+    start(&r, 20 * MS_NS);
+    resil_race_failed(&r, 1, EHOSTUNREACH, 21 * MS_NS);
+    cr_expect_eq(resil_race_error_att(&r), 1);
+    resil_race_failed(&r, 2, ECONNREFUSED, 22 * MS_NS);
+    cr_expect_eq(resil_race_error_att(&r), 2);
+    /* as telling as the refusal, and earlier: the earlier one wins */
+    resil_race_failed(&r, 0, ECONNREFUSED, 23 * MS_NS);
+    cr_expect_eq(resil_race_error_att(&r), 0);
+    cr_expect_eq(resil_race_errno(&r), ECONNREFUSED);
+}
+
 Test(race, capacity)
 {
     struct resil_race r;

@@ -62,16 +62,34 @@ Test(table, options_latest_value_wins_in_order)
     cr_expect_eq(resil_sock_add_opt(s, 6, 1, &one, sizeof(one)), RESIL_OK);
     cr_expect_eq(resil_sock_add_opt(s, 1, 8, &big, sizeof(big)), RESIL_OK);
     cr_expect_eq(resil_sock_add_opt(s, 6, 1, &two, sizeof(two)), RESIL_OK);
+    /* the option set again moves to the end: replaying the list gives
+     * what the program's own order of calls gave */
     cr_assert_not_null(s->opts);
-    cr_expect_eq(s->opts->level, 6);
-    cr_expect_eq(*(int *)s->opts->val, 2);
+    cr_expect_eq(s->opts->name, 8);
+    cr_expect_eq(s->opts->seq, 2);
     cr_assert_not_null(s->opts->next);
-    cr_expect_eq(s->opts->next->name, 8);
+    cr_expect_eq(s->opts->next->level, 6);
+    cr_expect_eq(*(int *)s->opts->next->val, 2);
+    cr_expect_eq(s->opts->next->seq, 3);
     cr_expect_null(s->opts->next->next);
+    cr_expect_eq(s->opt_seq, 3);
     char huge[300] = {0};
     cr_expect_eq(resil_sock_add_opt(s, 1, 2, huge, sizeof(huge)),
                  RESIL_EUNSUPP);
     resil_sock_unref(s);
+}
+
+Test(table, take_if)
+{
+    struct resil_sock *a = resil_sock_new(9001, AF_INET, 1);
+    struct resil_sock *b = resil_sock_new(9001, AF_INET, 1);
+    cr_assert_eq(resil_table_set(9001, a), RESIL_OK);
+    cr_expect_not(resil_table_take_if(9001, b));
+    cr_expect(resil_table_take_if(9001, a));
+    cr_expect_null(resil_table_get(9001));
+    cr_expect_not(resil_table_take_if(9001, a));
+    resil_sock_unref(a);
+    resil_sock_unref(b);
 }
 
 static void *hammer(void *arg)
