@@ -530,7 +530,6 @@ void resil_conn_forget(struct resil_sock *s)
         (void)!real.write(s->race->donefd, &one, sizeof(one));
         s->race = NULL;
     }
-    resil_monitor_forget(s);
     resil_engine_unlock();
     if (cancelled)
         resil_engine_wake(); /* the engine drops the race */

@@ -22,13 +22,25 @@
 
 static struct {
     pthread_mutex_t mu; /* the engine lock: this struct and every client's
-                           engine state (races, monitor list, c-ares) */
-    bool running;
+                           engine state (races, c-ares) */
+    bool running;       /* an engine thread runs in this process */
     unsigned gen;       /* bumped per engine thread started */
-    pid_t pid;
     int epfd, wakefd;
     struct resil_watch wake_w;
 } E = {.mu = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .wakefd = -1};
+
+unsigned resil_fork_gen;
+static pid_t pid_cache;
+
+pid_t resil_getpid(void)
+{
+    pid_t p = __atomic_load_n(&pid_cache, __ATOMIC_RELAXED);
+    if (p == 0) {
+        p = getpid();
+        __atomic_store_n(&pid_cache, p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
 
 uint64_t resil_now_ns(void)
 {
@@ -109,16 +121,20 @@ static void *engine_main(void *arg)
              * descriptors): leave the state to it */
             break;
         }
-        wake = min_u64(resil_conn_tick(now),
-                       min_u64(resil_monitor_tick(now), resil_dns_tick(now)));
+        wake = min_u64(resil_conn_tick(now), resil_dns_tick(now));
+        epfd = E.epfd;
+        pthread_mutex_unlock(&E.mu);
+        /* the monitor's system calls (one pair per socket with bytes in
+         * flight) run without the engine lock: a close() or a connect()
+         * never waits for them */
+        wake = min_u64(wake, resil_monitor_tick(now));
+        now = resil_now_ns();
         if (wake == UINT64_MAX)
             timeout = -1;
         else if (wake <= now)
             timeout = 0;
         else
             timeout = (int)((wake - now + RESIL_MS - 1) / RESIL_MS);
-        epfd = E.epfd;
-        pthread_mutex_unlock(&E.mu);
         n = real.epoll_wait(epfd, evs, 64, timeout);
         int err = errno;
         pthread_mutex_lock(&E.mu);
@@ -150,7 +166,10 @@ resil_status_t resil_engine_start(void)
     pthread_attr_t at;
     int rc;
 
-    if (E.running && E.pid == getpid())
+    /* a forked child learns from the atfork handler that it has no
+     * engine thread (the child of _Fork(), which runs no handlers, may
+     * only call async-signal-safe functions until it execs) */
+    if (E.running)
         return RESIL_OK;
     if (E.epfd < 0) {
         E.epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -185,7 +204,6 @@ resil_status_t resil_engine_start(void)
         return RESIL_ESYS;
     }
     E.running = true;
-    E.pid = getpid();
     return RESIL_OK;
 }
 
@@ -196,7 +214,7 @@ void resil_engine_fds_closed(unsigned first, unsigned last)
     pthread_mutex_lock(&E.mu);
     resil_park_fds_closed(first, last);
     if (resil_fd_in_range(E.epfd, first, last) || resil_fd_in_range(E.wakefd, first, last)) {
-        if (E.running && E.pid == getpid())
+        if (E.running)
             rwarn("close_range() closed the engine's descriptors while it "
                   "runs; races in flight will not finish");
         E.epfd = E.wakefd = -1;
@@ -244,6 +262,8 @@ void resil_engine_atfork_child(void)
     /* Only the forking thread exists now: the engine thread, its races and
      * c-ares state stay with the parent. */
     atfork_release();
+    resil_fork_gen++;
+    __atomic_store_n(&pid_cache, 0, __ATOMIC_RELAXED);
     resil_table_foreach(reinit_sock_locks, NULL);
     pthread_mutex_unlock(&E.mu);
     resil_conn_atfork_child();

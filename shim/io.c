@@ -42,7 +42,7 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
         return IO_RETURN;
     if (rc > 0) {
         if (s->state == RS_CONNECTED || s->state == RS_DIRECT)
-            resil_monitor_watch(s);
+            resil_monitor_mark(s);
     } else if (rc == 0) {
         /* A read that slept on a socket libresil has just replaced (a
          * re-race) is woken by the shutdown of the old socket and returns 0:
@@ -61,6 +61,8 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags)
         resil_in_shim++;
         if (resil_conn_path_error(s, saved, blocking))
             ret = blocking ? IO_RETRY : IO_AGAIN;
+        else
+            resil_monitor_failed(s, saved);
         resil_in_shim--;
     }
     resil_sock_unref(s);

@@ -63,6 +63,8 @@ static bool stale_event(int fd, bool pollerr)
     }
     resil_in_shim++;
     stale = resil_conn_dead_unused(s, pollerr);
+    if (!stale && pollerr)
+        resil_monitor_pollerr(s);
     resil_in_shim--;
     rdebug("fd %d: %s on a socket in state %d: %s", fd,
            pollerr ? "POLLERR" : "POLLHUP", (int)s->state,

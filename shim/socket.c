@@ -107,11 +107,8 @@ RESIL_EXPORT int setsockopt(int fd, int level, int name, const void *val,
         return rc;
     saved = errno;
     pthread_mutex_lock(&s->mu);
-    if (level == SOL_SOCKET && name == SO_KEEPALIVE)
-        s->app_keepalive = true;
-    else if (level == IPPROTO_TCP && name == TCP_USER_TIMEOUT)
-        s->app_user_timeout = true;
-    else if (level == IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT)
+    resil_monitor_app_opt(s, level, name, val, len);
+    if (level == IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT)
         s->fastopen = true;
     else if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && val &&
              len >= sizeof(int))
