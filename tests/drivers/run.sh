@@ -162,6 +162,22 @@ if [ "${RESIL_SAN:-0}" = 1 ]; then
     done
 fi
 
+# The monitor driver (its header says why the bound differs): the dead
+# address SRV_A gets a live alternate SRV_B, and an events file.
+monitor_all() {
+    local mode=$1 t bound suffix=""
+    [ "$mode" = plain ] && suffix=/plain
+    for t in $("$DRV/monitor" list); do
+        case $t in
+        idle_request | busy_requests | bulk) bound=10000 ;;
+        *) bound=3000 ;;
+        esac
+        run "monitor/$t$suffix" "$mode" 30 RESIL_FAIL_TIMEOUT_MS=$bound \
+            RESIL_EVENTS="$TMP/monitor.ev" \
+            RESIL_ALTERNATES="$ALT;127.0.0.9,127.0.0.10" -- "$DRV/monitor" "$t"
+    done
+}
+
 echo "== test bed, without libresil"
 run "bed/dead-address-hangs" plain 10 -- "$DRV/race_block" dead_hang
 run "bed/dead-address-hangs-v6" plain 10 -- "$DRV/race_block" dead_hang6
@@ -169,6 +185,7 @@ run "bed/dead-first-fails" plainfail 4 -- "$DRV/race_block" dead_first
 run "bed/nonblock-dead-first-fails" plainfail 6 -- "$DRV/race_nonblock" poll4
 SUFFIX=/plain run_all refused plain 10
 SUFFIX=/plain run_all unmanaged plain 10
+monitor_all plain
 run "early_main/plain" plain 10 -- "$DRV/early_main"
 
 echo "== with libresil ($PRELOAD)"
@@ -184,6 +201,7 @@ run_all threads resil 60
 # dead first attempt: 16 concurrent races at all times
 SUFFIX=/no-health-cache run_all threads resil 60 RESIL_HEALTH_TTL_MS=0
 run_all fork resil 60
+monitor_all resil
 # unmanaged: no alternates at all, so TCP to one address is pass-through
 run_all unmanaged resil 20 RESIL_ALTERNATES=
 run "early_main/race-in-constructor" resil 20 EARLY_DEAD=1 -- \
