@@ -15,7 +15,7 @@ BUILD    ?= build
 PKGS      := libcares
 DEB_BUILD := build-essential pkg-config libc-ares-dev libcriterion-dev
 DEB_NET   := iproute2 nftables dnsmasq-base python3 curl socat netcat-openbsd \
-             redis-server redis-tools iperf3 file
+             redis-server redis-tools iperf3 file postgresql
 
 CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
                -D_GNU_SOURCE -Ilib -g
