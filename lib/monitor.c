@@ -140,6 +140,8 @@ static void stalled(struct resil_sock *s, const struct tcp_info *ti,
                 ti->tcpi_unacked, ti->tcpi_last_ack_recv);
 }
 
+/* The path answers again after a stall: the user timeout goes, and a
+ * later failure of this connection marks its address down again. */
 static void disarm(struct resil_sock *s)
 {
     if (!s->mon.ut_armed)
@@ -147,6 +149,7 @@ static void disarm(struct resil_sock *s)
     if (!(s->app_opts & RESIL_APP_USER_TIMEOUT))
         set_user_timeout(s->fd, 0);
     s->mon.ut_armed = false;
+    s->mon.failed = false;
 }
 
 /* Check one marked socket (mon_mu held). Returns false when it needs no
