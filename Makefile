@@ -16,7 +16,7 @@ PKGS      := libcares libsodium
 DEB_BUILD := build-essential pkg-config libc-ares-dev libcriterion-dev \
              libsodium-dev clang libclang-rt-14-dev
 DEB_NET   := iproute2 nftables dnsmasq-base python3 curl socat netcat-openbsd \
-             redis-server redis-tools iperf3 file valgrind
+             redis-server redis-tools iperf3 file valgrind postgresql
 
 CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
                -D_GNU_SOURCE -Ilib -g

@@ -963,7 +963,6 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
         rerace_err = true;
     }
     cancelled = cancel_race(s, ECONNRESET);
-    resil_monitor_forget(s);
     rc = real.connect(s->fd, sa, len);
     e = errno;
     if (rerace_err) {
@@ -995,7 +994,6 @@ void resil_conn_forget(struct resil_sock *s)
     heal();
     resil_engine_lock();
     cancelled = cancel_race(s, EBADF);
-    resil_monitor_forget(s);
     pthread_mutex_lock(&s->mu);
     s->rerace = false;
     set_pending(s, 0);

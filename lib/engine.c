@@ -24,7 +24,7 @@
 
 static struct {
     pthread_mutex_t mu; /* the engine lock: this struct and every client's
-                           engine state (races, monitor list, c-ares) */
+                           engine state (races, c-ares) */
     pthread_cond_t cv;  /* the engine thread came back from epoll_wait, or
                            left */
     bool running;       /* an engine thread serves this process */
@@ -32,8 +32,8 @@ static struct {
     unsigned alive;     /* gen of the thread that may still use epfd, or 0 */
     unsigned turns;     /* returns from epoll_wait */
     bool waiting;       /* the thread is in epoll_wait, or on its way */
-    pid_t pid;
-    pid_t warned_pid;   /* "cannot start the engine thread" said there */
+    unsigned warned_gen; /* "cannot start the engine thread" said in this
+                            process (resil_fork_gen + 1) */
     int epfd, wakefd;   /* owned by the registry (fds.h), which may move
                            them: the thread re-reads epfd each turn, and
                            wake writers pin wakefd */
@@ -43,6 +43,19 @@ static struct {
        .cv = PTHREAD_COND_INITIALIZER,
        .epfd = -1,
        .wakefd = -1};
+
+unsigned resil_fork_gen;
+static pid_t pid_cache;
+
+pid_t resil_getpid(void)
+{
+    pid_t p = __atomic_load_n(&pid_cache, __ATOMIC_RELAXED);
+    if (p == 0) {
+        p = getpid();
+        __atomic_store_n(&pid_cache, p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
 
 uint64_t resil_now_ns(void)
 {
@@ -127,8 +140,13 @@ static void *engine_main(void *arg)
             /* stopped (resil_engine_release) or replaced: leave */
             break;
         }
-        wake = min_u64(resil_conn_tick(now),
-                       min_u64(resil_monitor_tick(now), resil_dns_tick(now)));
+        wake = min_u64(resil_conn_tick(now), resil_dns_tick(now));
+        pthread_mutex_unlock(&E.mu);
+        /* the monitor's system calls (one pair per socket with bytes in
+         * flight) run without the engine lock: a close() or a connect()
+         * never waits for them */
+        wake = min_u64(wake, resil_monitor_tick(now));
+        now = resil_now_ns();
         if (wake == UINT64_MAX)
             timeout = -1;
         else if (wake <= now)
@@ -138,6 +156,9 @@ static void *engine_main(void *arg)
         /* the number is read under the lock, and a move of it waits (cv)
          * until this thread is back: epoll_wait never runs on a number
          * that has become the program's */
+        pthread_mutex_lock(&E.mu);
+        if (E.gen != gen)
+            break;
         epfd = E.epfd;
         E.waiting = true;
         pthread_mutex_unlock(&E.mu);
@@ -208,7 +229,10 @@ resil_status_t resil_engine_start(void)
     pthread_attr_t at;
     int rc, fd;
 
-    if (E.running && E.pid == getpid())
+    /* a forked child learns from the atfork handler that it has no
+     * engine thread (the child of _Fork(), which runs no handlers, may
+     * only call async-signal-safe functions until it execs) */
+    if (E.running)
         return RESIL_OK;
     if (E.epfd < 0) {
         fd = epoll_create1(EPOLL_CLOEXEC);
@@ -238,8 +262,8 @@ resil_status_t resil_engine_start(void)
     if (rc != 0) {
         /* once per process: every connect of a program that cannot make
          * threads would otherwise say it again */
-        if (E.warned_pid != getpid()) {
-            E.warned_pid = getpid();
+        if (E.warned_gen != resil_fork_gen + 1) {
+            E.warned_gen = resil_fork_gen + 1;
             rwarn("cannot start the engine thread: %s; connections are "
                   "not raced", strerror(rc));
         }
@@ -247,7 +271,6 @@ resil_status_t resil_engine_start(void)
     }
     E.alive = E.gen;
     E.running = true;
-    E.pid = getpid();
     return RESIL_OK;
 fail:
     /* without a thread they serve nothing: the program gets them back */
@@ -408,6 +431,8 @@ void resil_engine_atfork_child(void)
      * c-ares state stay with the parent. */
     atfork_release();
     resil_fds_atfork_child();
+    resil_fork_gen++;
+    __atomic_store_n(&pid_cache, 0, __ATOMIC_RELAXED);
     resil_table_foreach(reinit_sock_locks, NULL);
     /* a parent thread waiting on cv does not exist here */
     pthread_cond_init(&E.cv, NULL);

@@ -9,8 +9,9 @@
  *   conn.c     connection races (attempt sockets, attempt delays)
  *   monitor.c  the dead-path monitor
  *   dns.c      c-ares (its sockets are watchers too)
- * Watcher callbacks and ticks run on the engine thread with the engine lock
- * held. Lock order: engine lock, then resil_sock.mu, then leaf locks
+ * Watcher callbacks and the races' and c-ares' ticks run on the engine
+ * thread with the engine lock held; the monitor's tick runs without it
+ * (monitor.h). Lock order: engine lock, then resil_sock.mu, then leaf locks
  * (table stripes, health, names); see table.h.
  */
 #ifndef RESIL_ENGINE_H
@@ -18,12 +19,19 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "status.h"
 
 #define RESIL_MS 1000000ull
 
 uint64_t resil_now_ns(void);
+
+/* Bumped in the child of every fork (the atfork handler): state kept per
+ * process compares it instead of calling getpid() per use. */
+extern unsigned resil_fork_gen;
+/* This process's pid, read from the kernel once per process. */
+pid_t resil_getpid(void);
 
 void resil_engine_lock(void);
 void resil_engine_unlock(void);

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "events.h"
 #include "fds.h"
 #include "log.h"
@@ -17,20 +18,21 @@ static int ev_failed;
 
 /* Per-process counts for the summary at exit (log level info), kept even
  * without an events file. A forked child starts from zero: the first event
- * in a new pid resets them, so each process reports only its own. */
+ * after a fork resets them, so each process reports only its own.
+ * count_gen is resil_fork_gen + 1 of the process that counted (0: none). */
 enum { C_CONNECT, C_FAILED, C_RERACE, C_STALL, C_RESUME, C_DROPPED, C_N };
 static unsigned long counts[C_N];
-static pid_t count_pid;
+static unsigned count_gen;
 
 static void count(const char *type)
 {
-    pid_t pid = getpid();
+    unsigned gen = resil_fork_gen + 1;
     int c;
 
-    if (__atomic_load_n(&count_pid, __ATOMIC_RELAXED) != pid) {
+    if (__atomic_load_n(&count_gen, __ATOMIC_RELAXED) != gen) {
         for (c = 0; c < C_N; c++)
             __atomic_store_n(&counts[c], 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&count_pid, pid, __ATOMIC_RELAXED);
+        __atomic_store_n(&count_gen, gen, __ATOMIC_RELAXED);
     }
     if (strcmp(type, "connect") == 0)
         c = C_CONNECT;
@@ -51,7 +53,7 @@ static void count(const char *type)
 __attribute__((destructor)) static void events_summary(void)
 {
     if (resil_log_level < RESIL_LOG_INFO ||
-        __atomic_load_n(&count_pid, __ATOMIC_RELAXED) != getpid())
+        __atomic_load_n(&count_gen, __ATOMIC_RELAXED) != resil_fork_gen + 1)
         return;
     rinfo("summary: %lu connects, %lu failed, %lu re-raced, %lu path "
           "stalls, %lu resumes; %lu events not written",
@@ -129,8 +131,8 @@ void resil_event(const char *type, int fd, const char *members, ...)
     clock_gettime(CLOCK_REALTIME, &ts);
     n = snprintf(buf, sizeof(buf),
                  "{\"ts\":%lld.%06ld,\"pid\":%d,\"fd\":%d,\"event\":\"%s\"",
-                 (long long)ts.tv_sec, ts.tv_nsec / 1000, (int)getpid(), fd,
-                 type);
+                 (long long)ts.tv_sec, ts.tv_nsec / 1000, (int)resil_getpid(),
+                 fd, type);
     va_start(ap, members);
     if (members[0] != '\0') {
         buf[n++] = ',';

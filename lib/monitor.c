@@ -1,8 +1,9 @@
 #include <errno.h>
 #include <linux/sockios.h>
+#include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
+#include <netinet/in.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
 
 #include "config.h"
 #include "engine.h"
@@ -14,73 +15,86 @@
 
 /* include/net/tcp_states.h; netinet/tcp.h clashes with linux/tcp.h */
 #define TCP_ESTABLISHED 1
+#define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
 
-static struct resil_sock *mon; /* linked by mon_next; engine lock */
+/* After the last marked socket, keep ticking this many ticks before going
+ * idle: request/response traffic with pauses shorter than that never
+ * pays a wake-up. */
+#define GRACE_TICKS 16
 
-void resil_monitor_tune(struct resil_sock *s, int fd)
+/* New marks: a lock-free stack (push: one CAS). IDLE on top means the
+ * engine stopped ticking for the monitor: the push that replaces it must
+ * wake the engine. The engine takes the whole stack at once. */
+static char idle_mark;
+#define IDLE ((struct resil_sock *)&idle_mark)
+static _Atomic(struct resil_sock *) marks = IDLE;
+
+/* The engine's side, under mon_mu (only engine threads take it: one, or
+ * two for a moment when close_range() made a new engine replace one). */
+static pthread_mutex_t mon_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct resil_sock *list; /* marked sockets, linked by mon.next */
+static uint64_t due;            /* next check of the list */
+static uint64_t quiet_until;    /* go idle when the list is empty past it */
+
+static bool connected(const struct resil_sock *s)
 {
-    const struct resil_config *cfg = resil_config_get();
-    int on = 1, idle, intvl, cnt = 2;
-
-    if (s->app_keepalive)
-        return;
-    /* keepalive finds a dead idle path in about fail_timeout: half of it
-     * idle, then two unanswered probes */
-    idle = cfg->fail_timeout_ms / 2000;
-    if (idle < 1)
-        idle = 1;
-    intvl = (cfg->fail_timeout_ms / 1000 - idle) / cnt;
-    if (intvl < 1)
-        intvl = 1;
-    real.setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-    real.setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-    real.setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-    real.setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    return s->state == RS_CONNECTED || s->state == RS_DIRECT;
 }
 
-/* Take *pp off the monitor list, dropping the list's reference. */
-static void unlink_sock(struct resil_sock **pp)
+/* Wake the engine (start it in a process that never raced): a mark found
+ * the monitor idle. */
+static void kick(void)
 {
-    struct resil_sock *s = *pp;
-    *pp = s->mon_next;
-    s->mon_next = NULL;
-    s->on_monitor = false;
-    resil_sock_unref(s);
-}
+    resil_status_t st;
 
-void resil_monitor_forget(struct resil_sock *s)
-{
-    if (!s->on_monitor)
-        return;
-    for (struct resil_sock **pp = &mon; *pp; pp = &(*pp)->mon_next)
-        if (*pp == s) {
-            unlink_sock(pp);
-            return;
-        }
-}
-
-void resil_monitor_watch(struct resil_sock *s)
-{
-    bool added = false;
-
-    if (atomic_exchange(&s->dirty, true))
-        return;
     resil_engine_lock();
-    if (!s->on_monitor && !s->closed) {
-        resil_sock_ref(s);
-        s->on_monitor = true;
-        s->mon_next = mon;
-        mon = s;
-        added = true;
-        /* a process that never raced has no engine yet */
-        if (resil_engine_start() != RESIL_OK)
-            rwarn("fd %d: no engine thread; dead paths are left to TCP",
-                  s->fd);
-    }
+    st = resil_engine_start();
     resil_engine_unlock();
-    /* the engine may sleep in epoll_wait(-1): it must start ticking */
-    if (added)
+    if (st == RESIL_OK)
         resil_engine_wake();
+    else
+        rwarn("no engine thread; dead paths are left to TCP");
+}
+
+void resil_monitor_push(struct resil_sock *s)
+{
+    struct resil_sock *old = atomic_load_explicit(&marks, memory_order_relaxed);
+
+    /* the stack's reference: s may be closed before the engine looks */
+    resil_sock_ref(s);
+    do
+        s->mon.mark_next = old == IDLE ? NULL : old;
+    while (!atomic_compare_exchange_weak_explicit(
+        &marks, &old, s, memory_order_release, memory_order_relaxed));
+    if (old == IDLE)
+        kick();
+}
+
+/* Take the new marks onto the list (mon_mu held). Returns true if there
+ * were any. A socket is on the stack at most once: it is pushed only when
+ * its dirty flag goes from false to true, and only check() clears it, on
+ * the engine thread, after the stack was taken. It may be listed already
+ * (pushed while check() looked at it): then the push's reference goes. */
+static bool take_marks(void)
+{
+    struct resil_sock *s, *nx;
+
+    s = atomic_exchange_explicit(&marks, NULL, memory_order_acquire);
+    if (s == NULL)
+        return false;
+    for (; s; s = nx) {
+        nx = s->mon.mark_next;
+        if (s->mon.listed) {
+            resil_sock_unref(s);
+            continue;
+        }
+        s->mon.listed = true;
+        s->mon.out_since = 0;
+        s->mon.next = list;
+        list = s;
+    }
+    return true;
 }
 
 static void set_user_timeout(int fd, unsigned ms)
@@ -88,87 +102,354 @@ static void set_user_timeout(int fd, unsigned ms)
     real.setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
 }
 
-/* Check one written-to socket. Returns false when it needs no more
- * watching. */
+/* Mark s's address down (s->mu held). Returns true the first time for
+ * this connection: the caller then logs. */
+static bool mark_down(struct resil_sock *s, uint64_t now)
+{
+    if (s->mon.failed)
+        return false;
+    s->mon.failed = true;
+    resil_health_fail(&s->cur_ip, now);
+    return true;
+}
+
+static void stalled(struct resil_sock *s, const struct tcp_info *ti,
+                    uint64_t now)
+{
+    const struct resil_config *cfg = resil_config_get();
+    char a[RESIL_ADDRSTRLEN];
+
+    if (s->mon.ut_armed)
+        return;
+    resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
+    if (!(s->app_opts & RESIL_APP_USER_TIMEOUT)) {
+        /* The kernel aborts the connection with ETIMEDOUT at the user
+         * timeout, counted from the first unanswered segment; since 4.19
+         * it clamps the RTO timer to that deadline. */
+        set_user_timeout(s->fd, (unsigned)cfg->fail_timeout_ms);
+    }
+    s->mon.ut_armed = true;
+    mark_down(s, now);
+    rinfo("fd %d: path to %s stalled (%u bytes unacked, no ACK for %u ms, "
+          "in flight for %llu ms); failing within %d ms",
+          s->fd, a, ti->tcpi_unacked, ti->tcpi_last_ack_recv,
+          (unsigned long long)((now - s->mon.out_since) / RESIL_MS),
+          cfg->fail_timeout_ms);
+    resil_event("path_stall", s->fd,
+                "\"peer\":\"%s\",\"unacked\":%u,\"last_ack_ms\":%u", a,
+                ti->tcpi_unacked, ti->tcpi_last_ack_recv);
+}
+
+/* The path answers again after a stall: the user timeout goes, and a
+ * later failure of this connection marks its address down again. */
+static void disarm(struct resil_sock *s)
+{
+    if (!s->mon.ut_armed)
+        return;
+    if (!(s->app_opts & RESIL_APP_USER_TIMEOUT))
+        set_user_timeout(s->fd, 0);
+    s->mon.ut_armed = false;
+    s->mon.failed = false;
+}
+
+/* Check one marked socket (mon_mu held). Returns false when it needs no
+ * more watching: nothing in flight (the next write marks it again), or
+ * not a connection to watch now. */
 static bool check(struct resil_sock *s, uint64_t now)
 {
     const struct resil_config *cfg = resil_config_get();
+    uint64_t stall = (uint64_t)cfg->stall_ms * RESIL_MS;
     struct tcp_info ti;
     socklen_t l = sizeof(ti);
     int outq = 0;
+    bool keep = false;
 
-    if (s->closed)
-        return false;
+    /* s->mu: the program's close() sets s->closed under it before the
+     * real close, so the fd number is still s's socket here */
+    pthread_mutex_lock(&s->mu);
+    if (s->closed) {
+        /* stays dirty: a write racing with the close marks it no more */
+        goto out;
+    }
+    /* Clear before looking: a write that lands after this store marks
+     * the socket again; one before it shows in the counters below. */
+    atomic_store(&s->mon.dirty, false);
+    if (!connected(s)) {
+        /* being replaced (a re-race): the new socket starts afresh */
+        s->mon.ut_armed = false;
+        goto out;
+    }
     memset(&ti, 0, sizeof(ti));
     if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
-        ti.tcpi_state != TCP_ESTABLISHED) {
-        /* not ours to watch now; the next write puts it back */
-        atomic_store(&s->dirty, false);
-        return false;
-    }
+        (ti.tcpi_state != TCP_ESTABLISHED && ti.tcpi_state != TCP_CLOSE_WAIT))
+        goto out;
     real.ioctl(s->fd, SIOCOUTQ, &outq);
     if (ti.tcpi_unacked == 0 && outq == 0) {
-        atomic_store(&s->dirty, false);
-        if (s->user_timeout_armed) {
-            set_user_timeout(s->fd, 0);
-            s->user_timeout_armed = false;
-        }
-        return false;
+        disarm(s);
+        goto out;
     }
-    /* A zero window is not a failure: the peer's ACKs to window probes keep
-     * last_ack_recv fresh and nothing is unacknowledged. */
-    if (ti.tcpi_unacked > 0 &&
-        ti.tcpi_last_ack_recv >= (unsigned)cfg->stall_ms) {
-        if (!s->user_timeout_armed && !s->app_user_timeout) {
-            char a[RESIL_ADDRSTRLEN];
-            resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
-            /* The kernel aborts the connection with ETIMEDOUT at the
-             * user timeout, counted from the first unanswered segment;
-             * since 4.19 it clamps the RTO timer to that deadline. */
-            set_user_timeout(s->fd, (unsigned)cfg->fail_timeout_ms);
-            s->user_timeout_armed = true;
-            resil_health_fail(&s->cur_ip, now);
-            rinfo("fd %d: path to %s stalled (%u bytes unacked, no ACK for "
-                  "%u ms); failing within %d ms", s->fd, a, ti.tcpi_unacked,
-                  ti.tcpi_last_ack_recv, cfg->fail_timeout_ms);
-            resil_event("path_stall", s->fd,
-                        "\"peer\":\"%s\",\"unacked\":%u,\"last_ack_ms\":%u",
-                        a, ti.tcpi_unacked, ti.tcpi_last_ack_recv);
-        }
-    } else if (s->user_timeout_armed) {
-        set_user_timeout(s->fd, 0);
-        s->user_timeout_armed = false;
+    keep = true;
+    atomic_store(&s->mon.dirty, true);
+    if (ti.tcpi_unacked == 0) {
+        /* Bytes queued, none in flight: a zero window. Not a failure: the
+         * peer's ACKs to window probes keep the path proven. */
+        s->mon.out_since = 0;
+        disarm(s);
+        goto out;
     }
-    return true;
+    if (s->mon.out_since == 0)
+        s->mon.out_since = now;
+    /* A stall is no progress for stall_ms counted from when data became
+     * outstanding: the age of the last ACK alone also counts the quiet
+     * time before this write (a healthy connection idle for a while). */
+    if (ti.tcpi_last_ack_recv >= (unsigned)cfg->stall_ms &&
+        now - s->mon.out_since >= stall)
+        stalled(s, &ti, now);
+    else if ((uint64_t)ti.tcpi_last_ack_recv * RESIL_MS < stall)
+        disarm(s);
+out:
+    if (!keep)
+        s->mon.out_since = 0;
+    pthread_mutex_unlock(&s->mu);
+    return keep;
+}
+
+/* Check every listed socket; drop those that need no more watching.
+ * mon_mu held. */
+static void check_list(uint64_t now)
+{
+    for (struct resil_sock **pp = &list; *pp;) {
+        struct resil_sock *s = *pp;
+        if (check(s, now)) {
+            pp = &s->mon.next;
+            continue;
+        }
+        *pp = s->mon.next;
+        s->mon.listed = false;
+        resil_sock_unref(s);
+    }
 }
 
 uint64_t resil_monitor_tick(uint64_t now)
 {
-    if (mon == NULL)
-        return UINT64_MAX;
-    for (struct resil_sock **pp = &mon; *pp;) {
-        struct resil_sock *s = *pp;
-        if (check(s, now))
-            pp = &s->mon_next;
-        else
-            unlink_sock(pp);
+    const struct resil_config *cfg = resil_config_get();
+    uint64_t tick = (uint64_t)cfg->stall_ms * RESIL_MS / 4, wake;
+    bool active;
+
+    pthread_mutex_lock(&mon_mu);
+    if (atomic_load(&marks) == IDLE) {
+        wake = UINT64_MAX; /* the list is empty too */
+        goto out;
     }
-    return mon ? now + (uint64_t)resil_config_get()->stall_ms * RESIL_MS / 4
-               : UINT64_MAX;
+    active = take_marks();
+    if (now >= due) {
+        due = now + tick;
+        check_list(now);
+    }
+    if (active || list)
+        quiet_until = now + GRACE_TICKS * tick;
+    if (list == NULL && now >= quiet_until) {
+        struct resil_sock *expect = NULL;
+        if (atomic_compare_exchange_strong(&marks, &expect, IDLE)) {
+            wake = UINT64_MAX;
+            goto out;
+        }
+        /* a mark came in meanwhile: take it on the next turn */
+        wake = now;
+        goto out;
+    }
+    wake = due;
+out:
+    pthread_mutex_unlock(&mon_mu);
+    return wake;
+}
+
+/* The value of an int option of fd, or def when it cannot be read. */
+static int opt_int(int fd, int level, int name, int def)
+{
+    int v;
+    socklen_t l = sizeof(v);
+    return real.getsockopt(fd, level, name, &v, &l) == 0 ? v : def;
+}
+
+static void set_int(int fd, int level, int name, int v)
+{
+    real.setsockopt(fd, level, name, &v, sizeof(v));
+}
+
+void resil_monitor_tune(struct resil_sock *s, int fd)
+{
+    const struct resil_config *cfg = resil_config_get();
+    unsigned app = s->app_opts;
+    int fail = cfg->fail_timeout_ms / 1000, idle, intvl, cnt;
+
+    /* The program switched keepalive off: that is its choice to make. */
+    if (app & RESIL_APP_KEEPALIVE_OFF)
+        return;
+    if (fail < 2)
+        fail = 2;
+    /* Keepalive finds a dead idle path in about fail_timeout: half of it
+     * idle, then two unanswered probes. Switching keepalive on (libpq
+     * does) is not choosing its timing: only the knobs the program set
+     * are its own, the others are sized around them. */
+    idle = (app & RESIL_APP_KEEPIDLE)
+               ? opt_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, fail / 2)
+               : fail / 2;
+    if (idle < 1)
+        idle = 1;
+    cnt = (app & RESIL_APP_KEEPCNT) ? opt_int(fd, IPPROTO_TCP, TCP_KEEPCNT, 2)
+                                    : 2;
+    if (cnt < 1)
+        cnt = 1;
+    if (app & RESIL_APP_KEEPINTVL) {
+        intvl = opt_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, 1);
+        if (intvl < 1)
+            intvl = 1;
+        if (!(app & RESIL_APP_KEEPCNT)) {
+            cnt = (fail - idle) / intvl;
+            if (cnt < 1)
+                cnt = 1;
+        }
+    } else {
+        intvl = (fail - idle) / cnt;
+        if (intvl < 1)
+            intvl = 1;
+    }
+    if (!(app & RESIL_APP_KEEPALIVE))
+        set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+    if (!(app & RESIL_APP_KEEPIDLE))
+        set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle);
+    if (!(app & RESIL_APP_KEEPINTVL))
+        set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, intvl);
+    if (!(app & RESIL_APP_KEEPCNT))
+        set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, cnt);
+}
+
+void resil_monitor_app_opt(struct resil_sock *s, int level, int name,
+                           const void *val, socklen_t len)
+{
+    unsigned bit = 0;
+
+    if (level == SOL_SOCKET && name == SO_KEEPALIVE) {
+        /* the real call succeeded, so val holds an int */
+        bool on = *(const int *)val != 0;
+        s->app_opts &= ~(RESIL_APP_KEEPALIVE | RESIL_APP_KEEPALIVE_OFF);
+        bit = on ? RESIL_APP_KEEPALIVE : RESIL_APP_KEEPALIVE_OFF;
+    } else if (level == IPPROTO_TCP) {
+        switch (name) {
+        case TCP_KEEPIDLE:
+            bit = RESIL_APP_KEEPIDLE;
+            break;
+        case TCP_KEEPINTVL:
+            bit = RESIL_APP_KEEPINTVL;
+            break;
+        case TCP_KEEPCNT:
+            bit = RESIL_APP_KEEPCNT;
+            break;
+        case TCP_USER_TIMEOUT:
+            bit = RESIL_APP_USER_TIMEOUT;
+            break;
+        }
+    }
+    if (bit == 0)
+        return;
+    s->app_opts |= bit;
+    if (bit == RESIL_APP_USER_TIMEOUT) {
+        /* the monitor's value may have landed after the program's (the
+         * real call ran before s->mu was taken): the program's wins */
+        if (s->mon.ut_armed && connected(s))
+            real.setsockopt(s->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, val, len);
+        s->mon.ut_armed = false;
+        return;
+    }
+    /* on a connected socket keepalive was sized at connect time (or not
+     * at all, if the program had switched it off): size it again around
+     * the program's new choice */
+    if (connected(s) && bit != RESIL_APP_KEEPALIVE_OFF)
+        resil_monitor_tune(s, s->fd);
+}
+
+static void log_down(struct resil_sock *s, const char *why)
+{
+    char a[RESIL_ADDRSTRLEN];
+    resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
+    rinfo("fd %d: connection to %s failed (%s); address tried last for "
+          "%d ms",
+          s->fd, a, why, resil_config_get()->health_ttl_ms);
+}
+
+void resil_monitor_failed(struct resil_sock *s, int err)
+{
+    RESIL_KEEP_ERRNO();
+
+    if (err != ETIMEDOUT && err != EHOSTUNREACH && err != ENETUNREACH)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (!s->closed && connected(s) && mark_down(s, resil_now_ns()))
+        log_down(s, strerror(err));
+    pthread_mutex_unlock(&s->mu);
+}
+
+void resil_monitor_pollerr(struct resil_sock *s)
+{
+    RESIL_KEEP_ERRNO();
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+
+    pthread_mutex_lock(&s->mu);
+    if (s->closed || !connected(s) || s->mon.failed)
+        goto out;
+    /* Look, do not touch: SO_ERROR would consume the program's error.
+     * A connection the kernel closed after unanswered keepalive probes,
+     * retransmissions or zero-window probes died of its path (an RST
+     * from a live peer finds none of them). The kernel holds the socket
+     * lock from the error report to the close, and TCP_INFO takes it. */
+    memset(&ti, 0, sizeof(ti));
+    if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
+        ti.tcpi_state == TCP_CLOSE &&
+        (ti.tcpi_probes || ti.tcpi_retransmits || ti.tcpi_backoff) &&
+        mark_down(s, resil_now_ns()))
+        log_down(s, "timed out");
+out:
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void forget_sock(struct resil_sock *s, void *arg)
+{
+    (void)arg;
+    atomic_store(&s->mon.dirty, false);
+    s->mon.listed = false;
+    s->mon.next = s->mon.mark_next = NULL;
+    s->mon.out_since = 0;
 }
 
 void resil_monitor_atfork_child(void)
 {
-    for (struct resil_sock *s = mon, *nx; s; s = nx) {
-        nx = s->mon_next;
-        s->on_monitor = false;
-        s->mon_next = NULL;
-        atomic_store(&s->dirty, false);
-    }
-    mon = NULL;
+    /* Only this thread exists now; the list and its references stay with
+     * the parent (leaked here on purpose: nothing may free what the
+     * parent's engine thread may have been touching). */
+    pthread_mutex_init(&mon_mu, NULL);
+    list = NULL;
+    due = quiet_until = 0;
+    atomic_store(&marks, IDLE);
+    resil_table_foreach(forget_sock, NULL);
 }
 
 bool resil_monitor_idle(void)
 {
-    return mon == NULL;
+    struct resil_sock *expect = NULL;
+    bool idle;
+
+    /* nothing listed and no new mark: go idle now (the grace ticks only
+     * spare request/response traffic a wake-up), so that the next mark
+     * wakes, and if need be starts, the engine */
+    pthread_mutex_lock(&mon_mu);
+    /* what a tick would drop now (closed, nothing in flight) goes now */
+    take_marks();
+    check_list(resil_now_ns());
+    idle = list == NULL &&
+           (atomic_load(&marks) == IDLE ||
+            atomic_compare_exchange_strong(&marks, &expect, IDLE));
+    pthread_mutex_unlock(&mon_mu);
+    return idle;
 }

@@ -6,8 +6,10 @@
  *
  * Locking (outer to inner; no lock is held across a blocking call except
  * where noted):
- *   1. engine lock (engine.h): races (conn.c), the monitor list
- *      (monitor.c), c-ares (dns.c), the parking listeners (swap.c).
+ *   1. engine lock (engine.h): races (conn.c), c-ares (dns.c), the
+ *      parking listeners (swap.c). The monitor's list has its own lock,
+ *      taken only by the engine thread, never with s->mu held
+ *      (monitor.h).
  *   2. resil_sock.mu: protects every mutable field of one socket. The engine
  *      holds it across the swap (dup3 + epoll DEL/ADD, all non-blocking), so
  *      that a concurrent close() of the fd waits for the swap to finish.
@@ -53,6 +55,22 @@ struct resil_sockopt {
 struct resil_epreg; /* epoll.c */
 
 struct resil_race_ctx;
+struct resil_sock;
+
+/* The dead-path monitor's part of a socket (monitor.c says who touches
+ * what). */
+struct resil_sock_mon {
+    atomic_bool dirty;            /* written since the monitor last found
+                                     nothing in flight: any thread */
+    struct resil_sock *mark_next; /* on the lock-free list of new marks */
+    struct resil_sock *next;      /* on the monitor's own list */
+    bool listed;                  /* on the monitor's own list */
+    bool ut_armed;                /* TCP_USER_TIMEOUT armed (s->mu) */
+    bool failed;                  /* address marked down for this
+                                     connection (s->mu) */
+    uint64_t out_since;           /* first seen with data in flight, ns;
+                                     0: not in flight */
+};
 
 struct resil_sock {
     atomic_int refs;
@@ -63,14 +81,11 @@ struct resil_sock {
     enum resil_sock_state state;
     bool closed;          /* the program closed fd: abandon any swap */
     bool v6only;          /* IPV6_V6ONLY set: no v4-mapped candidates */
-    bool app_keepalive;   /* the program set SO_KEEPALIVE itself */
-    bool app_user_timeout;/* the program set TCP_USER_TIMEOUT itself */
+    unsigned app_opts;    /* RESIL_APP_* (monitor.h): timing knobs the
+                             program set itself */
     bool fastopen;        /* TCP_FASTOPEN_CONNECT: connect stays real */
     bool bound;           /* bind() with port 0 seen: replay it */
     bool eof_seen;        /* the program saw EOF: never re-race */
-    bool user_timeout_armed; /* the monitor armed TCP_USER_TIMEOUT */
-    atomic_bool dirty;    /* written since the monitor last saw no data
-                             in flight */
     /* an error the kernel would report once (SO_ERROR, the next data call,
      * connect in RS_FAILED) but the socket on fd no longer holds: emulated
      * by conn.c (resil_conn_take_error); written under mu */
@@ -105,8 +120,7 @@ struct resil_sock {
     _Atomic uint64_t stale_seq; /* epoll.h: the last stale report */
     atomic_uint stale_mask;
     struct resil_race_ctx *race;/* engine-owned while RS_RACING */
-    struct resil_sock *mon_next;/* engine monitor list (engine lock) */
-    bool on_monitor;
+    struct resil_sock_mon mon;  /* the dead-path monitor's (monitor.c) */
 };
 
 /* Allocate a socket entry with one reference. NULL when out of memory. */

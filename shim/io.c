@@ -74,7 +74,7 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags,
         return IO_RETURN;
     if (rc > 0) {
         if (s->state == RS_CONNECTED || s->state == RS_DIRECT)
-            resil_monitor_watch(s);
+            resil_monitor_mark(s);
     } else if (!held && resil_conn_swapped(s, seq)) {
         /* the call slept on a socket libresil replaced meanwhile (a parked
          * one, a dead one being re-raced): the shutdown that woke it made
@@ -94,6 +94,8 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags,
                 ret = IO_RETRY;
             else
                 saved = res; /* EAGAIN (in progress, timeout) or EINTR */
+        } else {
+            resil_monitor_failed(s, saved);
         }
         resil_in_shim--;
     }

@@ -56,7 +56,8 @@ static int drop_stale_pollfds(struct pollfd *fds, nfds_t n, uint64_t seq0)
             continue;
         if (!resil_epoll_stale_report(s, seq0, &m)) {
             resil_in_shim++;
-            resil_conn_dead_unused(s, got & POLLERR);
+            if (!resil_conn_dead_unused(s, got & POLLERR) && (got & POLLERR))
+                resil_monitor_pollerr(s);
             resil_in_shim--;
         }
         if (resil_epoll_stale_report(s, seq0, &m) &&

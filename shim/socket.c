@@ -136,11 +136,8 @@ RESIL_EXPORT int setsockopt(int fd, int level, int name, const void *val,
     rc = real.setsockopt(fd, level, name, val, len);
     saved = errno;
     if (rc == 0 && s->state != RS_PASSTHRU) {
-        if (level == SOL_SOCKET && name == SO_KEEPALIVE)
-            s->app_keepalive = true;
-        else if (level == IPPROTO_TCP && name == TCP_USER_TIMEOUT)
-            s->app_user_timeout = true;
-        else if (level == IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT)
+        resil_monitor_app_opt(s, level, name, val, len);
+        if (level == IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT)
             s->fastopen = true;
         else if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && val &&
                  len >= sizeof(int))

@@ -455,6 +455,36 @@ then
 	else
 		na "$M" ">= 0.95" "redis-benchmark failed"
 	fi
+	# -c 50 (its default): 50 connections in request/response in one
+	# event loop, where a per-request cost of the dead-path monitor shows
+	rb50() { # PORT TEST [pre]: requests/s
+		local cmd=(redis-benchmark -h "$LIVE" -p "$1" -c 50
+			-n "$N_REDIS" -t "$2" --csv)
+		if [ "${3:-}" = pre ]; then
+			cmd=(pre RESIL_ALTERNATES="$ALT_LIVE" "${cmd[@]}")
+		fi
+		measure "${cmd[@]}" 2>/dev/null | awk -F'"' -v t="${2^^}" \
+			'$2 == t { print $4; found = 1 } END { exit !found }'
+	}
+	for t in get set; do
+		M="redis-benchmark -c50 ${t^^}"
+		qp=() qc=() qb=() ok=1
+		for ((r = 0; r < REPS; r++)); do
+			x=$(rb50 $P_REDIS $t) || { ok=0; break; }; qp+=("$x")
+			x=$(rb50 $P_REDIS $t pre) || { ok=0; break; }; qc+=("$x")
+			x=$(rb50 $P_REDISR $t pre) || { ok=0; break; }; qb+=("$x")
+		done
+		if [ $ok = 1 ]; then
+			row "$M, client (req/s)" "$(cell "${qp[@]}")" \
+				"$(cell "${qc[@]}")" "$(ratio "$(median "${qc[@]}")" \
+				"$(median "${qp[@]}")")" ">= 0.95"
+			row "$M, both ends (req/s)" "$(cell "${qp[@]}")" \
+				"$(cell "${qb[@]}")" "$(ratio "$(median "${qb[@]}")" \
+				"$(median "${qp[@]}")")" ">= 0.95"
+		else
+			na "$M (req/s)" ">= 0.95" "redis-benchmark -c 50 failed"
+		fi
+	done
 else
 	row "$M" "(redis not installed)" "" "" ">= 0.95"
 fi

@@ -164,6 +164,22 @@ if [ "${RESIL_SAN:-0}" = 1 ]; then
     SKIP[fds/close_range_unshare]="ASan runtime (gcc 12) not fork-safe"
 fi
 
+# The monitor driver (its header says why the bound differs): the dead
+# address SRV_A gets a live alternate SRV_B, and an events file.
+monitor_all() {
+    local mode=$1 t bound suffix=""
+    [ "$mode" = plain ] && suffix=/plain
+    for t in $("$DRV/monitor" list); do
+        case $t in
+        idle_request | busy_requests | bulk) bound=10000 ;;
+        *) bound=3000 ;;
+        esac
+        run "monitor/$t$suffix" "$mode" 30 RESIL_FAIL_TIMEOUT_MS=$bound \
+            RESIL_EVENTS="$TMP/monitor.ev" \
+            RESIL_ALTERNATES="$ALT;127.0.0.9,127.0.0.10" -- "$DRV/monitor" "$t"
+    done
+}
+
 echo "== test bed, without libresil"
 run "bed/dead-address-hangs" plain 10 -- "$DRV/race_block" dead_hang
 run "bed/dead-address-hangs-v6" plain 10 -- "$DRV/race_block" dead_hang6
@@ -174,6 +190,7 @@ SUFFIX=/plain run_all unmanaged plain 10
 SUFFIX=/plain run_all fds plain 30
 SUFFIX=/plain run_all epoll_exact plain 10
 SUFFIX=/plain run_all semantics plain 10
+monitor_all plain
 run "early_main/plain" plain 10 -- "$DRV/early_main"
 
 echo "== with libresil ($PRELOAD)"
@@ -194,6 +211,7 @@ run_all epoll_exact resil 20
 # no plain run: without libresil the program sees the reset the re-race
 # hides
 run_all epoll_rerace resil 20
+monitor_all resil
 # unmanaged: no alternates at all, so TCP to one address is pass-through
 run_all unmanaged resil 20 RESIL_ALTERNATES=
 # with a log and an events file, so that those descriptors exist too

@@ -8,13 +8,16 @@ program: libresil, if any, comes only from LD_PRELOAD).
                                   "<bytes> <sha256>" to match what was sent
   client.py banner NAME PORT      send nothing, wait in recv() for the
                                   server's "banner ADDR" line
+  client.py reconnect NAME PORT   one exchange, wait in recv() until an
+                                  error, then connect to NAME again and say
+                                  how long that took
 
   --poke=ADDR,PORT (last argument, any mode): a side thread opens and closes
   a connection to ADDR:PORT every 0.5 s (a program with other connections).
 
 Every line printed is "<what> ... <unix time>", flushed at once:
   peer IP T | sent N T (sink) | error ERRNAME T | eof T | ok N T | mismatch ...
-  | banner ADDR T
+  | banner ADDR T | reconnect IP MS T
 """
 import errno
 import hashlib
@@ -80,6 +83,24 @@ def main():
             d = s.recv(1)
             say("eof" if not d else "data")
             return 4
+        elif mode == "reconnect":
+            s.sendall(b"hello")
+            if not recv_exact(s, 5):
+                say("eof")
+                return 4
+            say("idle")
+            try:
+                d = s.recv(1)
+                say("eof" if not d else "data")
+                return 4
+            except OSError as e:
+                say("error", errname(e))
+            s.close()
+            t0 = time.monotonic()
+            s = socket.create_connection((name, port))
+            ms = (time.monotonic() - t0) * 1000
+            say("reconnect", s.getpeername()[0], "%.0f" % ms)
+            return 0
         elif mode == "banner":
             line = b""
             while not line.endswith(b"\n"):

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Network scenarios for libresil on the two-uplink test bed
 # (scripts/testbed.sh), with unmodified programs: python, nc, curl,
-# redis-cli, socat.
+# redis-cli, socat, psql (PostgreSQL).
 #
 #   tests/net/run.sh BUILD_DIR
 #
@@ -82,6 +82,24 @@ tb_bg_s "$PY" "$HERE/servers.py" banner $P_BANNER "$WORK/banner.go" >"$WORK/srv-
 tb_bg_s "$PY" -m http.server --bind :: --directory "$WORK/www" $P_HTTP >"$WORK/srv-http.log" 2>&1
 tb_bg_s redis-server --port $P_REDIS --bind "$TB_ADDRS" --protected-mode no \
     --save '' --appendonly no --daemonize no --dir "$WORK" >"$WORK/srv-redis.log" 2>&1
+
+# PostgreSQL for scenario i: a throw-away cluster owned by the postgres
+# user, listening on the four server addresses, trust for the bed's
+# networks; initdb runs in the background while the other scenarios do.
+P_PG=5432
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+chmod 711 "$WORK"
+mkdir -p "$WORK/pg" && chown postgres: "$WORK/pg"
+(
+    runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg/data" -A trust \
+        -U postgres --no-sync >"$WORK/pg-initdb.log" 2>&1 || exit 1
+    printf 'host all all 10.231.0.0/16 trust\nhost all all fd00:231::/32 trust\n' \
+        >>"$WORK/pg/data/pg_hba.conf"
+    exec ip netns exec "$TB_S" runuser -u postgres -- "$PGBIN/postgres" \
+        -D "$WORK/pg/data" -c listen_addresses="${TB_ADDRS// /,}" \
+        -c port=$P_PG -c unix_socket_directories="$WORK/pg" -c fsync=off
+) >"$WORK/srv-pg.log" 2>&1 &
+disown $! # tb_down ends it; no "Killed" notice then
 
 # Every server address answers on every port (plain TCP, no libresil).
 bed_ok=1
@@ -515,5 +533,110 @@ pkill -f "nc $TB_NAME $P_BANNER" 2>/dev/null
 pkill -f "TCP:$TB_NAME:$P_BANNER" 2>/dev/null
 wait "${GPID[@]}" 2>/dev/null
 tb_heal 2>/dev/null
+
+# ------------------------------------------------ h. reconnect after keepalive
+# An idle connection whose address dies: keepalive, sized by libresil, ends
+# it with ETIMEDOUT, and the process connects to the name again. That
+# address must now be tried last: the reconnect takes no connection attempt
+# delay (250 ms) on it.
+echo "--- h: reconnect after a keepalive failure, RESIL_FAIL_TIMEOUT_MS=$BOUND"
+timeout 40 ip netns exec "$TB_C" env LD_PRELOAD="$LIB" RESIL_EVENTS="$WORK/h.ev" \
+    RESIL_LOG_LEVEL=info RESIL_LOG_FILE="$WORK/h.log" RESIL_FAIL_TIMEOUT_MS=$BOUND \
+    "$PY" "$HERE/client.py" reconnect "$TB_NAME" $P_ECHO >"$WORK/h.out" 2>"$WORK/h.err" &
+HPID=$!
+for i in $(seq 100); do grep -q '^idle' "$WORK/h.out" && break; sleep 0.1; done
+pa=$(awk '$1=="peer"{print $2; exit}' "$WORK/h.out")
+pa=${pa#::ffff:}
+if [ -z "$pa" ] || ! grep -q '^idle' "$WORK/h.out"; then
+    fail "h: client not connected: $(head -c 200 "$WORK/h.out" "$WORK/h.err")"
+else
+    tb_blackhole_addr "$pa" 2>/dev/null
+    T_BH=$(now_ms)
+    wait $HPID
+    l=$(grep -m1 '^error' "$WORK/h.out")
+    if [ -n "$l" ]; then
+        set -- $l
+        t_end=${!#}
+        ms=$((${t_end/./} - T_BH))
+        check $([ "$2" = ETIMEDOUT ] && [ $ms -le $((BOUND + 2000)) ] && echo 0 || echo 1) \
+            "h: the idle connection to $pa gets '$2' $(fmt_s $ms) after the blackhole (<= $(fmt_s $((BOUND + 2000))))"
+    else
+        fail "h: no error on the idle connection: $(head -c 200 "$WORK/h.out")"
+    fi
+    l=$(grep -m1 '^reconnect' "$WORK/h.out")
+    if [ -n "$l" ]; then
+        set -- $l
+        ra=${2#::ffff:} rms=$3
+        check $([ "$ra" != "$pa" ] && [ "$rms" -lt 150 ] && echo 0 || echo 1) \
+            "h: the reconnect goes to $ra in $rms ms (< 150: $pa, marked down, tried last)"
+    else
+        fail "h: no reconnect: $(head -c 200 "$WORK/h.out" "$WORK/h.err")"
+    fi
+fi
+tb_heal 2>/dev/null
+
+# ------------------------------------------------ i. PostgreSQL client
+# libpq switches SO_KEEPALIVE on and sets no timing, so psql waiting for a
+# slow query on a path that died hangs for hours (keepalive idles 2 h).
+# libresil must size the timing the program left alone: with it psql fails
+# within the bound; without it, it is still waiting.
+echo "--- i: psql waiting for SELECT pg_sleep(30) when the path dies, RESIL_FAIL_TIMEOUT_MS=$BOUND"
+pg_ok=0
+for i in $(seq 300); do
+    tb_c "$PGBIN/pg_isready" -q -h "$TB_FIRST" -p $P_PG -t 1 && { pg_ok=1; break; }
+    sleep 0.1
+done
+check $((1 - pg_ok)) "i: PostgreSQL answers on $TB_FIRST:$P_PG"
+if [ $pg_ok = 1 ]; then
+    declare -A IPID
+    for mode in with without; do
+        pre=()
+        [ $mode = with ] && pre=(env LD_PRELOAD="$LIB" RESIL_EVENTS="$WORK/i-$mode.ev"
+            RESIL_LOG_LEVEL=info RESIL_LOG_FILE="$WORK/i-$mode.log"
+            RESIL_FAIL_TIMEOUT_MS=$BOUND)
+        ( timeout 60 ip netns exec "$TB_C" "${pre[@]}" "$PGBIN/psql" -X -h "$TB_NAME" \
+              -p $P_PG -U postgres -d postgres -Atc 'SELECT pg_sleep(30)' \
+              >"$WORK/i-$mode.out" 2>&1
+          echo "$? $(now_ms)" >"$WORK/i-$mode.res" ) &
+        IPID[$mode]=$!
+    done
+    # both queries running on the server (and so acknowledged)
+    running=0
+    for i in $(seq 100); do
+        running=$(tb_s runuser -u postgres -- "$PGBIN/psql" -X -h "$WORK/pg" -p $P_PG \
+            -U postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'" 2>/dev/null)
+        [ "$running" = 2 ] && break
+        sleep 0.1
+    done
+    check $([ "$running" = 2 ] && echo 0 || echo 1) "i: both psql queries running"
+    sleep 0.2
+    tb_blackhole_uplink 1 2>/dev/null
+    tb_blackhole_uplink 2 2>/dev/null
+    T_BH=$(now_ms)
+    while [ $(( $(now_ms) - T_BH )) -lt $((BOUND + 3000)) ] && [ ! -s "$WORK/i-with.res" ]; do
+        sleep 0.1
+    done
+    if [ -s "$WORK/i-with.res" ]; then
+        read -r rc t_end <"$WORK/i-with.res"
+        ms=$((t_end - T_BH))
+        check $([ "$rc" != 0 ] && [ $ms -le $((BOUND + 2000)) ] && echo 0 || echo 1) \
+            "i: with libresil psql fails $(fmt_s $ms) after the path died (<= $(fmt_s $((BOUND + 2000))), exit $rc): $(tr '\n' ' ' <"$WORK/i-with.out" | head -c 160)"
+    else
+        fail "i: with libresil psql still waiting $(fmt_s $((BOUND + 3000))) after the path died"
+    fi
+    # without: at the latest moment the libresil run may fail
+    while [ $(( $(now_ms) - T_BH )) -lt $((BOUND + 2000)) ]; do sleep 0.1; done
+    if [ ! -s "$WORK/i-without.res" ]; then
+        pass "i: without libresil psql still waiting $(fmt_s $(( $(now_ms) - T_BH ))) after the path died"
+    else
+        fail "i: without libresil psql ended: $(cat "$WORK/i-without.res") $(head -c 160 "$WORK/i-without.out")"
+    fi
+    for mode in with without; do
+        pkill -P "${IPID[$mode]}" 2>/dev/null
+        kill "${IPID[$mode]}" 2>/dev/null
+    done
+    wait "${IPID[@]}" 2>/dev/null
+    tb_heal 2>/dev/null
+fi
 
 finish
