@@ -444,12 +444,15 @@ bool resil_monitor_idle(void)
      * spare request/response traffic a wake-up), so that the next mark
      * wakes, and if need be starts, the engine */
     pthread_mutex_lock(&mon_mu);
+    if (atomic_load(&marks) == IDLE) {
+        pthread_mutex_unlock(&mon_mu);
+        return true; /* the list is empty too */
+    }
     /* what a tick would drop now (closed, nothing in flight) goes now */
     take_marks();
     check_list(resil_now_ns());
     idle = list == NULL &&
-           (atomic_load(&marks) == IDLE ||
-            atomic_compare_exchange_strong(&marks, &expect, IDLE));
+           atomic_compare_exchange_strong(&marks, &expect, IDLE);
     pthread_mutex_unlock(&mon_mu);
     return idle;
 }
