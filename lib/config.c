@@ -12,7 +12,7 @@
 #include "log.h"
 #include "sys.h"
 
-enum kind { K_INT, K_BOOL, K_LEVEL, K_PATH, K_ALT };
+enum kind { K_INT, K_BOOL, K_LEVEL, K_PATH, K_ALT, K_SESSION };
 
 struct key {
     const char *name;
@@ -39,6 +39,9 @@ static const struct key keys[] = {
     {"log_file", K_PATH, OFF(log_file), 0, 0, 0},
     {"events", K_PATH, OFF(events_file), 0, 0, 0},
     {"alternates", K_ALT, 0, 0, 0, 0},
+    {"session", K_SESSION, 0, 0, 0, 0},
+    {"psk_file", K_PATH, OFF(psk_file), 0, 0, 0},
+    {"session_linger_ms", K_INT, OFF(session_linger_ms), 0, 3600000, 1},
 };
 
 void resil_config_defaults(struct resil_config *cfg)
@@ -53,6 +56,7 @@ void resil_config_defaults(struct resil_config *cfg)
     cfg->stall_ms = RESIL_DEF_STALL_MS;
     cfg->health_ttl_ms = RESIL_DEF_HEALTH_TTL_MS;
     cfg->log_level = RESIL_LOG_WARN;
+    cfg->session_linger_ms = RESIL_DEF_SESSION_LINGER_MS;
 }
 
 static struct resil_config default_cfg;
@@ -162,6 +166,183 @@ static resil_status_t parse_alt(struct resil_config *cfg, const char *v,
     return RESIL_OK;
 }
 
+/* One session pattern tok (NUL-terminated): HOST:PORT, IPv6 in brackets. */
+static resil_status_t parse_pat(struct resil_session_pat *p, const char *tok,
+                                char *err, size_t errlen)
+{
+    char host[RESIL_PAT_NAME_LEN];
+    const char *colon, *port;
+    size_t hl;
+    char *end;
+
+    memset(p, 0, sizeof(*p));
+    if (tok[0] == '[') {
+        const char *rb = strchr(tok, ']');
+        if (rb == NULL || rb[1] != ':') {
+            snprintf(err, errlen, "session: '%s': expected [IPv6]:PORT", tok);
+            return RESIL_EINVAL;
+        }
+        hl = (size_t)(rb - tok - 1);
+        memcpy(host, tok + 1, hl < sizeof(host) ? hl : 0);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(tok, ':');
+        if (colon == NULL) {
+            snprintf(err, errlen, "session: '%s': expected HOST:PORT", tok);
+            return RESIL_EINVAL;
+        }
+        hl = (size_t)(colon - tok);
+        if (memchr(tok, ':', hl) != NULL) {
+            snprintf(err, errlen, "session: '%s': an IPv6 host goes in "
+                     "brackets ([fd00::1]:PORT)", tok);
+            return RESIL_EINVAL;
+        }
+        memcpy(host, tok, hl < sizeof(host) ? hl : 0);
+    }
+    if (hl == 0 || hl >= sizeof(host)) {
+        snprintf(err, errlen, "session: '%s': %s host", tok,
+                 hl ? "too long a" : "no");
+        return RESIL_EINVAL;
+    }
+    host[hl] = '\0';
+    port = colon + 1;
+    if (strcmp(port, "*") == 0) {
+        p->port = 0;
+    } else {
+        long v;
+        errno = 0;
+        v = strtol(port, &end, 10);
+        if (errno || end == port || *end || v < 1 || v > 65535) {
+            snprintf(err, errlen, "session: '%s': the port is a number "
+                     "1-65535 or *", tok);
+            return RESIL_EINVAL;
+        }
+        p->port = (uint16_t)v;
+    }
+    if (strcmp(host, "*") == 0) {
+        p->kind = RESIL_PAT_ANY;
+        return RESIL_OK;
+    }
+    char *slash = strchr(host, '/');
+    if (slash)
+        *slash = '\0';
+    if (resil_ip_parse(host, &p->net)) {
+        int max = p->net.family == AF_INET ? 32 : 128;
+        p->kind = RESIL_PAT_NET;
+        p->prefix = max;
+        if (slash) {
+            long v;
+            errno = 0;
+            v = strtol(slash + 1, &end, 10);
+            if (errno || end == slash + 1 || *end || v < 0 || v > max) {
+                snprintf(err, errlen, "session: '%s': the prefix length is "
+                         "0-%d", tok, max);
+                return RESIL_EINVAL;
+            }
+            p->prefix = (int)v;
+        }
+        return RESIL_OK;
+    }
+    if (slash || strspn(host, "abcdefghijklmnopqrstuvwxyz"
+                              "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
+                     strlen(host)) {
+        snprintf(err, errlen, "session: '%s': the host is *, a name, an "
+                 "address or a prefix (address/length)", tok);
+        return RESIL_EINVAL;
+    }
+    p->kind = RESIL_PAT_NAME;
+    for (size_t i = 0; host[i]; i++)
+        p->name[i] = (char)tolower((unsigned char)host[i]);
+    return RESIL_OK;
+}
+
+/* session: patterns separated by spaces or commas in v[0, len). */
+static resil_status_t parse_session(struct resil_config *cfg, const char *v,
+                                    size_t len, char *err, size_t errlen)
+{
+    char tok[RESIL_PAT_NAME_LEN + 16];
+    const char *end = v + len;
+    int n = cfg->n_session;
+
+    while (v < end) {
+        size_t k = 0;
+        while (v + k < end && !strchr(" \t,", v[k]))
+            k++;
+        if (k == 0) {
+            v++;
+            continue;
+        }
+        if (k >= sizeof(tok)) {
+            snprintf(err, errlen, "session: a pattern longer than %zu bytes",
+                     sizeof(tok) - 1);
+            return RESIL_EINVAL;
+        }
+        if (n == RESIL_MAX_SESSION_PATS) {
+            snprintf(err, errlen, "session: more than %d patterns",
+                     RESIL_MAX_SESSION_PATS);
+            return RESIL_ERANGE;
+        }
+        memcpy(tok, v, k);
+        tok[k] = '\0';
+        if (parse_pat(&cfg->session[n], tok, err, errlen) != RESIL_OK)
+            return RESIL_EINVAL;
+        n++;
+        v += k;
+    }
+    /* all or nothing: a line with one bad pattern adds none */
+    cfg->n_session = n;
+    return RESIL_OK;
+}
+
+static bool net_match(const struct resil_ip *net, int prefix,
+                      const struct resil_ip *ip)
+{
+    const uint8_t *a, *b;
+    int full, bits;
+
+    if (net->family != ip->family)
+        return false;
+    a = (const uint8_t *)&net->u;
+    b = (const uint8_t *)&ip->u;
+    full = prefix / 8;
+    bits = prefix % 8;
+    if (memcmp(a, b, (size_t)full) != 0)
+        return false;
+    return bits == 0 ||
+           ((a[full] ^ b[full]) & (uint8_t)(0xff << (8 - bits))) == 0;
+}
+
+static bool unspecified(const struct resil_ip *ip)
+{
+    static const uint8_t zero[16];
+    return memcmp(&ip->u, zero, ip->family == AF_INET ? 4 : 16) == 0;
+}
+
+bool resil_config_session_match(const struct resil_config *cfg,
+                                const struct resil_ip *ip, const char *name,
+                                uint16_t port)
+{
+    for (int i = 0; i < cfg->n_session; i++) {
+        const struct resil_session_pat *p = &cfg->session[i];
+        if (p->port != 0 && p->port != port)
+            continue;
+        switch (p->kind) {
+        case RESIL_PAT_ANY:
+            return true;
+        case RESIL_PAT_NET:
+            if (ip && (net_match(&p->net, p->prefix, ip) || unspecified(ip)))
+                return true;
+            break;
+        case RESIL_PAT_NAME:
+            if ((name && strcasecmp(name, p->name) == 0) ||
+                (ip && unspecified(ip)))
+                return true;
+            break;
+        }
+    }
+    return false;
+}
+
 static resil_status_t apply(struct resil_config *cfg, const struct key *k,
                             const char *v, char *err, size_t errlen)
 {
@@ -171,6 +352,8 @@ static resil_status_t apply(struct resil_config *cfg, const struct key *k,
     switch (k->kind) {
     case K_ALT:
         return parse_alt(cfg, v, strlen(v), err, errlen);
+    case K_SESSION:
+        return parse_session(cfg, v, strlen(v), err, errlen);
     case K_PATH:
         if (strlen(v) >= RESIL_PATH_MAX) {
             snprintf(err, errlen, "%s: path longer than %d bytes", k->name,
@@ -382,6 +565,15 @@ resil_status_t resil_config_env(struct resil_config *cfg,
                     fn(name, err);
                     ret = RESIL_EINVAL;
                 }
+            }
+            continue;
+        }
+        if (keys[i].kind == K_SESSION) {
+            /* any length: parsed in place, like RESIL_ALTERNATES */
+            if (parse_session(cfg, v, strlen(v), err, sizeof(err)) !=
+                RESIL_OK) {
+                fn(name, err);
+                ret = RESIL_EINVAL;
             }
             continue;
         }

@@ -9,7 +9,9 @@
 #ifndef RESIL_CONFIG_H
 #define RESIL_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "addr.h"
 #include "status.h"
@@ -27,10 +29,22 @@
 #define RESIL_DEF_STALL_MS 1000
 #define RESIL_DEF_HEALTH_TTL_MS 30000
 #define RESIL_DEF_DNS_REFRESH_MS 30000
+#define RESIL_DEF_SESSION_LINGER_MS 10000
+#define RESIL_MAX_SESSION_PATS 32
+#define RESIL_PAT_NAME_LEN 254 /* a DNS name's text form, NUL included */
 
 struct resil_alt_group {
     int n;
     struct resil_ip ip[RESIL_MAX_ALT_ADDRS];
+};
+
+/* One RESIL_SESSION pattern: HOST:PORT. */
+struct resil_session_pat {
+    enum { RESIL_PAT_ANY, RESIL_PAT_NAME, RESIL_PAT_NET } kind;
+    struct resil_ip net;  /* RESIL_PAT_NET: the address ... */
+    int prefix;           /* ... and its prefix length */
+    uint16_t port;        /* 0: any port */
+    char name[RESIL_PAT_NAME_LEN]; /* RESIL_PAT_NAME, lower case */
 };
 
 struct resil_config {
@@ -48,6 +62,10 @@ struct resil_config {
     char events_file[RESIL_PATH_MAX];
     int n_alt;
     struct resil_alt_group alt[RESIL_MAX_ALT_GROUPS];
+    int n_session;           /* RESIL_SESSION patterns */
+    struct resil_session_pat session[RESIL_MAX_SESSION_PATS];
+    char psk_file[RESIL_PATH_MAX];
+    int session_linger_ms;   /* a detached session waits this long */
 };
 
 /* Reports one problem; `where` is "FILE:LINE" or "RESIL_KEY". */
@@ -77,6 +95,13 @@ resil_status_t resil_config_file(struct resil_config *cfg, const char *path,
 resil_status_t resil_config_env(struct resil_config *cfg,
                                 char *(*get)(const char *),
                                 resil_config_err_fn fn);
+
+/* Whether the session layer applies to ip:port. name: the name ip came
+ * from, or NULL. For a listening socket pass its local address (the
+ * unspecified address matches a pattern of any host). */
+bool resil_config_session_match(const struct resil_config *cfg,
+                                const struct resil_ip *ip, const char *name,
+                                uint16_t port);
 
 /* The alternate-address group holding ip, or NULL. */
 const struct resil_alt_group *

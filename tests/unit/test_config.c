@@ -324,3 +324,126 @@ Test(config, directory_refused)
                  RESIL_EINVAL);
     cr_expect(strstr(errs[0], "is a directory"), "%s", errs[0]);
 }
+
+/* ---- RESIL_SESSION patterns ---- */
+
+static bool matches(const struct resil_config *c, const char *ip,
+                    const char *name, int port)
+{
+    struct resil_ip a = ip_of(ip);
+    return resil_config_session_match(c, &a, name, (uint16_t)port);
+}
+
+Test(config, session_patterns)
+{
+    struct resil_config c;
+    char err[256];
+
+    resil_config_defaults(&c);
+    cr_expect_eq(c.n_session, 0);
+    cr_expect_eq(c.session_linger_ms, RESIL_DEF_SESSION_LINGER_MS);
+    cr_expect_not(matches(&c, "10.0.0.1", NULL, 6379), "no pattern");
+    cr_assert_eq(resil_config_line(&c, "session *:6379,[fd00::/8]:5432 "
+                                       "10.1.0.0/16:* db.Example.com:7000",
+                                   err, sizeof(err)),
+                 RESIL_OK, "%s", err);
+    cr_assert_eq(c.n_session, 4);
+    cr_expect(matches(&c, "192.0.2.7", NULL, 6379));
+    cr_expect_not(matches(&c, "192.0.2.7", NULL, 6380));
+    cr_expect(matches(&c, "fd00:1::5", NULL, 5432));
+    cr_expect_not(matches(&c, "fe80::5", NULL, 5432), "outside fd00::/8");
+    cr_expect_not(matches(&c, "10.0.0.1", NULL, 5432), "family");
+    cr_expect(matches(&c, "10.1.255.3", NULL, 1));
+    cr_expect_not(matches(&c, "10.2.0.3", NULL, 1), "outside 10.1/16");
+    cr_expect(matches(&c, "198.51.100.1", "DB.example.com", 7000),
+              "names match case-insensitively");
+    cr_expect_not(matches(&c, "198.51.100.1", "db.example.org", 7000));
+    cr_expect_not(matches(&c, "198.51.100.1", NULL, 7000), "no name");
+    /* a listener on the unspecified address matches any host */
+    cr_expect(matches(&c, "0.0.0.0", NULL, 7000));
+    cr_expect(matches(&c, "::", NULL, 5432));
+}
+
+Test(config, session_prefix_bits)
+{
+    struct resil_config c;
+    char err[256];
+
+    resil_config_defaults(&c);
+    cr_assert_eq(resil_config_line(&c, "session 10.1.2.128/25:1", err,
+                                   sizeof(err)),
+                 RESIL_OK, "%s", err);
+    cr_expect(matches(&c, "10.1.2.200", NULL, 1));
+    cr_expect_not(matches(&c, "10.1.2.127", NULL, 1));
+    cr_assert_eq(resil_config_line(&c, "session 0.0.0.0/0:2", err,
+                                   sizeof(err)),
+                 RESIL_OK, "%s", err);
+    cr_expect(matches(&c, "203.0.113.9", NULL, 2));
+}
+
+Test(config, session_bad_patterns)
+{
+    static const char *const bad[] = {
+        "session fd00::1:80",      /* IPv6 without brackets */
+        "session 10.0.0.1",        /* no port */
+        "session 10.0.0.1:0",      /* port 0 */
+        "session 10.0.0.1:65536",
+        "session 10.0.0.1:http",
+        "session :80",             /* no host */
+        "session 10.0.0.0/33:80",
+        "session [fd00::/129]:80",
+        "session [fd00::1:80",
+        "session bad_host!:80",
+        "session name/8:80",       /* a prefix on a name */
+    };
+    struct resil_config c;
+    char err[256];
+
+    resil_config_defaults(&c);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        cr_expect_neq(resil_config_line(&c, bad[i], err, sizeof(err)),
+                      RESIL_OK, "accepted: %s", bad[i]);
+        cr_expect(strstr(err, "session") != NULL, "%s: message '%s'",
+                  bad[i], err);
+    }
+    cr_expect_eq(c.n_session, 0, "a bad line adds no pattern");
+    /* all or nothing per line */
+    cr_expect_neq(resil_config_line(&c, "session *:1 10.0.0.1", err,
+                                    sizeof(err)),
+                  RESIL_OK);
+    cr_expect_eq(c.n_session, 0);
+}
+
+Test(config, session_from_environment)
+{
+    struct resil_config c;
+    char big[4096];
+    size_t o = 0;
+
+    resil_config_defaults(&c);
+    /* 32 patterns of IPv6 prefixes: longer than a config line */
+    for (int i = 0; i < RESIL_MAX_SESSION_PATS; i++)
+        o += (size_t)snprintf(big + o, sizeof(big) - o,
+                              "%s[fd00:1234:5678:9abc:def0:%x::/96]:%d",
+                              i ? "," : "", i, 1000 + i);
+    cr_assert(o > 1024);
+    setenv("RESIL_SESSION", big, 1);
+    setenv("RESIL_SESSION_LINGER_MS", "2500", 1);
+    setenv("RESIL_PSK_FILE", "/etc/libresil/psk", 1);
+    cr_expect_eq(resil_config_env(&c, getenv, collect), RESIL_OK,
+                 "%s", errs[0]);
+    unsetenv("RESIL_SESSION");
+    unsetenv("RESIL_SESSION_LINGER_MS");
+    unsetenv("RESIL_PSK_FILE");
+    cr_expect_eq(c.n_session, RESIL_MAX_SESSION_PATS);
+    cr_expect_eq(c.session_linger_ms, 2500);
+    cr_expect_str_eq(c.psk_file, "/etc/libresil/psk");
+    cr_expect(matches(&c, "fd00:1234:5678:9abc:def0:1f::7", NULL, 1031));
+    cr_expect_not(matches(&c, "fd00:1234:5678:9abc:def0:1f::7", NULL, 1030));
+    setenv("RESIL_SESSION", "*:1,*:2", 1);
+    nerr = 0;
+    cr_expect_neq(resil_config_env(&c, getenv, collect), RESIL_OK);
+    unsetenv("RESIL_SESSION");
+    cr_expect(nerr == 1 && strstr(errs[0], "more than 32"), "%s", errs[0]);
+}
