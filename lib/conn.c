@@ -1332,3 +1332,8 @@ void resil_conn_abort_all(int err)
             (void)!real.write(c->donefd, &one, sizeof(one));
     }
 }
+
+void resil_conn_hold_error(struct resil_sock *s, int err)
+{
+    set_pending(s, err);
+}

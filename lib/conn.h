@@ -125,6 +125,11 @@ uint64_t resil_conn_tick(uint64_t now_ns);
  * cannot do without). Engine lock held. */
 void resil_conn_abort_all(int err);
 
+/* Hold err for s, to be reported once like a pending socket error (the
+ * socket on s->fd no longer has it: a lost session's ECONNRESET). s->mu
+ * held. */
+void resil_conn_hold_error(struct resil_sock *s, int err);
+
 /* The child of a fork: races in flight fail with ECONNABORTED. */
 void resil_conn_atfork_child(void);
 

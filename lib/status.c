@@ -15,6 +15,8 @@ static const char *const names[RESIL_STATUS_MAX] = {
     [RESIL_EVERSION] = "unsupported protocol version",
     [RESIL_EAUTH] = "authentication failed",
     [RESIL_EPERM] = "key file open to other users",
+    [RESIL_EREFUSED] = "refused or failed for good",
+    [RESIL_ECANCELED] = "taken over by another operation",
 };
 
 const char *resil_strerror(resil_status_t st)

@@ -17,6 +17,8 @@ typedef enum {
     RESIL_EVERSION,   /* a protocol version this side does not speak */
     RESIL_EAUTH,      /* a MAC or a key check failed */
     RESIL_EPERM,      /* a key file others may read or change */
+    RESIL_EREFUSED,   /* the peer refused, or the operation failed for good */
+    RESIL_ECANCELED,  /* another operation took over */
     RESIL_STATUS_MAX
 } resil_status_t;
 

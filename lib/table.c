@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "epoll.h"
+#include "session.h"
 #include "table.h"
 
 #define CHUNK_BITS RESIL_TABLE_CHUNK_BITS
@@ -92,6 +93,7 @@ void resil_sock_unref(struct resil_sock *s)
         free(o);
     }
     resil_epoll_sock_free(s);
+    resil_sess_free(s->sess);
     pthread_mutex_destroy(&s->ep_mu);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -55,6 +55,7 @@ struct resil_sockopt {
 struct resil_epreg; /* epoll.c */
 
 struct resil_race_ctx;
+struct resil_sess;
 struct resil_sock;
 
 /* The dead-path monitor's part of a socket (monitor.c says who touches
@@ -120,6 +121,8 @@ struct resil_sock {
     _Atomic uint64_t stale_seq; /* epoll.h: the last stale report */
     atomic_uint stale_mask;
     struct resil_race_ctx *race;/* engine-owned while RS_RACING */
+    struct resil_sess *sess;    /* the session layer's state, or NULL
+                                   (session.h); freed with the socket */
     struct resil_sock_mon mon;  /* the dead-path monitor's (monitor.c) */
 };
 

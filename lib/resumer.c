@@ -1,0 +1,915 @@
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
+
+#include "config.h"
+#include "conn.h"
+#include "engine.h"
+#include "events.h"
+#include "fds.h"
+#include "log.h"
+#include "resume.h"
+#include "resumer.h"
+#include "session.h"
+#include "swap.h"
+#include "sys.h"
+
+/* How long a resume waits for the peer's answer on a connection, and for
+ * a connection to its resume listener, per try. */
+#define EXCHANGE_MS 2000
+#define CONNECT_MS 1000
+/* between tries while the linger time lasts */
+#define RETRY_MS 200
+
+/* The listener: an accept thread of its own (blocking accept: the engine
+ * lock is never needed to take a resume in, and the engine thread may be
+ * the one asking for the port, from inside a race). */
+static struct {
+    pthread_mutex_t mu;
+    int lfd;            /* registry-owned (fds.h), pinned by the thread */
+    atomic_int pins;
+    uint16_t port;
+    bool tried;         /* set up once per process; not again on failure */
+    int workers;        /* running worker threads */
+} L = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = -1};
+
+/* ---- threads ---- */
+
+static bool spawn(void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    pthread_attr_t at;
+    pthread_t t;
+    int rc;
+
+    pthread_mutex_lock(&L.mu);
+    if (L.workers >= RESIL_RESUME_WORKERS) {
+        pthread_mutex_unlock(&L.mu);
+        return false;
+    }
+    L.workers++;
+    pthread_mutex_unlock(&L.mu);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 256 * 1024);
+    rc = pthread_create(&t, &at, fn, arg);
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        pthread_mutex_lock(&L.mu);
+        L.workers--;
+        pthread_mutex_unlock(&L.mu);
+        return false;
+    }
+    return true;
+}
+
+static void worker_done(void)
+{
+    pthread_mutex_lock(&L.mu);
+    L.workers--;
+    pthread_mutex_unlock(&L.mu);
+}
+
+/* ---- small blocking helpers with deadlines (worker threads only) ---- */
+
+static int left_ms(uint64_t deadline)
+{
+    uint64_t now = resil_now_ns();
+    return now >= deadline ? 0 : (int)((deadline - now) / RESIL_MS) + 1;
+}
+
+static bool wait_fd(int fd, short ev, uint64_t deadline)
+{
+    struct pollfd p = {.fd = fd, .events = ev};
+    int rc;
+    do
+        rc = real.poll(&p, 1, left_ms(deadline));
+    while (rc < 0 && errno == EINTR);
+    return rc == 1 && (p.revents & (ev | POLLERR | POLLHUP));
+}
+
+/* Read exactly one message (its header says how long) from fd. */
+static resil_status_t read_msg(int fd, uint8_t *buf, size_t *len,
+                               uint64_t deadline)
+{
+    size_t got = 0, want = RESIL_WIRE_HDR_LEN;
+
+    while (got < want) {
+        ssize_t n;
+        if (!wait_fd(fd, POLLIN, deadline))
+            return RESIL_EAGAIN;
+        n = real.recv(fd, buf + got, want - got, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0)
+            return RESIL_ESYS;
+        got += (size_t)n;
+        if (got == RESIL_WIRE_HDR_LEN) {
+            want = ((size_t)buf[6] << 8) | buf[7];
+            if (want < RESIL_WIRE_HDR_LEN + 1 || want > RESIL_WIRE_MAX_LEN)
+                return RESIL_EPROTO;
+        }
+    }
+    *len = got;
+    return RESIL_OK;
+}
+
+static resil_status_t write_all(int fd, const void *buf, size_t len,
+                                uint64_t deadline)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = real.send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            if (!wait_fd(fd, POLLOUT, deadline))
+                return RESIL_EAGAIN;
+            continue;
+        }
+        if (n <= 0)
+            return RESIL_ESYS;
+        p += n;
+        len -= (size_t)n;
+    }
+    return RESIL_OK;
+}
+
+static void refuse(int fd, uint8_t reason)
+{
+    uint8_t buf[RESIL_WIRE_MAX_LEN];
+    struct resil_msg m = {.type = RESIL_MSG_REFUSE};
+    size_t len;
+    m.u.refuse.reason = reason;
+    if (resil_wire_encode(&m, buf, sizeof(buf), &len) == RESIL_OK)
+        (void)!real.send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* ---- freezing a session: its old connection put aside ---- */
+
+static uint64_t r_total(const struct resil_sess *x)
+{
+    return x->r + (x->stash_len - x->stash_off);
+}
+
+static void stash_add(struct resil_sess *x, const void *b, size_t n)
+{
+    uint8_t *p;
+    if (x->stash_off == x->stash_len) {
+        free(x->stash);
+        x->stash = NULL;
+        x->stash_len = x->stash_off = 0;
+    }
+    p = realloc(x->stash, x->stash_len + n);
+    if (p == NULL) {
+        resil_sess_untracked(x, "out of memory for the received bytes");
+        return;
+    }
+    memcpy(p + x->stash_len, b, n);
+    x->stash = p;
+    x->stash_len += n;
+}
+
+static void tail_of(const struct resil_sess *x, uint8_t out[16])
+{
+    struct resil_lastbytes t = x->last;
+    struct iovec iov[2];
+    int n;
+    if (x->stash_len > x->stash_off)
+        resil_lastbytes_feed(&t, x->stash + x->stash_off,
+                             x->stash_len - x->stash_off);
+    resil_lastbytes_spans(&t, iov, &n);
+    resil_session_tail(iov, n, out);
+}
+
+/* A parked socket to stand on the program's fd while the session is
+ * frozen: event loops sleep on it (a socket in SYN_SENT reports nothing),
+ * blocking calls wait in the hooks. */
+static int make_parked(struct resil_sock *s)
+{
+    int fd = -1, raw = real.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (raw < 0 || resil_fds_own(&fd, raw, RESIL_FD_SOCK, NULL) != RESIL_OK)
+        return -1;
+    resil_engine_lock();
+    if (resil_engine_start() != RESIL_OK ||
+        resil_park(fd, s->family, s->v6only) != RESIL_OK)
+        resil_fds_close(&fd);
+    resil_engine_unlock();
+    return resil_fds_take(&fd);
+}
+
+/* Freeze x (idempotent): readers and writers of the program are woken
+ * and wait; the old connection's queue goes to the stash; counts are
+ * checked against the kernel; the old connection is reset (put aside on
+ * x->old_fd), a parked socket stands on the fd. Returns RESIL_OK, or an
+ * error when the fd is not the session's any more. Worker thread, no lock
+ * held; x->busy is ours. */
+static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
+{
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    struct tcp_info ti;
+    socklen_t l;
+    int fd = s->fd, q = 0, parked;
+    bool wlocked;
+    resil_status_t st;
+
+    pthread_mutex_lock(&x->mu);
+    if (x->detached) {
+        pthread_mutex_unlock(&x->mu);
+        return RESIL_OK;
+    }
+    x->frozen = true;
+    pthread_mutex_unlock(&x->mu);
+    parked = make_parked(s);
+    /* readers: shutting the read side wakes them (queued bytes stay) */
+    real.shutdown(fd, SHUT_RD);
+    pthread_mutex_lock(&x->rmu);
+    if (atomic_load(&x->state) == RESIL_SESS_HELLO_SENT &&
+        resil_sess_client_welcome(x, fd) != RESIL_OK)
+        /* the WELCOME never came, or was bad: nothing to resume with */
+        resil_sess_untracked(x, "no WELCOME from the server");
+    for (;;) {
+        uint8_t buf[65536];
+        ssize_t n = real.recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        stash_add(x, buf, (size_t)n);
+    }
+    memset(&ti, 0, sizeof(ti));
+    l = sizeof(ti);
+    if (atomic_load(&x->state) == RESIL_SESS_UP &&
+        (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
+         real.ioctl(fd, SIOCINQ, &q) < 0 ||
+         ti.tcpi_bytes_received - (uint64_t)q !=
+             x->kbase_in + (r_total(x) - x->pos_in_base)))
+        /* a byte the hooks did not see (stdio, io_uring, raw syscall)
+         * came off this connection: the stream cannot be resumed */
+        resil_sess_untracked(x, "bytes were read that libresil did not see");
+    pthread_mutex_unlock(&x->rmu);
+    /* writers: a writer inside a call is waiting for buffer space on the
+     * dead path; checking the counts needs none inside */
+    wlocked = pthread_mutex_trylock(&x->wmu) == 0;
+    if (wlocked && atomic_load(&x->state) == RESIL_SESS_UP) {
+        memset(&ti, 0, sizeof(ti));
+        l = sizeof(ti);
+        q = 0;
+        if (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
+            real.ioctl(fd, SIOCOUTQ, &q) < 0 ||
+            ti.tcpi_bytes_acked - 1 + (uint64_t)q !=
+                x->kbase_out + (x->w - x->pos_out_base))
+            resil_sess_untracked(x, "bytes were written that libresil did "
+                                    "not see");
+    }
+    /* reset (never FIN: a FIN means the program closed its end); wakes a
+     * blocked writer, whose partial count the hook records */
+    real.connect(fd, &unspec, sizeof(unspec));
+    if (!wlocked)
+        pthread_mutex_lock(&x->wmu);
+    pthread_mutex_unlock(&x->wmu);
+    /* the old connection aside, the parked socket on the fd */
+    pthread_mutex_lock(&s->mu);
+    st = RESIL_ESYS;
+    if (parked >= 0 &&
+        resil_fds_dup(&x->old_fd, fd, RESIL_FD_SOCK) == RESIL_OK) {
+        st = resil_swap_in(s, parked);
+        parked = -1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    resil_fds_close_fd(parked);
+    pthread_mutex_lock(&x->mu);
+    x->detached = true;
+    if (x->detached_ns == 0)
+        x->detached_ns = resil_now_ns();
+    pthread_mutex_unlock(&x->mu);
+    if (st != RESIL_OK)
+        /* the fd keeps the reset connection: the program meets it */
+        resil_sess_untracked(x, "cannot park the program's fd");
+    return RESIL_OK;
+}
+
+/* Thaw x: waiters retry (on the new connection, or meet the lost
+ * session's error). */
+static void thaw(struct resil_sess *x, bool ok)
+{
+    pthread_mutex_lock(&x->mu);
+    x->frozen = false;
+    x->detached = false;
+    x->busy = 0;
+    x->abort_init = false;
+    if (ok) {
+        x->resumes++;
+        x->detached_ns = 0;
+    }
+    pthread_cond_broadcast(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+}
+
+/* The session is lost: the program gets ECONNRESET, once, on the old
+ * (reset) connection put back on its fd. */
+static void lose(struct resil_sock *s, struct resil_sess *x, const char *why)
+{
+    char a[RESIL_ADDRSTRLEN];
+    resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
+    rwarn("fd %d: session to %s lost: %s; the program gets ECONNRESET", s->fd,
+          a, why);
+    resil_event("resume_failed", s->fd, "\"peer\":\"%s\",\"why\":\"%s\"", a,
+                why);
+    atomic_store(&x->state, RESIL_SESS_BROKEN);
+    pthread_mutex_lock(&s->mu);
+    if (x->old_fd >= 0)
+        resil_swap_in(s, resil_fds_take(&x->old_fd));
+    resil_conn_hold_error(s, ECONNRESET);
+    pthread_mutex_unlock(&s->mu);
+    thaw(x, false);
+}
+
+/* Put the resumed connection on the program's fd: replay what the peer
+ * lacks, its FIN again if our program had sent one, then the swap. */
+static resil_status_t switch_over(struct resil_sock *s, struct resil_sess *x,
+                                  int fd, uint64_t r_peer, size_t sent,
+                                  size_t got, uint64_t deadline)
+{
+    struct iovec iov[2];
+    int n = 0;
+    resil_status_t st;
+
+    if (r_peer < x->w &&
+        resil_ring_spans(&x->ring, r_peer, x->w, iov, &n) != RESIL_OK)
+        return RESIL_ERANGE;
+    for (int i = 0; i < n; i++)
+        if ((st = write_all(fd, iov[i].iov_base, iov[i].iov_len,
+                            deadline)) != RESIL_OK)
+            return st;
+    if (x->fin_out)
+        real.shutdown(fd, SHUT_WR);
+    x->kbase_out = sent;
+    x->kbase_in = got;
+    x->pos_out_base = r_peer;
+    x->pos_in_base = r_total(x);
+    if (r_peer > x->ring.start)
+        resil_ring_trim(&x->ring, r_peer);
+    pthread_mutex_lock(&s->mu);
+    st = resil_swap_in(s, fd);
+    pthread_mutex_unlock(&s->mu);
+    if (st == RESIL_OK)
+        resil_fds_close(&x->old_fd);
+    return st;
+}
+
+static void resumed(struct resil_sock *s, struct resil_sess *x, bool init,
+                    uint64_t r_peer, uint64_t t0)
+{
+    char a[RESIL_ADDRSTRLEN];
+    double ms = (double)(resil_now_ns() - t0) / 1e6;
+    resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
+    rinfo("fd %d: session to %s resumed (%s) in %.1f ms: %llu bytes "
+          "replayed to the peer", s->fd, a, init ? "we asked" : "peer asked",
+          ms, (unsigned long long)(x->w - r_peer));
+    resil_event("resume", s->fd,
+                "\"peer\":\"%s\",\"initiator\":%s,\"replayed\":%llu,"
+                "\"ms\":%.3f",
+                a, init ? "true" : "false",
+                (unsigned long long)(x->w - r_peer), ms);
+}
+
+/* ---- the initiator ---- */
+
+static bool tcp_closed(int fd)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    /* include/net/tcp_states.h: TCP_CLOSE is 7 */
+    return real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
+           ti.tcpi_state == 7;
+}
+
+/* A connection to the peer's resume listener: every known address of the
+ * peer at once, the first to connect wins. Returns a registry-owned fd in
+ * *out (pinned by the caller's pins), or RESIL_EAGAIN. */
+static resil_status_t dial(struct resil_sock *s, struct resil_sess *x,
+                           int *out, atomic_int *pins)
+{
+    struct resil_ip cand[RESIL_WIRE_MAX_ADDR + 1];
+    int fds[RESIL_WIRE_MAX_ADDR + 1], n = 0, win = -1;
+    struct pollfd p[RESIL_WIRE_MAX_ADDR + 1];
+    uint64_t deadline = resil_now_ns() + CONNECT_MS * RESIL_MS;
+
+    cand[n++] = s->cur_ip;
+    for (int i = 0; i < x->npeer; i++) {
+        bool dup = false;
+        for (int k = 0; k < n; k++)
+            dup |= resil_ip_equal(&cand[k], &x->peer[i]);
+        if (!dup)
+            cand[n++] = x->peer[i];
+    }
+    for (int i = 0; i < n; i++) {
+        struct sockaddr_storage sa;
+        socklen_t len = resil_ip_to_sa(&cand[i], x->peer_port,
+                                       cand[i].family, &sa);
+        int raw = real.socket(cand[i].family,
+                              SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        fds[i] = -1;
+        if (raw < 0 ||
+            resil_fds_own(&fds[i], raw, RESIL_FD_SOCK, pins) != RESIL_OK)
+            continue;
+        if (real.connect(fds[i], (struct sockaddr *)&sa, len) < 0 &&
+            errno != EINPROGRESS)
+            resil_fds_close(&fds[i]);
+    }
+    while (win < 0 && left_ms(deadline) > 0) {
+        int k = 0, map[RESIL_WIRE_MAX_ADDR + 1];
+        for (int i = 0; i < n; i++)
+            if (fds[i] >= 0) {
+                p[k] = (struct pollfd){.fd = fds[i], .events = POLLOUT};
+                map[k++] = i;
+            }
+        if (k == 0 || real.poll(p, (nfds_t)k, left_ms(deadline)) <= 0)
+            break;
+        for (int j = 0; j < k && win < 0; j++) {
+            int err = 0;
+            socklen_t l = sizeof(err);
+            if (!p[j].revents)
+                continue;
+            real.getsockopt(p[j].fd, SOL_SOCKET, SO_ERROR, &err, &l);
+            if (err == 0)
+                win = map[j];
+            else
+                resil_fds_close(&fds[map[j]]);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (i != win)
+            resil_fds_close(&fds[i]);
+    if (win < 0)
+        return RESIL_EAGAIN;
+    resil_fds_transfer(&fds[win], out);
+    pthread_mutex_lock(&s->mu);
+    s->cur_ip = cand[win];
+    pthread_mutex_unlock(&s->mu);
+    return RESIL_OK;
+}
+
+/* One try: RESUME on a new connection, RESUMED back. RESIL_OK: resumed;
+ * RESIL_EAGAIN: try again; else the session is lost (*why). */
+static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
+                                 atomic_int *pins, uint64_t t0,
+                                 const char **why)
+{
+    uint8_t req[RESIL_WIRE_MAX_LEN], ans[RESIL_WIRE_MAX_LEN];
+    uint8_t tail[RESIL_WIRE_TAIL_LEN], nonce[RESIL_WIRE_NONCE_LEN];
+    struct resil_resume_view v;
+    struct resil_resume_verdict d;
+    struct resil_wire_err werr = {0};
+    struct resil_msg m;
+    size_t rlen, alen;
+    uint64_t deadline;
+    int fd = -1;
+    resil_status_t st;
+
+    if (dial(s, x, &fd, pins) != RESIL_OK)
+        return RESIL_EAGAIN;
+    pthread_mutex_lock(&x->mu);
+    if (x->abort_init) {
+        /* the client's own RESUME came in and wins */
+        pthread_mutex_unlock(&x->mu);
+        resil_fds_close(&fd);
+        *why = NULL;
+        return RESIL_ECANCELED;
+    }
+    pthread_mutex_unlock(&x->mu);
+    detach(s, x);
+    if (!x->resumable) {
+        resil_fds_close(&fd);
+        *why = x->why_not;
+        return RESIL_EREFUSED;
+    }
+    memset(&v, 0, sizeof(v));
+    memcpy(v.id, x->keys.id, sizeof(v.id));
+    v.role = x->role;
+    v.k_mac = x->keys.k_mac;
+    v.peer_counter = x->peer_counter;
+    v.resumable = true;
+    v.own_attempt = true;
+    v.ring = &x->ring;
+    tail_of(x, tail);
+    resil_session_random(nonce, sizeof(nonce));
+    st = resil_resume_request(&v, ++x->counter, r_total(x), tail,
+                              x->fin_in ? RESIL_RESUME_F_FIN : 0, nonce, req,
+                              sizeof(req), &rlen);
+    deadline = resil_now_ns() + EXCHANGE_MS * RESIL_MS;
+    if (st == RESIL_OK)
+        st = write_all(fd, req, rlen, deadline);
+    if (st == RESIL_OK)
+        st = read_msg(fd, ans, &alen, deadline);
+    if (st != RESIL_OK) {
+        resil_fds_close(&fd);
+        return RESIL_EAGAIN; /* the new path died too, or no answer */
+    }
+    st = resil_wire_decode(ans, alen, &m, &werr);
+    if (st == RESIL_OK && m.type == RESIL_MSG_REFUSE) {
+        resil_fds_close(&fd);
+        if (m.u.refuse.reason == RESIL_REFUSE_BUSY) {
+            /* the peer resumes it itself (the client wins): its RESUME
+             * reaches our listener */
+            *why = NULL;
+            return RESIL_ECANCELED;
+        }
+        *why = resil_refuse_str(m.u.refuse.reason);
+        return RESIL_EREFUSED;
+    }
+    if (st != RESIL_OK ||
+        resil_resume_check(&v, req, rlen, ans, alen, &m, &d) != RESIL_OK ||
+        d.refuse != RESIL_REFUSE_NONE) {
+        resil_fds_close(&fd);
+        *why = st != RESIL_OK ? werr.why : d.why;
+        return RESIL_EREFUSED;
+    }
+    st = switch_over(s, x, fd, d.from, rlen, alen, deadline);
+    if (st != RESIL_OK) {
+        resil_fds_close(&fd);
+        *why = "cannot replay onto the new connection";
+        return RESIL_EREFUSED;
+    }
+    resumed(s, x, true, d.from, t0);
+    return RESIL_OK;
+}
+
+static void *initiator(void *arg)
+{
+    struct resil_sock *s = arg;
+    struct resil_sess *x = s->sess;
+    const struct resil_config *cfg = resil_config_get();
+    atomic_int pins = 1; /* our descriptors stay put while we run */
+    uint64_t t0 = resil_now_ns(), deadline;
+    const char *why = "no answer from the peer within the linger time";
+    resil_status_t st = RESIL_EAGAIN;
+
+    resil_in_shim = 1;
+    deadline = t0 + (uint64_t)cfg->session_linger_ms * RESIL_MS;
+    if (x->peer_port == 0) {
+        st = RESIL_EREFUSED;
+        why = "the peer announced no resume listener";
+    }
+    /* a connection already dead (a data call met its error) is put aside
+     * at once, so that event loops sleep on a parked socket instead of
+     * spinning on the dead one's error; a suspected one stays on the fd
+     * until its replacement is connected (make before break) */
+    if (st == RESIL_EAGAIN && tcp_closed(s->fd))
+        detach(s, x);
+    while (st == RESIL_EAGAIN && resil_now_ns() < deadline) {
+        st = try_resume(s, x, &pins, t0, &why);
+        if (st == RESIL_EAGAIN) {
+            struct timespec d = {0, RETRY_MS * 1000000L};
+            nanosleep(&d, NULL);
+        }
+    }
+    if (st == RESIL_ECANCELED) {
+        /* the responder side took over (x->busy is its now) */
+    } else if (st != RESIL_OK) {
+        detach(s, x);
+        lose(s, x, why ? why : "refused");
+    } else {
+        thaw(x, true);
+    }
+    atomic_fetch_sub(&pins, 1);
+    resil_sock_unref(s);
+    worker_done();
+    return NULL;
+}
+
+void resil_resume_start(struct resil_sock *s, const char *why)
+{
+    struct resil_sess *x = s->sess;
+
+    if (x == NULL || atomic_load(&x->state) != RESIL_SESS_UP)
+        return;
+    pthread_mutex_lock(&x->mu);
+    if (x->busy || !x->resumable) {
+        pthread_mutex_unlock(&x->mu);
+        return;
+    }
+    x->busy = RESIL_RESUME_INIT;
+    pthread_mutex_unlock(&x->mu);
+    rinfo("fd %d: session path suspected dead (%s); resuming", s->fd, why);
+    resil_sock_ref(s);
+    if (!spawn(initiator, s)) {
+        resil_sock_unref(s);
+        pthread_mutex_lock(&x->mu);
+        x->busy = 0;
+        pthread_mutex_unlock(&x->mu);
+        rwarn("fd %d: cannot start a resume thread", s->fd);
+    }
+}
+
+/* ---- the responder ---- */
+
+struct inbound {
+    int fd;            /* registry-owned */
+    atomic_int pins;
+};
+
+static void *responder(void *arg)
+{
+    struct inbound *in = arg;
+    uint8_t req[RESIL_WIRE_MAX_LEN], ans[RESIL_WIRE_MAX_LEN];
+    uint8_t tail[RESIL_WIRE_TAIL_LEN];
+    struct resil_wire_err werr = {0};
+    struct resil_resume_view v;
+    struct resil_resume_verdict d;
+    struct resil_msg m;
+    struct resil_sock *s = NULL;
+    struct resil_sess *x = NULL;
+    uint64_t t0 = resil_now_ns(), deadline = t0 + EXCHANGE_MS * RESIL_MS;
+    size_t rlen, alen;
+    bool ours = false;
+
+    resil_in_shim = 1;
+    if (read_msg(in->fd, req, &rlen, deadline) != RESIL_OK ||
+        resil_wire_decode(req, rlen, &m, &werr) != RESIL_OK ||
+        m.type != RESIL_MSG_RESUME) {
+        rdebug("resume listener: a connection that is not a RESUME (%s)",
+               werr.why ? werr.why : "short or not a RESUME");
+        goto out;
+    }
+    /* our role is the other one; a reflected RESUME of our own finds
+     * nothing (lib/resume.c) */
+    resil_sess_index_lock();
+    x = resil_sess_find(m.u.resume.id, m.u.resume.role == RESIL_ROLE_CLIENT
+                                           ? RESIL_ROLE_SERVER
+                                           : RESIL_ROLE_CLIENT);
+    if (x) {
+        s = x->sock;
+        int r = atomic_load(&s->refs);
+        while (r > 0 && !atomic_compare_exchange_weak(&s->refs, &r, r + 1))
+            ;
+        if (r <= 0)
+            s = NULL, x = NULL;
+    }
+    resil_sess_index_unlock();
+    if (x == NULL) {
+        refuse(in->fd, RESIL_REFUSE_UNKNOWN);
+        goto out;
+    }
+    /* the MAC before anything is touched: a forged RESUME must not freeze
+     * a live session */
+    if (resil_session_verify(x->keys.k_mac, NULL, 0, req, rlen) !=
+        RESIL_OK) {
+        rinfo("fd %d: a RESUME with a bad MAC refused", s->fd);
+        refuse(in->fd, RESIL_REFUSE_BAD_MAC);
+        goto out;
+    }
+    pthread_mutex_lock(&x->mu);
+    if (x->busy == RESIL_RESUME_INIT && x->role == RESIL_ROLE_SERVER) {
+        /* the client's RESUME wins over our own attempt: wait for it to
+         * give up (it looks at abort_init between its steps) */
+        x->abort_init = true;
+        while (x->busy == RESIL_RESUME_INIT) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            if (pthread_cond_timedwait(&x->cv, &x->mu, &ts) == ETIMEDOUT)
+                break;
+        }
+    }
+    if (x->busy == 0) {
+        x->busy = RESIL_RESUME_RESP;
+        ours = true;
+    }
+    memset(&v, 0, sizeof(v));
+    memcpy(v.id, x->keys.id, sizeof(v.id));
+    v.role = x->role;
+    v.k_mac = x->keys.k_mac;
+    v.peer_counter = x->peer_counter;
+    v.resumable = x->resumable;
+    v.own_attempt = !ours;
+    v.ring = &x->ring;
+    pthread_mutex_unlock(&x->mu);
+    if (ours && x->resumable && detach(s, x) != RESIL_OK)
+        v.resumable = false;
+    v.resumable = v.resumable && x->resumable;
+    if (resil_resume_decide(&v, req, rlen, &m, &d) != RESIL_OK) {
+        refuse(in->fd, RESIL_REFUSE_UNKNOWN);
+        goto out;
+    }
+    if (d.take_counter)
+        x->peer_counter = d.counter;
+    if (d.refuse != RESIL_REFUSE_NONE) {
+        rinfo("fd %d: RESUME refused: %s", s->fd, d.why);
+        refuse(in->fd, (uint8_t)d.refuse);
+        if (ours && d.refuse != RESIL_REFUSE_REPLAYED &&
+            d.refuse != RESIL_REFUSE_BAD_MAC) {
+            /* the peer's resume of a live session failed for good */
+            lose(s, x, d.why);
+            ours = false;
+        }
+        goto out;
+    }
+    tail_of(x, tail);
+    if (resil_resume_answer(&v, req, rlen, r_total(x), tail,
+                            x->fin_in ? RESIL_RESUME_F_FIN : 0, ans,
+                            sizeof(ans), &alen) != RESIL_OK ||
+        write_all(in->fd, ans, alen, deadline) != RESIL_OK ||
+        switch_over(s, x, in->fd, d.from, alen, rlen, deadline) !=
+            RESIL_OK) {
+        lose(s, x, "cannot answer the RESUME");
+        ours = false;
+        goto out;
+    }
+    in->fd = -1; /* the program's now */
+    resumed(s, x, false, d.from, t0);
+    thaw(x, true);
+    ours = false;
+out:
+    if (ours) {
+        pthread_mutex_lock(&x->mu);
+        x->busy = 0;
+        pthread_cond_broadcast(&x->cv);
+        pthread_mutex_unlock(&x->mu);
+    }
+    resil_fds_close(&in->fd);
+    atomic_fetch_sub(&in->pins, 1);
+    resil_sock_unref(s);
+    free(in);
+    worker_done();
+    return NULL;
+}
+
+/* ---- the listener ---- */
+
+static void *acceptor(void *arg)
+{
+    (void)arg;
+    resil_in_shim = 1;
+    for (;;) {
+        struct inbound *in;
+        int raw = real.accept4(L.lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (raw < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE ||
+                errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                if (errno != EINTR && errno != ECONNABORTED) {
+                    struct timespec d = {0, 100000000L};
+                    nanosleep(&d, NULL);
+                }
+                continue;
+            }
+            rwarn("resume listener: accept: %s; resumes toward this "
+                  "process stop", strerror(errno));
+            break;
+        }
+        in = calloc(1, sizeof(*in));
+        if (in == NULL) {
+            real.close(raw);
+            continue;
+        }
+        atomic_init(&in->pins, 1);
+        in->fd = -1;
+        if (resil_fds_own(&in->fd, raw, RESIL_FD_SOCK, &in->pins) !=
+                RESIL_OK ||
+            !spawn(responder, in)) {
+            /* too many at once: a flood of connections costs bounded
+             * memory and threads, never a live session */
+            resil_fds_close(&in->fd);
+            free(in);
+        }
+    }
+    atomic_fetch_sub(&L.pins, 1);
+    return NULL;
+}
+
+uint16_t resil_resumer_port(void)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    uint16_t port;
+    int raw, off = 0;
+    sigset_t all, old;
+    pthread_attr_t at;
+    pthread_t t;
+
+    pthread_mutex_lock(&L.mu);
+    if (L.tried) {
+        port = L.port;
+        pthread_mutex_unlock(&L.mu);
+        return port;
+    }
+    L.tried = true;
+    memset(&ss, 0, sizeof(ss));
+    /* one listener for both families where IPv6 is there */
+    raw = real.socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (raw >= 0) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        real.setsockopt(raw, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+        s6->sin6_family = AF_INET6;
+        len = sizeof(*s6);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        raw = real.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        s4->sin_family = AF_INET;
+        len = sizeof(*s4);
+    }
+    if (raw < 0 || resil_fds_own(&L.lfd, raw, RESIL_FD_SOCK, &L.pins) !=
+                       RESIL_OK)
+        goto fail;
+    if (real.bind(L.lfd, (struct sockaddr *)&ss, len) < 0 ||
+        real.listen(L.lfd, 64) < 0 ||
+        real.getsockname(L.lfd, (struct sockaddr *)&ss, &len) < 0)
+        goto fail;
+    port = ntohs(ss.ss_family == AF_INET6
+                     ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                     : ((struct sockaddr_in *)&ss)->sin_port);
+    atomic_store(&L.pins, 1); /* the acceptor's, for its lifetime */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 128 * 1024);
+    if (pthread_create(&t, &at, acceptor, NULL) != 0) {
+        atomic_store(&L.pins, 0);
+        port = 0;
+    }
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (port == 0)
+        goto fail;
+    L.port = port;
+    pthread_mutex_unlock(&L.mu);
+    rdebug("resume listener on port %u", port);
+    return port;
+fail:
+    rwarn("no resume listener (%s): sessions of this process cannot be "
+          "resumed from the other end", strerror(errno));
+    resil_fds_close(&L.lfd);
+    pthread_mutex_unlock(&L.mu);
+    return 0;
+}
+
+void resil_resumer_atfork_child(void)
+{
+    /* the parent's listener, its acceptor and its workers stay there: the
+     * child makes its own when it needs one */
+    pthread_mutex_init(&L.mu, NULL);
+    atomic_store(&L.pins, 0);
+    resil_fds_close(&L.lfd);
+    L.tried = false;
+    L.port = 0;
+    L.workers = 0;
+}
+
+/* ---- the program's calls while a session is away ---- */
+
+int resil_resume_wait(struct resil_sock *s, bool wait)
+{
+    struct resil_sess *x = s->sess;
+    const struct resil_config *cfg = resil_config_get();
+    unsigned seen;
+    int err = 0;
+
+    pthread_mutex_lock(&x->mu);
+    seen = x->resumes;
+    if (x->detached_ns == 0)
+        x->detached_ns = resil_now_ns();
+    for (;;) {
+        uint64_t end = x->detached_ns +
+                       (uint64_t)cfg->session_linger_ms * RESIL_MS;
+        if (atomic_load(&x->state) == RESIL_SESS_BROKEN) {
+            err = ECONNRESET;
+            break;
+        }
+        if (!x->frozen && (x->resumes != seen || !wait)) {
+            err = x->resumes != seen ? 0 : EAGAIN;
+            break;
+        }
+        if (!wait) {
+            err = EAGAIN;
+            break;
+        }
+        if (resil_now_ns() >= end) {
+            err = ECONNRESET;
+            break;
+        }
+        struct timespec ts;
+        uint64_t ns;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ns = (uint64_t)ts.tv_nsec + 100 * RESIL_MS;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+    }
+    pthread_mutex_unlock(&x->mu);
+    return err;
+}

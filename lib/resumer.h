@@ -1,0 +1,42 @@
+/* libresil: resuming a session over a new connection (doc/session.md).
+ *
+ * Each process with sessions has one resume listener of its own (any
+ * address, an ephemeral port announced in HELLO/WELCOME): a resume
+ * connection never reaches a listening socket of the program. A resume
+ * runs in a worker thread of its own (all signals blocked, resil_in_shim
+ * set), which may block: connecting, freezing the session (its readers and
+ * writers are woken and wait), the RESUME/RESUMED exchange, the replay and
+ * the swap. Resumes are rare; a thread each keeps the engine thread and the
+ * engine lock out of every wait. At most RESIL_RESUME_WORKERS run at once
+ * (a flood of bogus resume connections costs bounded memory and CPU).
+ */
+#ifndef RESIL_RESUMER_H
+#define RESIL_RESUMER_H
+
+#include <stdint.h>
+
+#include "table.h"
+
+#define RESIL_RESUME_WORKERS 32
+
+/* The port of this process's resume listener, set up on first use; 0 when
+ * it cannot be (the HELLO/WELCOME then announces none). Any thread, no
+ * lock held. */
+uint16_t resil_resumer_port(void);
+
+/* s's session path is suspected dead (why: for the log): resume it unless
+ * a resume already runs. Any thread; no lock held; returns at once. */
+void resil_resume_start(struct resil_sock *s, const char *why);
+
+/* A data call on session socket s met err: wait for the resume (a
+ * blocking call, at most the linger time) or not (wait false). Returns 0
+ * when the call should be made again (the session is up on a new
+ * connection), else the errno for the program (EAGAIN while a resume runs
+ * and the call must not wait, ECONNRESET when the session is lost). No
+ * lock held. */
+int resil_resume_wait(struct resil_sock *s, bool wait);
+
+/* The child of a fork: the listener and the workers are the parent's. */
+void resil_resumer_atfork_child(void);
+
+#endif

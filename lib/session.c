@@ -1,0 +1,580 @@
+#include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
+
+#include "config.h"
+#include "log.h"
+#include "resumer.h"
+#include "session.h"
+#include "sys.h"
+
+/* ---- process-wide ---- */
+
+static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
+static resil_status_t setup_st = RESIL_EUNSUPP;
+static bool have_psk;
+static uint8_t psk[RESIL_SESSION_KEY_LEN];
+static uint8_t k_hello[RESIL_SESSION_KEY_LEN];
+
+static void setup(void)
+{
+    const struct resil_config *cfg = resil_config_get();
+    char why[256];
+
+    if (resil_crypto_init() != RESIL_OK) {
+        rwarn("session layer off: libsodium cannot start");
+        return;
+    }
+    if (cfg->psk_file[0]) {
+        if (resil_psk_load(cfg->psk_file, psk, why, sizeof(why)) !=
+            RESIL_OK) {
+            /* a configured key that cannot be used must not silently
+             * become no key: sessions stay off */
+            rerror("session layer off: psk_file %s: %s", cfg->psk_file,
+                   why);
+            return;
+        }
+        have_psk = true;
+    }
+    if (resil_session_hello_key(have_psk ? psk : NULL, k_hello) != RESIL_OK)
+        return;
+    setup_st = RESIL_OK;
+}
+
+resil_status_t resil_session_setup(void)
+{
+    pthread_once(&setup_once, setup);
+    return setup_st;
+}
+
+/* ---- the index of sessions by id ---- */
+
+#define NBUCKETS 256
+static pthread_mutex_t index_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct resil_sess *buckets[NBUCKETS];
+
+static unsigned bucket(const uint8_t *id)
+{
+    return id[0]; /* ids are random: one byte spreads them */
+}
+
+void resil_sess_index_lock(void)
+{
+    pthread_mutex_lock(&index_mu);
+}
+
+void resil_sess_index_unlock(void)
+{
+    pthread_mutex_unlock(&index_mu);
+}
+
+struct resil_sess *resil_sess_find(const uint8_t *id, int role)
+{
+    for (struct resil_sess *x = buckets[bucket(id)]; x; x = x->idx_next)
+        if (x->role == role && resil_session_eq16(x->keys.id, id))
+            return x;
+    return NULL;
+}
+
+static void index_add(struct resil_sess *x)
+{
+    unsigned b = bucket(x->keys.id);
+    pthread_mutex_lock(&index_mu);
+    x->idx_next = buckets[b];
+    buckets[b] = x;
+    x->indexed = true;
+    pthread_mutex_unlock(&index_mu);
+}
+
+static void index_del(struct resil_sess *x)
+{
+    pthread_mutex_lock(&index_mu);
+    if (x->indexed)
+        for (struct resil_sess **pp = &buckets[bucket(x->keys.id)]; *pp;
+             pp = &(*pp)->idx_next)
+            if (*pp == x) {
+                *pp = x->idx_next;
+                break;
+            }
+    x->indexed = false;
+    pthread_mutex_unlock(&index_mu);
+}
+
+/* ---- life ---- */
+
+struct resil_sess *resil_sess_new(int role)
+{
+    struct resil_sess *x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        return NULL;
+    pthread_mutex_init(&x->rmu, NULL);
+    pthread_mutex_init(&x->wmu, NULL);
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_cond_init(&x->cv, NULL);
+    x->role = role;
+    x->resumable = true;
+    x->old_fd = -1;
+    atomic_init(&x->state, role == RESIL_ROLE_CLIENT ? RESIL_SESS_HELLO_SENT
+                                                     : RESIL_SESS_CLASSIFY);
+    resil_lastbytes_init(&x->last);
+    return x;
+}
+
+void resil_sess_free(struct resil_sess *x)
+{
+    if (x == NULL)
+        return;
+    index_del(x);
+    resil_ring_free(&x->ring);
+    resil_kx_wipe(&x->kx);
+    resil_session_keys_wipe(&x->keys);
+    free(x->hello);
+    free(x->stash);
+    pthread_mutex_destroy(&x->rmu);
+    pthread_mutex_destroy(&x->wmu);
+    pthread_mutex_destroy(&x->mu);
+    pthread_cond_destroy(&x->cv);
+    free(x);
+}
+
+/* ---- what a handshake announces ---- */
+
+int resil_sess_local_addrs(int fd, struct resil_ip *out, int max)
+{
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof(ss);
+    struct resil_ip local;
+    uint16_t port;
+    struct ifaddrs *ifs, *i;
+    bool loop = false;
+    int n = 0;
+
+    if (real.getsockname(fd, (struct sockaddr *)&ss, &l) == 0 &&
+        resil_ip_from_sa((struct sockaddr *)&ss, l, &local, &port))
+        loop = local.family == AF_INET
+                   ? (ntohl(local.u.v4.s_addr) >> 24) == 127
+                   : IN6_IS_ADDR_LOOPBACK(&local.u.v6);
+    if (getifaddrs(&ifs) < 0)
+        return 0;
+    for (i = ifs; i && n < max; i = i->ifa_next) {
+        struct resil_ip ip;
+        bool lo;
+        if (i->ifa_addr == NULL || !(i->ifa_flags & IFF_UP) ||
+            (i->ifa_addr->sa_family != AF_INET &&
+             i->ifa_addr->sa_family != AF_INET6) ||
+            !resil_ip_from_sa(i->ifa_addr,
+                              i->ifa_addr->sa_family == AF_INET
+                                  ? sizeof(struct sockaddr_in)
+                                  : sizeof(struct sockaddr_in6),
+                              &ip, &port))
+            continue;
+        lo = (i->ifa_flags & IFF_LOOPBACK) != 0;
+        /* link-local addresses name an interface of ours, useless to the
+         * peer without its scope; loopback ones only to a peer on this
+         * host, and then only they */
+        if ((ip.family == AF_INET6 && IN6_IS_ADDR_LINKLOCAL(&ip.u.v6)) ||
+            lo != loop)
+            continue;
+        out[n++] = ip;
+    }
+    freeifaddrs(ifs);
+    return n;
+}
+
+static uint32_t rcvbuf_ceiling(int fd)
+{
+    int v = 0;
+    socklen_t l = sizeof(v);
+    if (real.getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &l) < 0 || v < 0)
+        v = 0;
+    return (uint32_t)v;
+}
+
+/* The most bytes the kernel can hold unacknowledged for fd: its send
+ * buffer, autotuned up to net.ipv4.tcp_wmem's ceiling. */
+static size_t sndbuf_ceiling(int fd)
+{
+    static long wmem_max;
+    long w = __atomic_load_n(&wmem_max, __ATOMIC_RELAXED);
+    int v = 0;
+    socklen_t l = sizeof(v);
+
+    if (w == 0) {
+        FILE *f = fopen("/proc/sys/net/ipv4/tcp_wmem", "re");
+        long a, b, c;
+        w = 4 << 20; /* the kernel's default ceiling */
+        if (f) {
+            if (fscanf(f, "%ld %ld %ld", &a, &b, &c) == 3 && c > 0)
+                w = c;
+            fclose(f);
+        }
+        __atomic_store_n(&wmem_max, w, __ATOMIC_RELAXED);
+    }
+    if (real.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, &l) == 0 && v > w)
+        w = v;
+    return (size_t)w;
+}
+
+static void fill_hello(struct resil_msg *m, int type, int fd,
+                       const struct resil_kx *kx)
+{
+    memset(m, 0, sizeof(*m));
+    m->type = (uint8_t)type;
+    m->u.hello.flags = have_psk ? RESIL_HELLO_F_PSK : 0;
+    memcpy(m->u.hello.pub, kx->pk, sizeof(kx->pk));
+    memcpy(m->u.hello.nonce, kx->nonce, sizeof(kx->nonce));
+    m->u.hello.rcvbuf = rcvbuf_ceiling(fd);
+    m->u.hello.resume_port = resil_resumer_port();
+    m->u.hello.naddr = (uint8_t)resil_sess_local_addrs(
+        fd, m->u.hello.addr, RESIL_WIRE_MAX_ADDR);
+}
+
+static void note_peer(struct resil_sess *x, const struct resil_msg_hello *h)
+{
+    x->peer_port = h->resume_port;
+    x->npeer = h->naddr;
+    memcpy(x->peer, h->addr, sizeof(x->peer[0]) * h->naddr);
+    x->peer_rcvbuf = h->rcvbuf;
+}
+
+/* Write all of buf on a fresh connection (its send buffer is empty: a
+ * message this small never goes out in part). */
+static resil_status_t send_all(int fd, const void *buf, size_t len)
+{
+    ssize_t n;
+    do
+        n = real.send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)len)
+        return RESIL_OK;
+    if (n >= 0)
+        errno = EMSGSIZE;
+    return RESIL_ESYS;
+}
+
+/* Consume exactly len bytes that are known to be queued on fd. */
+static resil_status_t consume(int fd, size_t len)
+{
+    uint8_t buf[RESIL_WIRE_MAX_LEN];
+    ssize_t n;
+    do
+        n = real.recv(fd, buf, len, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n == (ssize_t)len ? RESIL_OK : RESIL_ESYS;
+}
+
+static ssize_t peek(int fd, void *buf, size_t len)
+{
+    ssize_t n;
+    do
+        n = real.recv(fd, buf, len, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+static void established(struct resil_sess *x, int fd, size_t in, size_t out)
+{
+    x->kbase_in = in;
+    x->kbase_out = out;
+    x->pos_in_base = x->pos_out_base = 0;
+    /* the ring holds what the kernel may still lack, and the tail the
+     * peer's resume checks */
+    resil_ring_init(&x->ring, 0, sndbuf_ceiling(fd) + RESIL_SESSION_TAIL_BYTES,
+                    RESIL_SESSION_TAIL_BYTES);
+    atomic_store(&x->state, RESIL_SESS_UP);
+    index_add(x);
+}
+
+/* ---- client ---- */
+
+resil_status_t resil_sess_client_hello(struct resil_sess *x, int fd)
+{
+    uint8_t buf[RESIL_WIRE_MAX_LEN];
+    struct resil_msg m;
+    size_t len;
+    resil_status_t st;
+
+    if ((st = resil_session_setup()) != RESIL_OK ||
+        (st = resil_kx_new(&x->kx)) != RESIL_OK)
+        return st;
+    fill_hello(&m, RESIL_MSG_HELLO, fd, &x->kx);
+    if ((st = resil_wire_encode(&m, buf, sizeof(buf), &len)) != RESIL_OK ||
+        (st = resil_session_seal(k_hello, NULL, 0, buf, len)) != RESIL_OK)
+        return st;
+    free(x->hello);
+    x->hello = malloc(len);
+    if (x->hello == NULL)
+        return RESIL_ENOMEM;
+    memcpy(x->hello, buf, len);
+    x->hello_len = (uint16_t)len;
+    if ((st = send_all(fd, buf, len)) != RESIL_OK)
+        return st;
+    x->kbase_out = len;
+    atomic_store(&x->state, RESIL_SESS_HELLO_SENT);
+    return RESIL_OK;
+}
+
+resil_status_t resil_sess_client_welcome(struct resil_sess *x, int fd)
+{
+    uint8_t buf[RESIL_WIRE_MAX_LEN];
+    struct resil_wire_err why = {0};
+    struct resil_msg m;
+    size_t out = x->kbase_out;
+    ssize_t n = peek(fd, buf, sizeof(buf));
+    resil_status_t st;
+
+    if (n < 0)
+        return errno == EAGAIN ? RESIL_EAGAIN : RESIL_ESYS;
+    if (resil_wire_sniff(buf, (size_t)n) == RESIL_SNIFF_NO || n == 0) {
+        /* not a session server (or it closed at once): the bytes are the
+         * program's */
+        rinfo("fd %d: the server answered without a WELCOME; plain TCP",
+              fd);
+        goto plain;
+    }
+    st = resil_wire_decode(buf, (size_t)n, &m, &why);
+    if (st == RESIL_EAGAIN)
+        return RESIL_EAGAIN;
+    if (st == RESIL_OK && m.type == RESIL_MSG_REFUSE) {
+        rinfo("fd %d: the server refused the session (%s); plain TCP", fd,
+              resil_refuse_str(m.u.refuse.reason));
+        if (consume(fd, m.len) != RESIL_OK)
+            return RESIL_ESYS;
+        goto plain;
+    }
+    if (st != RESIL_OK || m.type != RESIL_MSG_WELCOME) {
+        rwarn("fd %d: bad session answer from the server: %s", fd,
+              st != RESIL_OK ? why.why : "not a WELCOME");
+        return RESIL_EPROTO;
+    }
+    if ((m.u.hello.flags & RESIL_HELLO_F_PSK) != (have_psk ? 1u : 0u)) {
+        rwarn("fd %d: the server's WELCOME %s a pre-shared key; refused", fd,
+              have_psk ? "lacks" : "uses");
+        return RESIL_EAUTH;
+    }
+    st = resil_session_derive(&x->kx, RESIL_ROLE_CLIENT, m.u.hello.pub,
+                              m.u.hello.nonce, have_psk ? psk : NULL,
+                              &x->keys);
+    if (st != RESIL_OK)
+        return st;
+    st = resil_session_verify(x->keys.k_confirm, x->hello, x->hello_len, buf,
+                              m.len);
+    if (st != RESIL_OK) {
+        rwarn("fd %d: the server's WELCOME does not prove the session "
+              "secret (%s); refused", fd, resil_strerror(st));
+        return RESIL_EAUTH;
+    }
+    if (consume(fd, m.len) != RESIL_OK)
+        return RESIL_ESYS;
+    note_peer(x, &m.u.hello);
+    free(x->hello);
+    x->hello = NULL;
+    established(x, fd, m.len, out);
+    rinfo("fd %d: session established (client)", fd);
+    return RESIL_OK;
+plain:
+    resil_kx_wipe(&x->kx);
+    atomic_store(&x->state, RESIL_SESS_PLAIN);
+    return RESIL_EUNSUPP;
+}
+
+/* ---- server ---- */
+
+static resil_status_t refuse(int fd, size_t hello_len, uint8_t reason)
+{
+    uint8_t buf[RESIL_WIRE_MAX_LEN];
+    struct resil_msg m = {.type = RESIL_MSG_REFUSE};
+    size_t len;
+
+    m.u.refuse.reason = reason;
+    if (consume(fd, hello_len) != RESIL_OK ||
+        resil_wire_encode(&m, buf, sizeof(buf), &len) != RESIL_OK)
+        return RESIL_ESYS;
+    return send_all(fd, buf, len);
+}
+
+resil_status_t resil_sess_server_hello(struct resil_sess *x, int fd,
+                                       int wait_ms)
+{
+    uint8_t buf[RESIL_WIRE_MAX_LEN], out[RESIL_WIRE_MAX_LEN];
+    struct resil_wire_err why = {0};
+    struct resil_msg m, w;
+    size_t olen;
+    ssize_t n = peek(fd, buf, sizeof(buf));
+    resil_status_t st;
+
+    if (n < 0 && errno == EAGAIN && wait_ms > 0) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (real.poll(&p, 1, wait_ms) == 1)
+            n = peek(fd, buf, sizeof(buf));
+    }
+    if (n < 0 && errno != EAGAIN)
+        return RESIL_ESYS;
+    if (n <= 0)
+        return n == 0 ? RESIL_EUNSUPP /* closed */ : RESIL_EAGAIN;
+    if (resil_wire_sniff(buf, (size_t)n) == RESIL_SNIFF_NO)
+        return RESIL_EUNSUPP;
+    st = resil_wire_decode(buf, (size_t)n, &m, &why);
+    if (st == RESIL_EAGAIN)
+        return RESIL_EAGAIN;
+    if (st == RESIL_EVERSION) {
+        rinfo("fd %d: a session HELLO of version %u; refused, plain TCP", fd,
+              m.version);
+        return refuse(fd, m.len, RESIL_REFUSE_VERSION) == RESIL_OK
+                   ? RESIL_EUNSUPP
+                   : RESIL_ESYS;
+    }
+    if (st != RESIL_OK || m.type != RESIL_MSG_HELLO) {
+        /* the magic, then garbage: not ours to answer; an ordinary client
+         * whose bytes happen to start that way keeps them */
+        rinfo("fd %d: first bytes look like a session message but are not "
+              "a HELLO (%s); an ordinary client", fd,
+              st != RESIL_OK ? why.why : resil_msg_type_str(m.type));
+        return RESIL_EUNSUPP;
+    }
+    if (resil_session_setup() != RESIL_OK ||
+        (m.u.hello.flags & RESIL_HELLO_F_PSK) != (have_psk ? 1u : 0u) ||
+        resil_session_verify(k_hello, NULL, 0, buf, m.len) != RESIL_OK) {
+        rwarn("fd %d: a session HELLO %s; refused, plain TCP", fd,
+              resil_session_setup() != RESIL_OK ? "while sessions are off"
+              : (m.u.hello.flags & RESIL_HELLO_F_PSK) != (have_psk ? 1u : 0u)
+                  ? "disagreeing on the pre-shared key"
+                  : "whose MAC does not verify");
+        return refuse(fd, m.len, RESIL_REFUSE_BAD_MAC) == RESIL_OK
+                   ? RESIL_EUNSUPP
+                   : RESIL_ESYS;
+    }
+    if ((st = resil_kx_new(&x->kx)) != RESIL_OK ||
+        (st = resil_session_derive(&x->kx, RESIL_ROLE_SERVER, m.u.hello.pub,
+                                   m.u.hello.nonce, have_psk ? psk : NULL,
+                                   &x->keys)) != RESIL_OK)
+        return st;
+    fill_hello(&w, RESIL_MSG_WELCOME, fd, &x->kx);
+    resil_kx_wipe(&x->kx);
+    if ((st = resil_wire_encode(&w, out, sizeof(out), &olen)) != RESIL_OK ||
+        (st = resil_session_seal(x->keys.k_confirm, buf, m.len, out,
+                                 olen)) != RESIL_OK)
+        return st;
+    if ((st = consume(fd, m.len)) != RESIL_OK ||
+        (st = send_all(fd, out, olen)) != RESIL_OK)
+        return st;
+    note_peer(x, &m.u.hello);
+    established(x, fd, m.len, olen);
+    rinfo("fd %d: session established (server)", fd);
+    return RESIL_OK;
+}
+
+resil_status_t resil_sess_swallow_late(struct resil_sess *x, int fd)
+{
+    uint8_t buf[RESIL_WIRE_MAX_LEN];
+    struct resil_wire_err why = {0};
+    struct resil_msg m;
+    ssize_t n = peek(fd, buf, sizeof(buf));
+
+    if (n < 0 && errno == EAGAIN)
+        return RESIL_EAGAIN;
+    if (n > 0 && resil_wire_sniff(buf, (size_t)n) != RESIL_SNIFF_NO) {
+        resil_status_t st = resil_wire_decode(buf, (size_t)n, &m, &why);
+        if (st == RESIL_EAGAIN)
+            return RESIL_EAGAIN;
+        if (st == RESIL_OK && m.type == RESIL_MSG_HELLO) {
+            /* the client sees our program's bytes where a WELCOME would
+             * be and goes plain as well */
+            rinfo("fd %d: a late session HELLO swallowed; plain TCP", fd);
+            consume(fd, m.len);
+        }
+    }
+    atomic_store(&x->state, RESIL_SESS_PLAIN);
+    return RESIL_OK;
+}
+
+/* ---- counting ---- */
+
+void resil_sess_untracked(struct resil_sess *x, const char *why)
+{
+    pthread_mutex_lock(&x->mu);
+    if (x->resumable)
+        rinfo("session no longer resumable: %s", why);
+    x->resumable = false;
+    x->why_not = why;
+    pthread_mutex_unlock(&x->mu);
+}
+
+/* The position of the first byte the peer's kernel has not acknowledged,
+ * or 0 when it cannot be read. */
+static uint64_t acked_pos(struct resil_sess *x, int fd)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    /* tcpi_bytes_acked counts the SYN */
+    if (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
+        ti.tcpi_bytes_acked < 1 + x->kbase_out)
+        return 0;
+    return x->pos_out_base + (ti.tcpi_bytes_acked - 1 - x->kbase_out);
+}
+
+void resil_sess_sent(struct resil_sess *x, int fd, const struct iovec *iov,
+                     int cnt, size_t n)
+{
+    size_t left = n;
+
+    for (int i = 0; i < cnt && left > 0; i++) {
+        size_t k = iov[i].iov_len < left ? iov[i].iov_len : left;
+        resil_status_t st = resil_ring_append(&x->ring, iov[i].iov_base, k);
+        if (st == RESIL_EFULL) {
+            /* the kernel holds at most its send buffer unacknowledged:
+             * what it acknowledged makes room (one TCP_INFO per ring
+             * full, not per call) */
+            uint64_t a = acked_pos(x, fd);
+            if (a > x->ring.start)
+                resil_ring_trim(&x->ring, a);
+            if (resil_ring_space(&x->ring) < k)
+                /* the program raised SO_SNDBUF since the handshake */
+                x->ring.max = resil_ring_held(&x->ring) + k +
+                              sndbuf_ceiling(fd);
+            st = resil_ring_append(&x->ring, iov[i].iov_base, k);
+        }
+        if (st != RESIL_OK) {
+            size_t max = x->ring.max, keep = x->ring.keep;
+            uint64_t end = x->ring.end + k;
+            resil_sess_untracked(x, "the replay ring cannot hold the bytes");
+            /* empty from here on, its positions still right */
+            resil_ring_free(&x->ring);
+            resil_ring_init(&x->ring, end, max, keep);
+        }
+        left -= k;
+    }
+    x->w += n;
+}
+
+void resil_sess_received(struct resil_sess *x, const struct iovec *iov,
+                         int cnt, size_t n)
+{
+    size_t left = n;
+    for (int i = 0; i < cnt && left > 0; i++) {
+        size_t k = iov[i].iov_len < left ? iov[i].iov_len : left;
+        resil_lastbytes_feed(&x->last, iov[i].iov_base, k);
+        left -= k;
+    }
+    x->r += n;
+}
+
+void resil_sess_trim(struct resil_sess *x, int fd)
+{
+    pthread_mutex_lock(&x->wmu);
+    if (atomic_load(&x->state) == RESIL_SESS_UP) {
+        uint64_t a = acked_pos(x, fd);
+        if (a > x->ring.start)
+            resil_ring_trim(&x->ring, a);
+    }
+    pthread_mutex_unlock(&x->wmu);
+}

@@ -1,0 +1,149 @@
+/* libresil: the session layer's per-socket state (doc/session.md, "Socket
+ * glue").
+ *
+ * A session socket carries, before any program byte, the client's HELLO
+ * and the server's WELCOME; afterwards the program's bytes flow unframed
+ * and are counted here: every byte written is copied into the replay ring
+ * (trimmed to what the peer's kernel acknowledged), every byte read moves R
+ * and the last received bytes (the tail the resume checks). A resume
+ * (resumer.c) freezes the session, exchanges RESUME/RESUMED on a new
+ * connection, replays what the peer lacks and swaps the new connection
+ * onto the program's fd.
+ *
+ * Locking: rmu is held by a program read across the real call and its
+ * counting (two threads reading one stream must count in the kernel's
+ * order), wmu likewise by a program write (the ring must hold the bytes in
+ * the order the kernel took them); mu guards the rest. Order: rmu, wmu,
+ * mu; none of them is taken under the engine lock or resil_sock.mu, except
+ * mu (leaf).
+ */
+#ifndef RESIL_SESSION_H
+#define RESIL_SESSION_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "addr.h"
+#include "ring.h"
+#include "session_crypto.h"
+#include "session_wire.h"
+#include "status.h"
+
+enum resil_sess_state {
+    RESIL_SESS_HELLO_SENT, /* client: HELLO out, WELCOME not read yet */
+    RESIL_SESS_CLASSIFY,   /* server: accepted, first bytes not seen */
+    RESIL_SESS_LATE,       /* server: taken for ordinary before its first
+                              bytes came: a late HELLO is swallowed */
+    RESIL_SESS_UP,         /* established: counting */
+    RESIL_SESS_PLAIN,      /* not a session (ordinary peer, refused) */
+    RESIL_SESS_BROKEN,     /* failed: the program gets ECONNRESET */
+};
+
+enum { RESIL_RESUME_INIT = 1, RESIL_RESUME_RESP = 2 };
+
+struct resil_sess {
+    pthread_mutex_t rmu, wmu, mu;
+    pthread_cond_t cv;        /* a frozen session thawed (mu) */
+    _Atomic int state;        /* enum resil_sess_state */
+    int role;                 /* RESIL_ROLE_CLIENT or RESIL_ROLE_SERVER */
+    bool frozen;              /* a resume is switching connections (mu) */
+    bool resumable;           /* counts agree with the kernel's (mu) */
+    const char *why_not;      /* why not resumable (static) */
+    struct resil_session_keys keys;
+    struct resil_kx kx;       /* client: until the WELCOME */
+    uint8_t *hello;           /* client: its HELLO until the WELCOME */
+    uint16_t hello_len;
+    /* our stream (wmu) */
+    uint64_t w;
+    struct resil_ring ring;
+    /* the peer's stream (rmu) */
+    uint64_t r;
+    struct resil_lastbytes last;
+    uint8_t *stash;           /* drained from a replaced connection */
+    size_t stash_len, stash_off;
+    /* the current connection: handshake bytes on it, and the stream
+     * positions where it started */
+    uint64_t kbase_out, kbase_in, pos_out_base, pos_in_base;
+    /* the peer */
+    uint16_t peer_port;       /* its resume listener, 0: none */
+    uint8_t npeer;
+    struct resil_ip peer[RESIL_WIRE_MAX_ADDR];
+    uint32_t peer_rcvbuf;
+    uint64_t counter;         /* our last RESUME counter */
+    uint64_t peer_counter;    /* the peer's last accepted one */
+    bool fin_out, fin_in;     /* our program shut down writing / saw EOF */
+    /* resume (mu) */
+    int busy;                 /* 0, or who resumes: RESUME_INIT/RESP */
+    bool abort_init;          /* a client's RESUME wins over our attempt */
+    bool detached;            /* frozen, the old connection put aside */
+    int old_fd;               /* the old connection, aside (fds.h) */
+    unsigned resumes;         /* completed resumes (waiters compare) */
+    uint64_t detached_ns;     /* when the path failed */
+    struct resil_sock *sock;  /* the socket this state belongs to (weak:
+                                 valid while indexed, resil_sock frees us) */
+    struct resil_sess *idx_next; /* the index of sessions by id */
+    bool indexed;
+};
+
+/* Process-wide set-up (libsodium, the PSK file): once, any thread. Returns
+ * RESIL_OK, or an error (logged) that keeps sessions off in this process. */
+resil_status_t resil_session_setup(void);
+
+struct resil_sess *resil_sess_new(int role);
+void resil_sess_free(struct resil_sess *x);
+
+/* Client: write the HELLO on fd, a connected socket nothing was written to
+ * yet. Returns RESIL_OK, or an error (the connection is unusable: a HELLO
+ * cut short would corrupt the stream). */
+resil_status_t resil_sess_client_hello(struct resil_sess *x, int fd);
+
+/* Client: read the WELCOME at the head of fd's stream, consuming exactly
+ * it. Returns RESIL_OK (established), RESIL_EAGAIN (not all there yet:
+ * the caller waits or answers EAGAIN), RESIL_EUNSUPP (no WELCOME: the
+ * server is not a session server, or refused: plain from now on, nothing
+ * consumed but a REFUSE), RESIL_EPROTO/RESIL_EAUTH (a bad answer: the
+ * connection fails). rmu held. */
+resil_status_t resil_sess_client_welcome(struct resil_sess *x, int fd);
+
+/* Server: classify fd's first bytes, waiting for them at most wait_ms
+ * (0: do not wait). A HELLO is checked, consumed and answered (WELCOME,
+ * or REFUSE and plain). Returns RESIL_OK (established), RESIL_EAGAIN (a
+ * HELLO is coming but incomplete), RESIL_EUNSUPP (an ordinary client:
+ * nothing consumed), or an error (the connection fails). rmu held. */
+resil_status_t resil_sess_server_hello(struct resil_sess *x, int fd,
+                                       int wait_ms);
+
+/* Server, RESIL_SESS_LATE: a complete HELLO at the head of the stream is
+ * consumed without an answer (the program already spoke). Returns
+ * RESIL_OK when done with this (the state is then PLAIN), RESIL_EAGAIN
+ * when a HELLO may still be arriving. rmu held. */
+resil_status_t resil_sess_swallow_late(struct resil_sess *x, int fd);
+
+/* The program wrote n bytes of iov on fd (wmu held): into the ring. */
+void resil_sess_sent(struct resil_sess *x, int fd, const struct iovec *iov,
+                     int cnt, size_t n);
+/* The program read n bytes into iov (rmu held). */
+void resil_sess_received(struct resil_sess *x, const struct iovec *iov,
+                         int cnt, size_t n);
+/* Bytes moved on the session's socket through a path that does not copy
+ * them here (sendfile, MSG_TRUNC, ...): the session cannot be resumed. */
+void resil_sess_untracked(struct resil_sess *x, const char *why);
+/* Nothing is in flight on fd (the monitor saw it): drop the ring's bytes
+ * the peer has. wmu is taken. */
+void resil_sess_trim(struct resil_sess *x, int fd);
+
+/* The session with this id where we have role, or NULL; a reference is
+ * not taken: the caller holds the index lock (resil_sess_index_lock). */
+void resil_sess_index_lock(void);
+void resil_sess_index_unlock(void);
+struct resil_sess *resil_sess_find(const uint8_t *id, int role);
+
+/* Our addresses worth announcing for a connection on fd (global-scope
+ * addresses of interfaces that are up; loopback ones when fd's local
+ * address is loopback). Returns how many, at most max. */
+int resil_sess_local_addrs(int fd, struct resil_ip *out, int max);
+
+#endif
