@@ -11,6 +11,8 @@
 #include "health.h"
 #include "log.h"
 #include "monitor.h"
+#include "resumer.h"
+#include "session.h"
 #include "sys.h"
 
 /* include/net/tcp_states.h; netinet/tcp.h clashes with linux/tcp.h */
@@ -155,6 +157,20 @@ static void disarm(struct resil_sock *s)
 /* Check one marked socket (mon_mu held). Returns false when it needs no
  * more watching: nothing in flight (the next write marks it again), or
  * not a connection to watch now. */
+/* A session socket (session.h) listed in this tick: ticks come faster. */
+static bool session_listed;
+
+/* A session's path: suspected at the first retransmission timeout with
+ * data in flight (one RTO without an ACK), not after stall_ms: a resume
+ * costs nothing the peer does not verify, and is how the session beats
+ * TCP's own recovery (doc/session.md). */
+static bool session_suspect(const struct tcp_info *ti)
+{
+    unsigned rto_ms = ti->tcpi_rto / 1000;
+    return ti->tcpi_unacked > 0 && ti->tcpi_backoff >= 1 &&
+           ti->tcpi_last_ack_recv >= (rto_ms > 200 ? rto_ms : 200);
+}
+
 static bool check(struct resil_sock *s, uint64_t now)
 {
     const struct resil_config *cfg = resil_config_get();
@@ -162,7 +178,7 @@ static bool check(struct resil_sock *s, uint64_t now)
     struct tcp_info ti;
     socklen_t l = sizeof(ti);
     int outq = 0;
-    bool keep = false;
+    bool keep = false, sess = false, trim = false, suspect = false;
 
     /* s->mu: the program's close() sets s->closed under it before the
      * real close, so the fd number is still s's socket here */
@@ -184,11 +200,18 @@ static bool check(struct resil_sock *s, uint64_t now)
         (ti.tcpi_state != TCP_ESTABLISHED && ti.tcpi_state != TCP_CLOSE_WAIT))
         goto out;
     real.ioctl(s->fd, SIOCOUTQ, &outq);
+    sess = s->sess && atomic_load(&s->sess->state) == RESIL_SESS_UP;
     if (ti.tcpi_unacked == 0 && outq == 0) {
         disarm(s);
+        /* an idle session keeps no replay bytes: the peer has them */
+        trim = sess;
         goto out;
     }
     keep = true;
+    if (sess) {
+        session_listed = true;
+        suspect = session_suspect(&ti);
+    }
     atomic_store(&s->mon.dirty, true);
     if (ti.tcpi_unacked == 0) {
         /* Bytes queued, none in flight: a zero window. Not a failure: the
@@ -211,6 +234,12 @@ out:
     if (!keep)
         s->mon.out_since = 0;
     pthread_mutex_unlock(&s->mu);
+    /* the session's own locks come before s->mu (session.h) */
+    if (trim)
+        resil_sess_trim(s->sess, s->fd);
+    if (suspect)
+        resil_resume_start(s, "a retransmission timeout with data in "
+                              "flight");
     return keep;
 }
 
@@ -234,6 +263,9 @@ uint64_t resil_monitor_tick(uint64_t now)
 {
     const struct resil_config *cfg = resil_config_get();
     uint64_t tick = (uint64_t)cfg->stall_ms * RESIL_MS / 4, wake;
+    /* sessions are suspected at one RTO (>= 200 ms): look every 50 ms */
+    if (session_listed && tick > 50 * RESIL_MS)
+        tick = 50 * RESIL_MS;
     bool active;
 
     pthread_mutex_lock(&mon_mu);
@@ -244,6 +276,7 @@ uint64_t resil_monitor_tick(uint64_t now)
     active = take_marks();
     if (now >= due) {
         due = now + tick;
+        session_listed = false;
         check_list(now);
     }
     if (active || list)

@@ -49,7 +49,8 @@ struct resil_sess {
     pthread_cond_t cv;        /* a frozen session thawed (mu) */
     _Atomic int state;        /* enum resil_sess_state */
     int role;                 /* RESIL_ROLE_CLIENT or RESIL_ROLE_SERVER */
-    bool frozen;              /* a resume is switching connections (mu) */
+    atomic_bool frozen;       /* a resume is switching connections (set
+                                 under mu, read by the hooks without) */
     bool resumable;           /* counts agree with the kernel's (mu) */
     const char *why_not;      /* why not resumable (static) */
     struct resil_session_keys keys;

@@ -1,0 +1,254 @@
+/* The program's data calls on a session socket (session.h): the
+ * handshake where it is still due, the stash a resume left, the real call,
+ * the counting, and the waits while a resume runs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
+
+#include "log.h"
+#include "resumer.h"
+#include "session.h"
+#include "session_io.h"
+#include "sys.h"
+
+static bool blocking(int fd, int flags)
+{
+    int fl;
+    if (flags & MSG_DONTWAIT)
+        return false;
+    fl = real.fcntl(fd, F_GETFL);
+    return fl >= 0 && !(fl & O_NONBLOCK);
+}
+
+/* The errors of a dead path (the peer's program closing is a FIN, and
+ * its abort a reset that a resume then finds refused: ECONNRESET). */
+static bool path_error(int e)
+{
+    return e == ECONNRESET || e == ETIMEDOUT || e == EPIPE ||
+           e == EHOSTUNREACH || e == ENETUNREACH;
+}
+
+/* Wait until fd has something to read, as the program's blocking call
+ * would (its SO_RCVTIMEO included). Returns 0, or EAGAIN at the timeout,
+ * EINTR. */
+static int wait_readable(int fd)
+{
+    struct timeval tv = {0};
+    socklen_t l = sizeof(tv);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ms = -1, rc;
+
+    if (real.getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &l) == 0 &&
+        (tv.tv_sec || tv.tv_usec))
+        ms = (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+    rc = real.poll(&p, 1, ms);
+    if (rc < 0)
+        return errno;
+    return rc == 0 ? EAGAIN : 0;
+}
+
+/* How long a server that speaks first waits for a session client's HELLO:
+ * the client sends it right after its connect, so about the handshake's
+ * round trip (doc/session.md). */
+static int hello_wait_ms(int fd)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    int ms = 50;
+
+    memset(&ti, 0, sizeof(ti));
+    if (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
+        ti.tcpi_rtt > 0)
+        ms = (int)(2 * ti.tcpi_rtt / 1000) + 1;
+    return ms < 1 ? 1 : ms > 50 ? 50 : ms;
+}
+
+/* Copy from the stash into the program's buffers. rmu held. */
+static size_t from_stash(struct resil_sess *x, const struct iovec *iov,
+                         int cnt, bool peek)
+{
+    size_t off = x->stash_off, done = 0;
+    for (int i = 0; i < cnt && off < x->stash_len; i++) {
+        size_t k = x->stash_len - off;
+        if (k > iov[i].iov_len)
+            k = iov[i].iov_len;
+        memcpy(iov[i].iov_base, x->stash + off, k);
+        off += k;
+        done += k;
+    }
+    if (!peek) {
+        resil_sess_received(x, iov, cnt, done);
+        x->stash_off = off;
+    }
+    return done;
+}
+
+/* The handshake still due before a read, rmu held: RESIL_OK to go on
+ * (counting or plain), RESIL_EAGAIN (wait for more), an error (lost). */
+static resil_status_t due(struct resil_sess *x, int fd)
+{
+    resil_status_t st;
+
+    switch (atomic_load(&x->state)) {
+    case RESIL_SESS_HELLO_SENT:
+        st = resil_sess_client_welcome(x, fd);
+        return st == RESIL_EUNSUPP ? RESIL_OK : st;
+    case RESIL_SESS_CLASSIFY:
+        st = resil_sess_server_hello(x, fd, 0);
+        if (st == RESIL_EUNSUPP)
+            atomic_store(&x->state, RESIL_SESS_PLAIN);
+        return st == RESIL_EUNSUPP ? RESIL_OK : st;
+    case RESIL_SESS_LATE:
+        return resil_sess_swallow_late(x, fd);
+    default:
+        return RESIL_OK;
+    }
+}
+
+static ssize_t fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+static ssize_t read_call(struct resil_sock *s, struct resil_sess *x,
+                         struct resil_io *io)
+{
+    bool peek = io->flags & MSG_PEEK;
+
+    for (;;) {
+        resil_status_t st;
+        ssize_t n;
+        int e;
+
+        pthread_mutex_lock(&x->rmu);
+        if (atomic_load(&x->frozen)) {
+            pthread_mutex_unlock(&x->rmu);
+            if ((e = resil_resume_wait(s, blocking(io->fd, io->flags))))
+                return fail(e);
+            continue;
+        }
+        st = due(x, io->fd);
+        if (st == RESIL_EAGAIN) {
+            pthread_mutex_unlock(&x->rmu);
+            if (!blocking(io->fd, io->flags))
+                return fail(EAGAIN);
+            if ((e = wait_readable(io->fd)))
+                return fail(e);
+            continue;
+        }
+        if (st != RESIL_OK) {
+            /* a bad handshake answer: the stream cannot be trusted */
+            struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+            atomic_store(&x->state, RESIL_SESS_BROKEN);
+            real.connect(io->fd, &unspec, sizeof(unspec));
+            pthread_mutex_unlock(&x->rmu);
+            return fail(ECONNRESET);
+        }
+        if (atomic_load(&x->state) == RESIL_SESS_UP &&
+            x->stash_off < x->stash_len) {
+            n = (ssize_t)from_stash(x, io->iov, io->iovcnt, peek);
+            pthread_mutex_unlock(&x->rmu);
+            return n;
+        }
+        n = io->call(io);
+        e = errno;
+        if (atomic_load(&x->frozen) && n <= 0) {
+            /* woken by a resume taking the connection away: again, on
+             * the one it puts in its place */
+            pthread_mutex_unlock(&x->rmu);
+            continue;
+        }
+        if (atomic_load(&x->state) == RESIL_SESS_UP) {
+            if (n > 0 && !peek) {
+                if (io->flags & MSG_TRUNC)
+                    resil_sess_untracked(x, "MSG_TRUNC discarded bytes");
+                resil_sess_received(x, io->iov, io->iovcnt, (size_t)n);
+            } else if (n == 0 && io->len > 0) {
+                x->fin_in = true;
+            } else if (n < 0 && path_error(e) && x->resumable) {
+                pthread_mutex_unlock(&x->rmu);
+                resil_resume_start(s, strerror(e));
+                if ((e = resil_resume_wait(s, blocking(io->fd, io->flags))))
+                    return fail(e);
+                continue;
+            }
+        }
+        pthread_mutex_unlock(&x->rmu);
+        errno = e;
+        return n;
+    }
+}
+
+static ssize_t write_call(struct resil_sock *s, struct resil_sess *x,
+                          struct resil_io *io)
+{
+    for (;;) {
+        ssize_t n;
+        int e;
+
+        if (atomic_load(&x->state) == RESIL_SESS_CLASSIFY) {
+            /* the server speaks first: is the client a session client?
+             * Its HELLO comes right after its connect. */
+            pthread_mutex_lock(&x->rmu);
+            if (atomic_load(&x->state) == RESIL_SESS_CLASSIFY) {
+                resil_status_t st =
+                    resil_sess_server_hello(x, io->fd, hello_wait_ms(io->fd));
+                if (st == RESIL_EAGAIN)
+                    atomic_store(&x->state, RESIL_SESS_LATE);
+                else if (st == RESIL_EUNSUPP)
+                    atomic_store(&x->state, RESIL_SESS_PLAIN);
+                else if (st != RESIL_OK)
+                    atomic_store(&x->state, RESIL_SESS_BROKEN);
+            }
+            pthread_mutex_unlock(&x->rmu);
+        }
+        if (atomic_load(&x->state) == RESIL_SESS_BROKEN)
+            return io->call(io);
+        pthread_mutex_lock(&x->wmu);
+        if (atomic_load(&x->frozen)) {
+            pthread_mutex_unlock(&x->wmu);
+            if ((e = resil_resume_wait(s, blocking(io->fd, io->flags))))
+                return fail(e);
+            continue;
+        }
+        n = io->call(io);
+        e = errno;
+        if (atomic_load(&x->state) == RESIL_SESS_UP) {
+            if (n > 0) {
+                if (io->untracked)
+                    resil_sess_untracked(x, io->untracked);
+                else
+                    resil_sess_sent(x, io->fd, io->iov, io->iovcnt,
+                                    (size_t)n);
+            } else if (n < 0 && atomic_load(&x->frozen)) {
+                /* a resume reset the connection under this call */
+                pthread_mutex_unlock(&x->wmu);
+                continue;
+            } else if (n < 0 && path_error(e) && x->resumable) {
+                pthread_mutex_unlock(&x->wmu);
+                resil_resume_start(s, strerror(e));
+                if ((e = resil_resume_wait(s, blocking(io->fd, io->flags))))
+                    return fail(e);
+                continue;
+            }
+        }
+        pthread_mutex_unlock(&x->wmu);
+        errno = e;
+        return n;
+    }
+}
+
+ssize_t resil_sess_io(struct resil_sock *s, struct resil_io *io)
+{
+    struct resil_sess *x = s->sess;
+    int st = atomic_load(&x->state);
+
+    /* a lost session's socket is the reset connection: the kernel
+     * answers (the ECONNRESET itself is held and reported once by conn.c) */
+    if (st == RESIL_SESS_PLAIN || st == RESIL_SESS_BROKEN)
+        return io->call(io);
+    return io->write ? write_call(s, x, io) : read_call(s, x, io);
+}
