@@ -578,3 +578,44 @@ void resil_sess_trim(struct resil_sess *x, int fd)
     }
     pthread_mutex_unlock(&x->wmu);
 }
+
+/* ---- attaching sessions to sockets ---- */
+
+bool resil_sess_wanted(const struct resil_ip *ip, uint16_t port,
+                       const char *name)
+{
+    const struct resil_config *cfg = resil_config_get();
+    return cfg->n_session > 0 &&
+           resil_config_session_match(cfg, ip, name && name[0] ? name : NULL,
+                                      port) &&
+           resil_session_setup() == RESIL_OK;
+}
+
+bool resil_sess_listening(int fd)
+{
+    const struct resil_config *cfg = resil_config_get();
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof(ss);
+    struct resil_ip ip;
+    uint16_t port;
+
+    return cfg->n_session > 0 &&
+           real.getsockname(fd, (struct sockaddr *)&ss, &l) == 0 &&
+           resil_ip_from_sa((struct sockaddr *)&ss, l, &ip, &port) &&
+           resil_config_session_match(cfg, &ip, NULL, port) &&
+           resil_session_setup() == RESIL_OK;
+}
+
+resil_status_t resil_sess_attach(struct resil_sock *s, int role)
+{
+    struct resil_sess *x;
+
+    if (s->sess)
+        return RESIL_OK;
+    x = resil_sess_new(role);
+    if (x == NULL)
+        return RESIL_ENOMEM;
+    x->sock = s;
+    s->sess = x;
+    return RESIL_OK;
+}

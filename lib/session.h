@@ -142,6 +142,18 @@ void resil_sess_index_lock(void);
 void resil_sess_index_unlock(void);
 struct resil_sess *resil_sess_find(const uint8_t *id, int role);
 
+/* Whether a connect to ip:port (name: the name ip came from, or NULL)
+ * speaks the session protocol (RESIL_SESSION; sessions set up). */
+bool resil_sess_wanted(const struct resil_ip *ip, uint16_t port,
+                       const char *name);
+/* Whether listening socket fd offers sessions (its local address and
+ * port match RESIL_SESSION). */
+bool resil_sess_listening(int fd);
+/* Give s a session state of role (client: before its HELLO; server: an
+ * accepted socket to classify). Returns RESIL_OK or RESIL_ENOMEM. */
+struct resil_sock;
+resil_status_t resil_sess_attach(struct resil_sock *s, int role);
+
 /* Our addresses worth announcing for a connection on fd (global-scope
  * addresses of interfaces that are up; loopback ones when fd's local
  * address is loopback). Returns how many, at most max. */
