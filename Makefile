@@ -129,13 +129,15 @@ fuzz-corpus: $(BUILD)/fuzz/gen_corpus
 	$(BUILD)/fuzz/gen_corpus tests/fuzz/corpus
 
 # The whole suite: unit, the fuzzer (FUZZ_TIME s), preload drivers, network
-# scenarios, then unit and drivers again under AddressSanitizer + UBSan.
+# scenarios, the instruction-count checks (callgrind: exact, no timing),
+# then unit and drivers again under AddressSanitizer + UBSan.
 test check: deps-net
 	$(MAKE) --no-print-directory unit drivers
 	$(MAKE) --no-print-directory fuzz
 	tests/drivers/run.sh $(BUILD)
 	tests/net/run.sh $(BUILD)
 	tests/tools/run.sh $(BUILD)
+	tests/bench/cost.sh $(BUILD)
 	$(MAKE) --no-print-directory asan
 
 asan:
