@@ -32,7 +32,12 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
  * with no test, nothing is resolved before a hook needs it (a process that
  * calls five of the functions pays five look-ups, at any time, from any
  * thread: another library's constructor may call a hook before ours ran),
- * and two threads resolving one function at once store the same value. */
+ * and two threads resolving one function at once store the same value.
+ * The price: dlsym is not async-signal-safe, and a signal handler that
+ * makes the process's first call of a function (a self-pipe write) runs
+ * it there: it waits while another thread holds the loader's lock (in
+ * dlopen or dlsym), and is not safe if the code it interrupted was in the
+ * loader itself. */
 
 static void *found(void *p, const char *name)
 {
