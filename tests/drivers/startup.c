@@ -11,6 +11,7 @@
  *                  Run plain, preloaded, and preloaded with no RESIL_
  *                  variable at all (run.sh: /bare).
  */
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/uio.h>
@@ -91,9 +92,9 @@ static int calls(void)
     EXPECT(dup2(q[0], q[0]) == q[0]);
     errno = 0;
     EXPECT(dup3(q[1], q[1], 0) == -1 && errno == EINVAL);
+    /* (no second close to see EBADF: another thread may own the number
+     * by then) */
     EXPECT(close(q[0]) == 0 && close(q[1]) == 0);
-    errno = 0;
-    EXPECT(close(q[0]) == -1 && errno == EBADF);
 
     EXPECT(send(sp[0], "def", 3, 0) == 3);
     EXPECT(recv(sp[1], buf, sizeof(buf), 0) == 3 && memcmp(buf, "def", 3) == 0);
@@ -135,6 +136,8 @@ static void first_calls(void)
     pthread_t t[NTHREADS];
     void *bad;
 
+    /* a write to a closed peer is a failed check, not a silent death */
+    signal(SIGPIPE, SIG_IGN);
     pthread_barrier_init(&start, NULL, NTHREADS);
     for (int i = 0; i < NTHREADS; i++)
         REQUIRE(pthread_create(&t[i], NULL, first, NULL) == 0,
