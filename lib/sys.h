@@ -1,11 +1,15 @@
 /* libresil: the one table of real libc functions.
  *
  * Neither lib/ nor shim/ calls an interposed function by name: inside
- * libresil.so such a call would bind to our own exported hook. The shim
- * fills this table once, with dlsym(RTLD_NEXT) for every function it
- * interposes and the plain libc symbol for the few it does not (ioctl,
- * shutdown, getsockname, getpeername); the unit tests point
- * every entry at libc instead (tests/unit/sys_libc.c).
+ * libresil.so such a call would bind to our own exported hook. Every entry
+ * starts at a resolver of the same type (shim/init.c) that looks the
+ * function up on its first call, dlsym(RTLD_NEXT) for the functions the
+ * shim interposes and the global definition for the few it does not
+ * (ioctl, shutdown, getsockname, getpeername), stores it and calls it: a
+ * call through the table never tests anything, and a process pays only for
+ * the functions it uses. The entries are atomic: a resolver may store one
+ * while other threads call through it (both store the same value). The
+ * unit tests point every entry at libc instead (tests/unit/sys_libc.c).
  */
 #ifndef RESIL_SYS_H
 #define RESIL_SYS_H
@@ -23,69 +27,74 @@
 
 struct resil_real {
     /* interposed: dlsym(RTLD_NEXT) */
-    int (*socket)(int, int, int);
-    int (*connect)(int, const struct sockaddr *, socklen_t);
-    int (*bind)(int, const struct sockaddr *, socklen_t);
-    int (*listen)(int, int);
-    int (*accept)(int, struct sockaddr *, socklen_t *);
-    int (*accept4)(int, struct sockaddr *, socklen_t *, int);
-    int (*close)(int);
-    int (*close_range)(unsigned, unsigned, int); /* NULL before glibc 2.34 */
-    int (*fcntl)(int, int, ...);
-    int (*fcntl64)(int, int, ...);               /* NULL before glibc 2.28 */
-    void (*closefrom)(int);                      /* NULL before glibc 2.34 */
-    int (*dup)(int);
-    int (*dup2)(int, int);
-    int (*dup3)(int, int, int);
-    int (*setsockopt)(int, int, int, const void *, socklen_t);
-    int (*getsockopt)(int, int, int, void *, socklen_t *);
-    int (*epoll_ctl)(int, int, int, struct epoll_event *);
-    int (*epoll_wait)(int, struct epoll_event *, int, int);
-    int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
-    int (*epoll_pwait2)(int, struct epoll_event *, int,
-                        const struct timespec *, const sigset_t *); /* NULL
-                        before glibc 2.35 */
-    int (*poll)(struct pollfd *, nfds_t, int);
-    int (*__poll_chk)(struct pollfd *, nfds_t, int, size_t);
-    int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *,
-                 const sigset_t *);
-    int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
-    int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *,
-                   const sigset_t *);
-    int (*getaddrinfo)(const char *, const char *, const struct addrinfo *,
-                       struct addrinfo **);
-    struct hostent *(*gethostbyname)(const char *);
-    struct hostent *(*gethostbyname2)(const char *, int);
-    int (*gethostbyname_r)(const char *, struct hostent *, char *, size_t,
-                           struct hostent **, int *);
-    int (*gethostbyname2_r)(const char *, int, struct hostent *, char *,
-                            size_t, struct hostent **, int *);
-    ssize_t (*read)(int, void *, size_t);
-    ssize_t (*readv)(int, const struct iovec *, int);
-    ssize_t (*recv)(int, void *, size_t, int);
-    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *,
-                        socklen_t *);
-    ssize_t (*recvmsg)(int, struct msghdr *, int);
-    ssize_t (*__read_chk)(int, void *, size_t, size_t);
-    ssize_t (*__recv_chk)(int, void *, size_t, size_t, int);
-    ssize_t (*__recvfrom_chk)(int, void *, size_t, size_t, int,
-                              struct sockaddr *, socklen_t *);
-    ssize_t (*write)(int, const void *, size_t);
-    ssize_t (*writev)(int, const struct iovec *, int);
-    ssize_t (*send)(int, const void *, size_t, int);
-    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *,
-                      socklen_t);
-    ssize_t (*sendmsg)(int, const struct msghdr *, int);
-    ssize_t (*sendfile)(int, int, off_t *, size_t);
-    ssize_t (*sendfile64)(int, int, off64_t *, size_t);
-    /* not interposed: libc's own */
-    int (*getsockname)(int, struct sockaddr *, socklen_t *);
-    int (*getpeername)(int, struct sockaddr *, socklen_t *);
-    int (*shutdown)(int, int);
-    int (*ioctl)(int, unsigned long, ...);
+    int (*_Atomic socket)(int, int, int);
+    int (*_Atomic connect)(int, const struct sockaddr *, socklen_t);
+    int (*_Atomic bind)(int, const struct sockaddr *, socklen_t);
+    int (*_Atomic listen)(int, int);
+    int (*_Atomic accept)(int, struct sockaddr *, socklen_t *);
+    int (*_Atomic accept4)(int, struct sockaddr *, socklen_t *, int);
+    int (*_Atomic close)(int);
+    /* NULL before glibc 2.34, resolved by resil_real_optional() */
+    int (*_Atomic close_range)(unsigned, unsigned, int);
+    int (*_Atomic fcntl)(int, int, ...);
+    /* libc's fcntl before glibc 2.28 */
+    int (*_Atomic fcntl64)(int, int, ...);
+    /* NULL before glibc 2.34, resolved by resil_real_optional() */
+    void (*_Atomic closefrom)(int);
+    int (*_Atomic dup)(int);
+    int (*_Atomic dup2)(int, int);
+    int (*_Atomic dup3)(int, int, int);
+    int (*_Atomic setsockopt)(int, int, int, const void *, socklen_t);
+    int (*_Atomic getsockopt)(int, int, int, void *, socklen_t *);
+    int (*_Atomic epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*_Atomic epoll_wait)(int, struct epoll_event *, int, int);
+    int (*_Atomic epoll_pwait)(int, struct epoll_event *, int, int,
+                               const sigset_t *);
+    /* fails with ENOSYS before glibc 2.35 */
+    int (*_Atomic epoll_pwait2)(int, struct epoll_event *, int,
+                                const struct timespec *, const sigset_t *);
+    int (*_Atomic poll)(struct pollfd *, nfds_t, int);
+    int (*_Atomic __poll_chk)(struct pollfd *, nfds_t, int, size_t);
+    int (*_Atomic ppoll)(struct pollfd *, nfds_t, const struct timespec *,
+                         const sigset_t *);
+    int (*_Atomic select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+    int (*_Atomic pselect)(int, fd_set *, fd_set *, fd_set *,
+                           const struct timespec *, const sigset_t *);
+    int (*_Atomic getaddrinfo)(const char *, const char *,
+                               const struct addrinfo *, struct addrinfo **);
+    struct hostent *(*_Atomic gethostbyname)(const char *);
+    struct hostent *(*_Atomic gethostbyname2)(const char *, int);
+    int (*_Atomic gethostbyname_r)(const char *, struct hostent *, char *,
+                                   size_t, struct hostent **, int *);
+    int (*_Atomic gethostbyname2_r)(const char *, int, struct hostent *, char *,
+                                    size_t, struct hostent **, int *);
+    ssize_t (*_Atomic read)(int, void *, size_t);
+    ssize_t (*_Atomic readv)(int, const struct iovec *, int);
+    ssize_t (*_Atomic recv)(int, void *, size_t, int);
+    ssize_t (*_Atomic recvfrom)(int, void *, size_t, int, struct sockaddr *,
+                                socklen_t *);
+    ssize_t (*_Atomic recvmsg)(int, struct msghdr *, int);
+    ssize_t (*_Atomic __read_chk)(int, void *, size_t, size_t);
+    ssize_t (*_Atomic __recv_chk)(int, void *, size_t, size_t, int);
+    ssize_t (*_Atomic __recvfrom_chk)(int, void *, size_t, size_t, int,
+                                      struct sockaddr *, socklen_t *);
+    ssize_t (*_Atomic write)(int, const void *, size_t);
+    ssize_t (*_Atomic writev)(int, const struct iovec *, int);
+    ssize_t (*_Atomic send)(int, const void *, size_t, int);
+    ssize_t (*_Atomic sendto)(int, const void *, size_t, int,
+                              const struct sockaddr *, socklen_t);
+    ssize_t (*_Atomic sendmsg)(int, const struct msghdr *, int);
+    ssize_t (*_Atomic sendfile)(int, int, off_t *, size_t);
+    ssize_t (*_Atomic sendfile64)(int, int, off64_t *, size_t);
+    /* not interposed: the global definition (libc's own) */
+    int (*_Atomic getsockname)(int, struct sockaddr *, socklen_t *);
+    int (*_Atomic getpeername)(int, struct sockaddr *, socklen_t *);
+    int (*_Atomic shutdown)(int, int);
+    int (*_Atomic ioctl)(int, unsigned long, ...);
 };
 
-extern struct resil_real real;
+/* hidden: the hooks call through it rip-relative, with no GOT load */
+extern struct resil_real real __attribute__((visibility("hidden")));
 
 /* Non-zero while this thread runs libresil code (or is the engine thread):
  * every hook then goes straight to the real function. */

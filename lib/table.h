@@ -158,8 +158,9 @@ static inline struct resil_sock *resil_table_slot_(int fd)
     resil_slot_t *c;
     if ((unsigned)fd >= RESIL_TABLE_MAX)
         return NULL;
+    /* unsigned: no sign extension on every hook's fast path */
     c = (resil_slot_t *)atomic_load_explicit(
-        &resil_table_chunks[fd >> RESIL_TABLE_CHUNK_BITS],
+        &resil_table_chunks[(unsigned)fd >> RESIL_TABLE_CHUNK_BITS],
         memory_order_acquire);
     return c ? atomic_load_explicit(
                    &c[fd & ((1 << RESIL_TABLE_CHUNK_BITS) - 1)],

@@ -7,12 +7,14 @@
 #include "names.h"
 #include "shim.h"
 
-/* Both recorders leave errno as the resolver set it. */
+/* Both recorders leave errno as the resolver set it, and run init first
+ * (the names table is state a fork must find consistent). */
 static void record_ai(const char *node, const struct addrinfo *res)
 {
     struct resil_ip ips[RESIL_NAME_ADDRS];
     int n = 0, saved = errno;
 
+    RESIL_INIT();
     for (const struct addrinfo *ai = res; ai && n < RESIL_NAME_ADDRS;
          ai = ai->ai_next) {
         if (resil_ip_from_sa(ai->ai_addr, ai->ai_addrlen, &ips[n], NULL)) {
@@ -34,6 +36,7 @@ static void record_he(const char *name, const struct hostent *h)
     if (resil_in_shim || name == NULL || h == NULL ||
         (h->h_addrtype != AF_INET && h->h_addrtype != AF_INET6))
         return;
+    RESIL_INIT();
     for (char **p = h->h_addr_list; p && *p && n < RESIL_NAME_ADDRS; p++) {
         memset(&ips[n], 0, sizeof(ips[n]));
         ips[n].family = (sa_family_t)h->h_addrtype;
@@ -50,7 +53,6 @@ RESIL_EXPORT int getaddrinfo(const char *node, const char *service,
 {
     int rc;
 
-    RESIL_INIT();
     rc = real.getaddrinfo(node, service, hints, res);
     if (rc == 0 && !resil_in_shim && node && res)
         record_ai(node, *res);
@@ -61,7 +63,6 @@ RESIL_EXPORT struct hostent *gethostbyname(const char *name)
 {
     struct hostent *h;
 
-    RESIL_INIT();
     h = real.gethostbyname(name);
     record_he(name, h);
     return h;
@@ -71,7 +72,6 @@ RESIL_EXPORT struct hostent *gethostbyname2(const char *name, int af)
 {
     struct hostent *h;
 
-    RESIL_INIT();
     h = real.gethostbyname2(name, af);
     record_he(name, h);
     return h;
@@ -83,7 +83,6 @@ RESIL_EXPORT int gethostbyname_r(const char *name, struct hostent *ret,
 {
     int rc;
 
-    RESIL_INIT();
     rc = real.gethostbyname_r(name, ret, buf, len, result, h_errnop);
     if (rc == 0 && result)
         record_he(name, *result);
@@ -96,7 +95,6 @@ RESIL_EXPORT int gethostbyname2_r(const char *name, int af,
 {
     int rc;
 
-    RESIL_INIT();
     rc = real.gethostbyname2_r(name, af, ret, buf, len, result, h_errnop);
     if (rc == 0 && result)
         record_he(name, *result);

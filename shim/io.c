@@ -24,7 +24,7 @@ bool resil_io_blocking(int fd, int flags)
     int fl;
     if (flags & MSG_DONTWAIT)
         return false;
-    fl = fcntl(fd, F_GETFL);
+    fl = real.fcntl(fd, F_GETFL);
     return fl >= 0 && !(fl & O_NONBLOCK);
 }
 
@@ -53,21 +53,18 @@ static int io_timeout_ms(int fd, bool is_write)
     return (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
 }
 
-/* What to do after the real call returned rc; errno is that of the call,
- * seq the swap sequence read before it. held: rc and errno are an error
- * libresil held for the socket, not the kernel's answer to this call. */
-static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags,
-                   uint64_t seq, bool held)
+/* What to do after the real call returned rc (neither data read nor
+ * EAGAIN or EINTR: IO_MANAGED returns those at once); errno is that of the
+ * call, seq the swap sequence read before it. held: rc and errno are an
+ * error libresil held for the socket, not the kernel's answer to this
+ * call. */
+static RESIL_SLOW int io_done(int fd, ssize_t rc, bool is_write, size_t n,
+                              int flags, uint64_t seq, bool held)
 {
     struct resil_sock *s;
     int saved = errno, ret = IO_RETURN, res;
 
-    if (rc > 0 && !is_write)
-        return IO_RETURN;
     if (rc == 0 && (is_write || n == 0))
-        return IO_RETURN;
-    /* the way event loops end every read: no lookup, no lock */
-    if (rc < 0 && (saved == EAGAIN || saved == EINTR))
         return IO_RETURN;
     s = resil_table_get(fd);
     if (s == NULL)
@@ -104,27 +101,25 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags,
     return ret;
 }
 
-/* One body for every hook: an error libresil holds or the call, then
- * decide (retry only on a socket put there meanwhile, or after a re-race).
- * A held error goes the way the kernel's would (a connection reset right
- * after its handshake is re-raced like one reset later). zero_ok: a call
- * of n == 0 bytes returns 0 without looking at the socket's error. */
-#define IO_HOOK(call, fd, is_write, n, flags, zero_ok)                         \
+/* The managed part of every data hook: an error libresil holds or the
+ * call, then decide (retry only on a socket put there meanwhile, or after
+ * a re-race). A held error goes the way the kernel's would (a connection
+ * reset right after its handshake is re-raced like one reset later).
+ * zero_ok: a call of n == 0 bytes returns 0 without looking at the
+ * socket's error. */
+#define IO_MANAGED(call, fd, is_write, n, flags, zero_ok)                      \
     do {                                                                       \
         ssize_t rc_;                                                           \
         uint64_t seq_;                                                         \
         int err_;                                                              \
         bool held_;                                                            \
-        RESIL_INIT();                                                          \
-        if (resil_in_shim || !resil_table_has(fd))                             \
-            return call;                                                       \
-        if (resil_table_internal(fd)) { /* ours: never opened by it */        \
+        if (resil_table_internal(fd)) { /* ours: never opened by it */         \
             errno = EBADF;                                                     \
             return -1;                                                         \
         }                                                                      \
         for (;;) {                                                             \
-            seq_ = atomic_load_explicit(&resil_swap_seq,                       \
-                                        memory_order_acquire);                 \
+            seq_ =                                                             \
+                atomic_load_explicit(&resil_swap_seq, memory_order_acquire);   \
             held_ = io_error(fd, n, flags, zero_ok, &err_);                    \
             if (held_) {                                                       \
                 errno = err_;                                                  \
@@ -134,8 +129,10 @@ static int io_done(int fd, ssize_t rc, bool is_write, size_t n, int flags,
             }                                                                  \
             if (rc_ > 0 && !(is_write)) /* data read: nothing to note */       \
                 return rc_;                                                    \
-            if (io_done(fd, rc_, is_write, n, flags, seq_, held_) !=           \
-                IO_RETRY)                                                      \
+            /* the way event loops end every read: no lookup, no lock */       \
+            if (rc_ < 0 && (errno == EAGAIN || errno == EINTR))                \
+                return rc_;                                                    \
+            if (io_done(fd, rc_, is_write, n, flags, seq_, held_) != IO_RETRY) \
                 return rc_;                                                    \
         }                                                                      \
     } while (0)
@@ -148,90 +145,214 @@ static size_t iov_len(const struct iovec *iov, int cnt)
     return n;
 }
 
+/* Each hook: the test, then a tail jump to the real function or to its
+ * managed part (shim.h). */
+
+static RESIL_SLOW ssize_t read_managed(int fd, void *buf, size_t n)
+{
+    IO_MANAGED(real.read(fd, buf, n), fd, false, n, 0, true);
+}
+
 RESIL_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
-    IO_HOOK(real.read(fd, buf, n), fd, false, n, 0, true);
+    if (resil_hooked(fd))
+        return read_managed(fd, buf, n);
+    return real.read(fd, buf, n);
+}
+
+static RESIL_SLOW ssize_t read_chk_managed(int fd, void *buf, size_t n,
+                                           size_t buflen)
+{
+    IO_MANAGED(real.__read_chk(fd, buf, n, buflen), fd, false, n, 0, true);
 }
 
 RESIL_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 {
-    IO_HOOK(real.__read_chk(fd, buf, n, buflen), fd, false, n, 0, true);
+    if (resil_hooked(fd))
+        return read_chk_managed(fd, buf, n, buflen);
+    return real.__read_chk(fd, buf, n, buflen);
+}
+
+static RESIL_SLOW ssize_t readv_managed(int fd, const struct iovec *iov,
+                                        int cnt)
+{
+    IO_MANAGED(real.readv(fd, iov, cnt), fd, false, iov_len(iov, cnt), 0, true);
 }
 
 RESIL_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
-    IO_HOOK(real.readv(fd, iov, cnt), fd, false, iov_len(iov, cnt), 0, true);
+    if (resil_hooked(fd))
+        return readv_managed(fd, iov, cnt);
+    return real.readv(fd, iov, cnt);
+}
+
+static RESIL_SLOW ssize_t recv_managed(int fd, void *buf, size_t n, int flags)
+{
+    IO_MANAGED(real.recv(fd, buf, n, flags), fd, false, n, flags, false);
 }
 
 RESIL_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
-    IO_HOOK(real.recv(fd, buf, n, flags), fd, false, n, flags, false);
+    if (resil_hooked(fd))
+        return recv_managed(fd, buf, n, flags);
+    return real.recv(fd, buf, n, flags);
+}
+
+static RESIL_SLOW ssize_t recv_chk_managed(int fd, void *buf, size_t n,
+                                           size_t buflen, int flags)
+{
+    IO_MANAGED(real.__recv_chk(fd, buf, n, buflen, flags), fd, false, n, flags,
+               false);
 }
 
 RESIL_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen,
                                 int flags)
 {
-    IO_HOOK(real.__recv_chk(fd, buf, n, buflen, flags), fd, false, n, flags,
-            false);
+    if (resil_hooked(fd))
+        return recv_chk_managed(fd, buf, n, buflen, flags);
+    return real.__recv_chk(fd, buf, n, buflen, flags);
+}
+
+static RESIL_SLOW ssize_t recvfrom_managed(int fd, void *buf, size_t n,
+                                           int flags, struct sockaddr *sa,
+                                           socklen_t *len)
+{
+    IO_MANAGED(real.recvfrom(fd, buf, n, flags, sa, len), fd, false, n, flags,
+               false);
 }
 
 RESIL_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
                               struct sockaddr *sa, socklen_t *len)
 {
-    IO_HOOK(real.recvfrom(fd, buf, n, flags, sa, len), fd, false, n, flags,
-            false);
+    if (resil_hooked(fd))
+        return recvfrom_managed(fd, buf, n, flags, sa, len);
+    return real.recvfrom(fd, buf, n, flags, sa, len);
+}
+
+static RESIL_SLOW ssize_t recvfrom_chk_managed(int fd, void *buf, size_t n,
+                                               size_t buflen, int flags,
+                                               struct sockaddr *sa,
+                                               socklen_t *len)
+{
+    IO_MANAGED(real.__recvfrom_chk(fd, buf, n, buflen, flags, sa, len), fd,
+               false, n, flags, false);
 }
 
 RESIL_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n,
                                     size_t buflen, int flags,
                                     struct sockaddr *sa, socklen_t *len)
 {
-    IO_HOOK(real.__recvfrom_chk(fd, buf, n, buflen, flags, sa, len), fd,
-            false, n, flags, false);
+    if (resil_hooked(fd))
+        return recvfrom_chk_managed(fd, buf, n, buflen, flags, sa, len);
+    return real.__recvfrom_chk(fd, buf, n, buflen, flags, sa, len);
+}
+
+static RESIL_SLOW ssize_t recvmsg_managed(int fd, struct msghdr *msg, int flags)
+{
+    IO_MANAGED(real.recvmsg(fd, msg, flags), fd, false,
+               msg ? iov_len(msg->msg_iov, (int)msg->msg_iovlen) : 0, flags,
+               false);
 }
 
 RESIL_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-    IO_HOOK(real.recvmsg(fd, msg, flags), fd, false,
-            msg ? iov_len(msg->msg_iov, (int)msg->msg_iovlen) : 0, flags,
-            false);
+    if (resil_hooked(fd))
+        return recvmsg_managed(fd, msg, flags);
+    return real.recvmsg(fd, msg, flags);
+}
+
+static RESIL_SLOW ssize_t write_managed(int fd, const void *buf, size_t n)
+{
+    IO_MANAGED(real.write(fd, buf, n), fd, true, n, 0, false);
 }
 
 RESIL_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
-    IO_HOOK(real.write(fd, buf, n), fd, true, n, 0, false);
+    if (resil_hooked(fd))
+        return write_managed(fd, buf, n);
+    return real.write(fd, buf, n);
+}
+
+static RESIL_SLOW ssize_t writev_managed(int fd, const struct iovec *iov,
+                                         int cnt)
+{
+    IO_MANAGED(real.writev(fd, iov, cnt), fd, true, iov_len(iov, cnt), 0,
+               false);
 }
 
 RESIL_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
-    IO_HOOK(real.writev(fd, iov, cnt), fd, true, iov_len(iov, cnt), 0, false);
+    if (resil_hooked(fd))
+        return writev_managed(fd, iov, cnt);
+    return real.writev(fd, iov, cnt);
+}
+
+static RESIL_SLOW ssize_t send_managed(int fd, const void *buf, size_t n,
+                                       int flags)
+{
+    IO_MANAGED(real.send(fd, buf, n, flags), fd, true, n, flags, false);
 }
 
 RESIL_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
-    IO_HOOK(real.send(fd, buf, n, flags), fd, true, n, flags, false);
+    if (resil_hooked(fd))
+        return send_managed(fd, buf, n, flags);
+    return real.send(fd, buf, n, flags);
+}
+
+static RESIL_SLOW ssize_t sendto_managed(int fd, const void *buf, size_t n,
+                                         int flags, const struct sockaddr *sa,
+                                         socklen_t len)
+{
+    IO_MANAGED(real.sendto(fd, buf, n, flags, sa, len), fd, true, n, flags,
+               false);
 }
 
 RESIL_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
                             const struct sockaddr *sa, socklen_t len)
 {
-    IO_HOOK(real.sendto(fd, buf, n, flags, sa, len), fd, true, n, flags,
-            false);
+    if (resil_hooked(fd))
+        return sendto_managed(fd, buf, n, flags, sa, len);
+    return real.sendto(fd, buf, n, flags, sa, len);
+}
+
+static RESIL_SLOW ssize_t sendmsg_managed(int fd, const struct msghdr *msg,
+                                          int flags)
+{
+    IO_MANAGED(real.sendmsg(fd, msg, flags), fd, true,
+               msg ? iov_len(msg->msg_iov, (int)msg->msg_iovlen) : 0, flags,
+               false);
 }
 
 RESIL_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    IO_HOOK(real.sendmsg(fd, msg, flags), fd, true,
-            msg ? iov_len(msg->msg_iov, (int)msg->msg_iovlen) : 0, flags,
-            false);
+    if (resil_hooked(fd))
+        return sendmsg_managed(fd, msg, flags);
+    return real.sendmsg(fd, msg, flags);
+}
+
+static RESIL_SLOW ssize_t sendfile_managed(int out, int in, off_t *off,
+                                           size_t n)
+{
+    IO_MANAGED(real.sendfile(out, in, off, n), out, true, n, 0, true);
 }
 
 RESIL_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n)
 {
-    IO_HOOK(real.sendfile(out, in, off, n), out, true, n, 0, true);
+    if (resil_hooked(out))
+        return sendfile_managed(out, in, off, n);
+    return real.sendfile(out, in, off, n);
+}
+
+static RESIL_SLOW ssize_t sendfile64_managed(int out, int in, off64_t *off,
+                                             size_t n)
+{
+    IO_MANAGED(real.sendfile64(out, in, off, n), out, true, n, 0, true);
 }
 
 RESIL_EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
 {
-    IO_HOOK(real.sendfile64(out, in, off, n), out, true, n, 0, true);
+    if (resil_hooked(out))
+        return sendfile64_managed(out, in, off, n);
+    return real.sendfile64(out, in, off, n);
 }

@@ -14,14 +14,13 @@
 #include "log.h"
 #include "shim.h"
 
-RESIL_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+static RESIL_SLOW int epoll_ctl_managed(int epfd, int op, int fd,
+                                        struct epoll_event *ev)
 {
     struct resil_sock *s;
     int err;
 
-    RESIL_INIT();
-    if (resil_in_shim || !resil_table_has(fd) ||
-        (s = resil_table_get(fd)) == NULL)
+    if ((s = resil_table_get(fd)) == NULL)
         return real.epoll_ctl(epfd, op, fd, ev);
     resil_epoll_ctl(s, epfd, op, ev, &err);
     resil_sock_unref(s);
@@ -29,6 +28,13 @@ RESIL_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         return 0;
     errno = err;
     return -1;
+}
+
+RESIL_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    if (resil_hooked(fd))
+        return epoll_ctl_managed(epfd, op, fd, ev);
+    return real.epoll_ctl(epfd, op, fd, ev);
 }
 
 /* ---- readiness: events of a socket that is being replaced ----
@@ -147,12 +153,14 @@ static bool pollfds_racing(const struct pollfd *fds, nfds_t n)
  * readiness hooks are a single test in front of the real call. */
 static bool unmanaged(void)
 {
-    return resil_in_shim ||
-           atomic_load_explicit(&resil_table_count, memory_order_relaxed) == 0;
+    return __builtin_expect(atomic_load_explicit(&resil_table_count,
+                                                 memory_order_relaxed) == 0,
+                            1) ||
+           resil_in_shim;
 }
 
-static int poll_loop(struct pollfd *fds, nfds_t n, int timeout,
-                     size_t fdslen, bool chk)
+static RESIL_SLOW int poll_loop(struct pollfd *fds, nfds_t n, int timeout,
+                                size_t fdslen, bool chk)
 {
     int64_t t0 = timeout > 0 ? now_ms() : 0;
     uint64_t seq0;
@@ -173,7 +181,6 @@ static int poll_loop(struct pollfd *fds, nfds_t n, int timeout,
 
 RESIL_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
-    RESIL_INIT();
     if (unmanaged())
         return real.poll(fds, n, timeout);
     return poll_loop(fds, n, timeout, 0, false);
@@ -182,23 +189,20 @@ RESIL_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 RESIL_EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout,
                             size_t fdslen)
 {
-    RESIL_INIT();
     if (unmanaged())
         return real.__poll_chk(fds, n, timeout, fdslen);
     return poll_loop(fds, n, timeout, fdslen, true);
 }
 
-RESIL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
-                       const sigset_t *mask)
+static RESIL_SLOW int ppoll_loop(struct pollfd *fds, nfds_t n,
+                                 const struct timespec *ts,
+                                 const sigset_t *mask)
 {
     int64_t t0, left = ts ? ts_ns(ts) : -1;
     struct timespec step;
     uint64_t seq0;
     int rc;
 
-    RESIL_INIT();
-    if (unmanaged())
-        return real.ppoll(fds, n, ts, mask);
     t0 = mono_ns();
     for (;;) {
         const struct timespec *tp = ts ? &step : NULL;
@@ -226,12 +230,20 @@ RESIL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
     }
 }
 
+RESIL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
+                       const sigset_t *mask)
+{
+    if (unmanaged())
+        return real.ppoll(fds, n, ts, mask);
+    return ppoll_loop(fds, n, ts, mask);
+}
+
 enum epoll_call { EP_WAIT, EP_PWAIT, EP_PWAIT2 };
 
 /* timeout in ns, -1 for none */
-static int epoll_loop(int epfd, struct epoll_event *ev, int max,
-                      int64_t timeout, const sigset_t *mask,
-                      enum epoll_call how)
+static RESIL_SLOW int epoll_loop(int epfd, struct epoll_event *ev, int max,
+                                 int64_t timeout, const sigset_t *mask,
+                                 enum epoll_call how)
 {
     struct resil_epset *set = resil_epoll_set(epfd);
     int64_t t0 = timeout > 0 ? mono_ns() : 0, t = timeout;
@@ -269,7 +281,6 @@ static int epoll_loop(int epfd, struct epoll_event *ev, int max,
 RESIL_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max,
                             int timeout)
 {
-    RESIL_INIT();
     if (unmanaged())
         return real.epoll_wait(epfd, ev, max, timeout);
     return epoll_loop(epfd, ev, max, timeout < 0 ? -1 : timeout * 1000000LL,
@@ -279,7 +290,6 @@ RESIL_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max,
 RESIL_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max,
                              int timeout, const sigset_t *mask)
 {
-    RESIL_INIT();
     if (unmanaged())
         return real.epoll_pwait(epfd, ev, max, timeout, mask);
     return epoll_loop(epfd, ev, max, timeout < 0 ? -1 : timeout * 1000000LL,
@@ -289,11 +299,6 @@ RESIL_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max,
 RESIL_EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max,
                               const struct timespec *ts, const sigset_t *mask)
 {
-    RESIL_INIT();
-    if (real.epoll_pwait2 == NULL) {
-        errno = ENOSYS;
-        return -1;
-    }
     /* an invalid timeout is the kernel's to refuse */
     if (unmanaged() || (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 ||
                                ts->tv_nsec >= 1000000000L ||
@@ -316,9 +321,9 @@ static bool fdsets_racing(int n, const fd_set *r, const fd_set *w,
     return false;
 }
 
-static int select_sliced(int n, fd_set *r, fd_set *w, fd_set *e,
-                         const struct timespec *ts, const sigset_t *mask,
-                         bool pselect_call)
+static RESIL_SLOW int select_sliced(int n, fd_set *r, fd_set *w, fd_set *e,
+                                    const struct timespec *ts,
+                                    const sigset_t *mask, bool pselect_call)
 {
     fd_set r0, w0, e0;
     int64_t t0 = mono_ns(), left = ts ? ts_ns(ts) : -1;
@@ -373,16 +378,13 @@ static int select_sliced(int n, fd_set *r, fd_set *w, fd_set *e,
     }
 }
 
-RESIL_EXPORT int select(int n, fd_set *r, fd_set *w, fd_set *e,
-                        struct timeval *tv)
+static RESIL_SLOW int select_managed(int n, fd_set *r, fd_set *w, fd_set *e,
+                                     struct timeval *tv)
 {
     struct timespec ts, *tsp = NULL;
     int64_t t0;
     int rc;
 
-    RESIL_INIT();
-    if (unmanaged() || atomic_load(&resil_races_active) == 0)
-        return real.select(n, r, w, e, tv);
     if (tv) {
         ts.tv_sec = tv->tv_sec;
         ts.tv_nsec = tv->tv_usec * 1000;
@@ -401,10 +403,17 @@ RESIL_EXPORT int select(int n, fd_set *r, fd_set *w, fd_set *e,
     return rc;
 }
 
+RESIL_EXPORT int select(int n, fd_set *r, fd_set *w, fd_set *e,
+                        struct timeval *tv)
+{
+    if (unmanaged() || atomic_load(&resil_races_active) == 0)
+        return real.select(n, r, w, e, tv);
+    return select_managed(n, r, w, e, tv);
+}
+
 RESIL_EXPORT int pselect(int n, fd_set *r, fd_set *w, fd_set *e,
                          const struct timespec *ts, const sigset_t *mask)
 {
-    RESIL_INIT();
     if (unmanaged() || atomic_load(&resil_races_active) == 0)
         return real.pselect(n, r, w, e, ts, mask);
     return select_sliced(n, r, w, e, ts, mask, true);

@@ -1,7 +1,13 @@
-/* libresil shim: the real-function table and the shape every hook shares.
+/* libresil shim: the shape every hook shares.
  *
- * A hook: make sure init ran; if we are inside libresil already, or the fd
- * is not managed, return real.X(...) at once; else call into lib/.
+ * A hook on a descriptor: if the fd is not managed, or we are inside
+ * libresil already, return real.X(...) at once (a tail jump); else call
+ * its out-of-line managed part, which calls into lib/. Nothing comes
+ * before that test, not even init: the table is empty until resil_init()
+ * ran (only the hooks that add entries run it), and every real.X is
+ * callable before it is resolved (lib/sys.h). Hooks that need the
+ * configuration themselves (socket, the resolver hooks) run RESIL_INIT()
+ * first, off their own fast path.
  */
 #ifndef RESIL_SHIM_H
 #define RESIL_SHIM_H
@@ -30,8 +36,9 @@ ssize_t __recvfrom_chk(int, void *, size_t, size_t, int, struct sockaddr *,
 
 extern volatile int resil_ready;
 
-/* Resolve the real functions and load the configuration, once (any thread,
- * any order: constructors of other libraries may call hooks first). */
+/* Load the configuration and register the fork handlers, once (any
+ * thread, any order: constructors of other libraries may call hooks
+ * first). */
 void resil_init(void);
 
 #define RESIL_INIT()                                                           \
@@ -39,6 +46,23 @@ void resil_init(void);
         if (__builtin_expect(!resil_ready, 0))                                 \
             resil_init();                                                      \
     } while (0)
+
+/* Look up real.close_range and real.closefrom (NULL where libc lacks
+ * them), once: their hooks call it before testing them. */
+void resil_real_optional(void);
+
+/* The managed part of a hook: out of line, so that the fast path saves no
+ * register and ends in a tail jump. */
+#define RESIL_SLOW __attribute__((noinline))
+
+/* The test in front of every hook on a descriptor: the program's own call
+ * (not libresil's) on a number that has an entry in the table (a managed
+ * socket or one of libresil's own descriptors). An unmanaged number costs
+ * the table lookup alone. */
+static inline bool resil_hooked(int fd)
+{
+    return __builtin_expect(resil_table_has(fd) && !resil_in_shim, 0);
+}
 
 /* Forget fd's entry (the fd is being closed or replaced). */
 void resil_shim_drop(int fd);

@@ -31,57 +31,80 @@ void resil_shim_drop(int fd)
     resil_sock_unref(s);
 }
 
-RESIL_EXPORT int socket(int domain, int type, int protocol)
+/* A reused fd number may carry a stale entry (fclose() of an fdopen'd
+ * socket closes without our close hook). */
+static RESIL_SLOW int socket_stale(int fd)
 {
-    int fd, saved;
-    struct resil_sock *s;
-
-    RESIL_INIT();
-    fd = real.socket(domain, type, protocol);
-    if (fd < 0 || resil_in_shim)
-        return fd;
-    saved = errno;
-    /* A reused fd number may carry a stale entry (fclose() of an fdopen'd
-     * socket closes without our close hook). */
-    if (resil_table_has(fd))
-        resil_shim_drop(fd);
-    if ((domain == AF_INET || domain == AF_INET6) &&
-        (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM &&
-        (protocol == 0 || protocol == IPPROTO_TCP)) {
-        s = resil_sock_new(fd, domain, type);
-        /* its identity: a swap never touches the number once the program
-         * closed the socket behind our back (resil_sock_is_ours) */
-        if (s)
-            s->cookie = resil_sock_cookie(fd);
-        if (s == NULL || resil_table_set(fd, s) != RESIL_OK) {
-            resil_sock_unref(s);
-            if (resil_config_get()->strict) {
-                rerror("fd %d: cannot manage the socket; failing (strict)",
-                       fd);
-                real.close(fd);
-                errno = ENOBUFS;
-                return -1;
-            }
-            rwarn("fd %d: not managed (out of memory or fd too large)", fd);
-            errno = saved;
-            return fd;
-        }
-        resil_sock_unref(s);
-    }
+    int saved = errno;
+    resil_shim_drop(fd);
     errno = saved;
     return fd;
 }
 
-RESIL_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
+static bool socket_tcp(int domain, int type, int protocol)
+{
+    return (domain == AF_INET || domain == AF_INET6) &&
+           (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM &&
+           (protocol == 0 || protocol == IPPROTO_TCP);
+}
+
+/* A TCP socket: a new entry (init first: the configuration decides). */
+static RESIL_SLOW int socket_managed(int domain, int type, int protocol)
+{
+    int fd, saved;
+    struct resil_sock *s;
+
+    if (resil_in_shim)
+        return real.socket(domain, type, protocol);
+    RESIL_INIT();
+    fd = real.socket(domain, type, protocol);
+    if (fd < 0)
+        return fd;
+    saved = errno;
+    if (resil_table_has(fd))
+        resil_shim_drop(fd);
+    s = resil_sock_new(fd, domain, type);
+    /* its identity: a swap never touches the number once the program
+     * closed the socket behind our back (resil_sock_is_ours) */
+    if (s)
+        s->cookie = resil_sock_cookie(fd);
+    if (s == NULL || resil_table_set(fd, s) != RESIL_OK) {
+        resil_sock_unref(s);
+        if (resil_config_get()->strict) {
+            rerror("fd %d: cannot manage the socket; failing (strict)", fd);
+            real.close(fd);
+            errno = ENOBUFS;
+            return -1;
+        }
+        rwarn("fd %d: not managed (out of memory or fd too large)", fd);
+        errno = saved;
+        return fd;
+    }
+    resil_sock_unref(s);
+    errno = saved;
+    return fd;
+}
+
+RESIL_EXPORT int socket(int domain, int type, int protocol)
+{
+    int fd;
+
+    if (socket_tcp(domain, type, protocol))
+        return socket_managed(domain, type, protocol);
+    fd = real.socket(domain, type, protocol);
+    if (fd >= 0 && resil_hooked(fd))
+        return socket_stale(fd);
+    return fd;
+}
+
+static RESIL_SLOW int bind_managed(int fd, const struct sockaddr *sa,
+                                   socklen_t len)
 {
     struct resil_sock *s;
     struct resil_ip ip;
     uint16_t port = 0;
     int rc;
 
-    RESIL_INIT();
-    if (resil_in_shim || !resil_table_has(fd))
-        return real.bind(fd, sa, len);
     rc = real.bind(fd, sa, len);
     if (rc < 0 || (s = resil_table_get(fd)) == NULL)
         return rc;
@@ -117,15 +140,20 @@ RESIL_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
     return rc;
 }
 
-RESIL_EXPORT int setsockopt(int fd, int level, int name, const void *val,
-                            socklen_t len)
+RESIL_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    if (resil_hooked(fd))
+        return bind_managed(fd, sa, len);
+    return real.bind(fd, sa, len);
+}
+
+static RESIL_SLOW int setsockopt_managed(int fd, int level, int name,
+                                         const void *val, socklen_t len)
 {
     struct resil_sock *s;
     int rc, saved;
 
-    RESIL_INIT();
-    if (resil_in_shim || !resil_table_has(fd) ||
-        (s = resil_table_get(fd)) == NULL)
+    if ((s = resil_table_get(fd)) == NULL)
         return real.setsockopt(fd, level, name, val, len);
     /* the call and its record under s->mu, which a swap holds: either the
      * option is recorded before the swap, which sets it on the new socket,
@@ -156,17 +184,22 @@ RESIL_EXPORT int setsockopt(int fd, int level, int name, const void *val,
     return rc;
 }
 
-RESIL_EXPORT int getsockopt(int fd, int level, int name, void *val,
-                            socklen_t *len)
+RESIL_EXPORT int setsockopt(int fd, int level, int name, const void *val,
+                            socklen_t len)
+{
+    if (resil_hooked(fd))
+        return setsockopt_managed(fd, level, name, val, len);
+    return real.setsockopt(fd, level, name, val, len);
+}
+
+/* SO_ERROR reads an error libresil holds for the socket (a failed race's,
+ * a failed re-race's) once, like the kernel's sk_err */
+static RESIL_SLOW int getsockopt_managed(int fd, int level, int name, void *val,
+                                         socklen_t *len)
 {
     int err;
 
-    RESIL_INIT();
-    /* SO_ERROR reads an error libresil holds for the socket (a failed
-     * race's, a failed re-race's) once, like the kernel's sk_err */
-    if (!resil_in_shim && level == SOL_SOCKET && name == SO_ERROR && val &&
-        len && *len >= sizeof(int) && resil_table_has(fd) &&
-        resil_conn_take_error(fd, &err)) {
+    if (val && len && *len >= sizeof(int) && resil_conn_take_error(fd, &err)) {
         *(int *)val = err;
         *len = sizeof(int);
         return 0;
@@ -174,16 +207,22 @@ RESIL_EXPORT int getsockopt(int fd, int level, int name, void *val,
     return real.getsockopt(fd, level, name, val, len);
 }
 
-RESIL_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
+RESIL_EXPORT int getsockopt(int fd, int level, int name, void *val,
+                            socklen_t *len)
+{
+    if (level == SOL_SOCKET && name == SO_ERROR && resil_hooked(fd))
+        return getsockopt_managed(fd, level, name, val, len);
+    return real.getsockopt(fd, level, name, val, len);
+}
+
+static RESIL_SLOW int connect_managed(int fd, const struct sockaddr *sa,
+                                      socklen_t len)
 {
     struct resil_sock *s;
     int err = 0;
     bool no_wait = false;
     resil_status_t st;
 
-    RESIL_INIT();
-    if (resil_in_shim || !resil_table_has(fd))
-        return real.connect(fd, sa, len);
     s = resil_table_get(fd);
     if (s == NULL)
         return real.connect(fd, sa, len);
@@ -259,13 +298,18 @@ report:
     return -1;
 }
 
-RESIL_EXPORT int listen(int fd, int backlog)
+RESIL_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    if (resil_hooked(fd))
+        return connect_managed(fd, sa, len);
+    return real.connect(fd, sa, len);
+}
+
+static RESIL_SLOW int listen_managed(int fd, int backlog)
 {
     struct resil_sock *s;
 
-    RESIL_INIT();
-    if (!resil_in_shim && resil_table_has(fd) &&
-        (s = resil_table_get(fd)) != NULL) {
+    if ((s = resil_table_get(fd)) != NULL) {
         /* a server socket: nothing of ours applies */
         resil_sock_unref(s);
         resil_shim_drop(fd);
@@ -273,32 +317,32 @@ RESIL_EXPORT int listen(int fd, int backlog)
     return real.listen(fd, backlog);
 }
 
-static int accepted(int fd)
+RESIL_EXPORT int listen(int fd, int backlog)
 {
-    if (fd >= 0 && !resil_in_shim && resil_table_has(fd)) {
-        int saved = errno;
-        resil_shim_drop(fd);
-        errno = saved;
-    }
-    return fd;
+    if (resil_hooked(fd))
+        return listen_managed(fd, backlog);
+    return real.listen(fd, backlog);
 }
 
 RESIL_EXPORT int accept(int fd, struct sockaddr *sa, socklen_t *len)
 {
-    RESIL_INIT();
-    return accepted(real.accept(fd, sa, len));
+    fd = real.accept(fd, sa, len);
+    if (fd >= 0 && resil_hooked(fd))
+        return socket_stale(fd);
+    return fd;
 }
 
 RESIL_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len,
                          int flags)
 {
-    RESIL_INIT();
-    return accepted(real.accept4(fd, sa, len, flags));
+    fd = real.accept4(fd, sa, len, flags);
+    if (fd >= 0 && resil_hooked(fd))
+        return socket_stale(fd);
+    return fd;
 }
 
-RESIL_EXPORT int close(int fd)
+static RESIL_SLOW int close_managed(int fd)
 {
-    RESIL_INIT();
     /* remove the entry before the real close: a reused fd number must
      * never see a stale session */
     if (!resil_in_shim && resil_table_has(fd)) {
@@ -314,15 +358,24 @@ RESIL_EXPORT int close(int fd)
     return real.close(fd);
 }
 
+RESIL_EXPORT int close(int fd)
+{
+    if (resil_table_has(fd) ||
+        atomic_load_explicit(&resil_epoll_nsets, memory_order_relaxed))
+        return close_managed(fd);
+    return real.close(fd);
+}
+
 /* fcntl on one of libresil's own numbers: EBADF, as for any number the
  * program never opened. It matters: bash takes an open descriptor at or
  * above 10 with FD_CLOEXEC (F_GETFD) for one of its own, saves it before
  * `exec N>file` and puts it back afterwards, onto the program's number. The
  * argument, when there is one, is a pointer or an int: read as a pointer,
  * as glibc's own fcntl does. */
-static int fcntl_hook(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
+static RESIL_SLOW int fcntl_managed(int (*fn)(int, int, ...), int fd, int cmd,
+                                    void *arg)
 {
-    if (!resil_in_shim && resil_table_internal(fd)) {
+    if (resil_table_internal(fd)) {
         errno = EBADF;
         return -1;
     }
@@ -337,8 +390,9 @@ RESIL_EXPORT int fcntl(int fd, int cmd, ...)
     va_start(ap, cmd);
     arg = va_arg(ap, void *);
     va_end(ap);
-    RESIL_INIT();
-    return fcntl_hook(real.fcntl, fd, cmd, arg);
+    if (resil_hooked(fd))
+        return fcntl_managed(real.fcntl, fd, cmd, arg);
+    return real.fcntl(fd, cmd, arg);
 }
 
 RESIL_EXPORT int fcntl64(int fd, int cmd, ...)
@@ -349,17 +403,24 @@ RESIL_EXPORT int fcntl64(int fd, int cmd, ...)
     va_start(ap, cmd);
     arg = va_arg(ap, void *);
     va_end(ap);
-    RESIL_INIT();
-    return fcntl_hook(real.fcntl64 ? real.fcntl64 : real.fcntl, fd, cmd, arg);
+    if (resil_hooked(fd))
+        return fcntl_managed(real.fcntl64, fd, cmd, arg);
+    return real.fcntl64(fd, cmd, arg);
+}
+
+static RESIL_SLOW int dup_managed(int fd)
+{
+    if (resil_table_internal(fd)) {
+        errno = EBADF;
+        return -1;
+    }
+    return real.dup(fd);
 }
 
 RESIL_EXPORT int dup(int fd)
 {
-    RESIL_INIT();
-    if (!resil_in_shim && resil_table_internal(fd)) {
-        errno = EBADF;
-        return -1;
-    }
+    if (resil_hooked(fd))
+        return dup_managed(fd);
     return real.dup(fd);
 }
 
@@ -369,12 +430,12 @@ static int dup_real(int oldfd, int newfd, bool three, int flags)
     return three ? real.dup3(oldfd, newfd, flags) : real.dup2(oldfd, newfd);
 }
 
-static int dup_hook(int oldfd, int newfd, bool three, int flags)
+static RESIL_SLOW int dup_onto_managed(int oldfd, int newfd, bool three,
+                                       int flags)
 {
     bool orphan = false;
     int rc, saved = errno;
 
-    RESIL_INIT();
     if (resil_in_shim || (!resil_table_has(oldfd) && !resil_table_has(newfd) &&
                           !(atomic_load_explicit(&resil_epoll_nsets,
                                                  memory_order_relaxed) &&
@@ -408,14 +469,25 @@ static int dup_hook(int oldfd, int newfd, bool three, int flags)
     return rc;
 }
 
+/* Either number has an entry, or an epoll set may be replaced. */
+static bool dup_hooked(int oldfd, int newfd)
+{
+    return resil_table_has(oldfd) || resil_table_has(newfd) ||
+           atomic_load_explicit(&resil_epoll_nsets, memory_order_relaxed);
+}
+
 RESIL_EXPORT int dup2(int oldfd, int newfd)
 {
-    return dup_hook(oldfd, newfd, false, 0);
+    if (dup_hooked(oldfd, newfd))
+        return dup_onto_managed(oldfd, newfd, false, 0);
+    return real.dup2(oldfd, newfd);
 }
 
 RESIL_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
-    return dup_hook(oldfd, newfd, true, flags);
+    if (dup_hooked(oldfd, newfd))
+        return dup_onto_managed(oldfd, newfd, true, flags);
+    return real.dup3(oldfd, newfd, flags);
 }
 
 static int close_range_hook(unsigned first, unsigned last, int flags)
@@ -440,7 +512,7 @@ static int close_range_hook(unsigned first, unsigned last, int flags)
 
 RESIL_EXPORT int close_range(unsigned first, unsigned last, int flags)
 {
-    RESIL_INIT();
+    resil_real_optional();
     if (real.close_range == NULL) {
         errno = ENOSYS;
         return -1;
@@ -454,7 +526,7 @@ RESIL_EXPORT void closefrom(int lowfd)
 {
     int saved;
 
-    RESIL_INIT();
+    resil_real_optional();
     saved = errno;
     if (lowfd < 0)
         lowfd = 0;

@@ -88,9 +88,9 @@ fi
 # Inside the namespace.
 # ------------------------------------------------------------------------
 unset LD_PRELOAD
-for v in $(compgen -e RESIL_); do
-	[ "$v" = RESIL_BENCH_INSIDE ] || unset "$v"
-done
+# every RESIL_ variable, the marker too: with any in its environment,
+# libresil takes its configuration at start-up (shim/init.c)
+for v in $(compgen -e RESIL_); do unset "$v"; done
 
 # Everything (servers, clients, libresil's engine thread) on one CPU: a
 # 1-byte ping-pong between two CPUs of a VM swings 10x with where the

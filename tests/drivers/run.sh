@@ -78,8 +78,11 @@ table inet resil_drivers {
 }
 EOF
 
-# run NAME resil|plain|plainfail TIMEOUT [VAR=value...] -- COMMAND...
+# run NAME resil|bare|plain|plainfail TIMEOUT [VAR=value...] -- COMMAND...
 #   resil      libresil preloaded; passes when COMMAND exits 0
+#   bare       the same with no RESIL_ variable in the environment: the
+#              configuration is then the defaults, taken when a hook first
+#              needs it rather than at start-up (shim/init.c)
 #   plain      no libresil; passes when COMMAND exits 0
 #   plainfail  no libresil; passes when COMMAND fails (the test bed really
 #              breaks what libresil is supposed to fix)
@@ -96,6 +99,8 @@ run() {
     if [ "$mode" = resil ]; then
         pre=(LD_PRELOAD="$PRELOAD" DRV_PRELOADED=1 "${SAN_ENV[@]}"
              RESIL_LOG_LEVEL=2 RESIL_ALTERNATES="$ALT")
+    elif [ "$mode" = bare ]; then
+        pre=(LD_PRELOAD="$PRELOAD" DRV_PRELOADED=1 "${SAN_ENV[@]}")
     fi
     local log=$TMP/log.$((PASS + FAIL))
     local t0 t1 rc ok
@@ -192,6 +197,14 @@ SUFFIX=/plain run_all epoll_exact plain 10
 SUFFIX=/plain run_all semantics plain 10
 monitor_all plain
 run "early_main/plain" plain 10 -- "$DRV/early_main"
+run "startup/first_calls/plain" plain 10 -- "$DRV/startup" first_calls
+# preloaded with nothing for libresil in the environment (drivers whose
+# checks do not depend on DRV_PRELOADED; the plain runs above say the same)
+SUFFIX=/bare run_all refused bare 10
+SUFFIX=/bare run_all unmanaged bare 10
+SUFFIX=/bare run_all epoll_exact bare 10
+run "early_main/bare" bare 10 -- "$DRV/early_main"
+run "startup/first_calls/bare" bare 10 -- "$DRV/startup" first_calls
 
 echo "== with libresil ($PRELOAD)"
 run_all race_block resil 20
@@ -217,6 +230,8 @@ run_all unmanaged resil 20 RESIL_ALTERNATES=
 # with a log and an events file, so that those descriptors exist too
 run_all fds resil 30 RESIL_EVENTS="$TMP/fds-events" \
     RESIL_LOG_FILE="$TMP/fds-log"
+# no plain run of clearenv_race: the plain connect to the dead address hangs
+run_all startup resil 20
 run "early_main/race-in-constructor" resil 20 EARLY_DEAD=1 -- \
     "$DRV/early_main"
 
