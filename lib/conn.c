@@ -24,6 +24,7 @@
 #include "monitor.h"
 #include "names.h"
 #include "race.h"
+#include "session.h"
 #include "swap.h"
 #include "sys.h"
 
@@ -275,6 +276,19 @@ static void format_tried(struct resil_race_ctx *c, char *buf, size_t len)
  * failed, the program's own dead connection, with the error its data
  * call met pending: the error and the socket the program would have had
  * without libresil. */
+/* A session destination's winner: the HELLO goes out first (session.h).
+ * s->mu held. */
+static void hello(struct resil_sock *s, int fd)
+{
+    if (resil_sess_attach(s, RESIL_ROLE_CLIENT) != RESIL_OK ||
+        resil_sess_client_hello(s->sess, fd) != RESIL_OK) {
+        rwarn("fd %d: cannot send the session HELLO (%s); plain TCP", s->fd,
+              strerror(errno));
+        if (s->sess)
+            atomic_store(&s->sess->state, RESIL_SESS_PLAIN);
+    }
+}
+
 static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
 {
     struct resil_sock *s = c->s;
@@ -368,6 +382,8 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
          * may ask SO_ERROR at once, without our lock (the error is taken
          * away again below when the swap fails) */
         set_pending(s, winner_idx >= 0 ? c->won_err : pend);
+        if (winner_idx >= 0 && s->want_sess && c->won_err == 0)
+            hello(s, fd);
         st = resil_swap_in(s, fd);
     } else {
         resil_fds_close_fd(fd);
@@ -860,8 +876,14 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
 
     resil_engine_lock();
     n = gather(&ip, name, sizeof(name), cand, RESIL_RACE_MAX);
+    /* a session destination always goes through the engine: it writes
+     * the HELLO on the winner before the program can write a byte */
+    pthread_mutex_lock(&s->mu);
+    s->want_sess = resil_sess_wanted(&ip, port, name);
+    pthread_mutex_unlock(&s->mu);
     if (!resil_config_get()->race ||
-        (n == 1 && (name[0] == '\0' || !resil_config_get()->dns))) {
+        (n == 1 && !s->want_sess &&
+         (name[0] == '\0' || !resil_config_get()->dns))) {
         /* nothing to race: the real connect, plus failure detection */
         resil_engine_unlock();
         pthread_mutex_lock(&s->mu);

@@ -243,6 +243,17 @@ void resil_fds_close_fd(int fd)
         real.close(fd);
 }
 
+void resil_fds_release(int *owner)
+{
+    struct ent *e;
+
+    pthread_mutex_lock(&mu);
+    if (*owner >= 0 && (e = find(*owner)) != NULL)
+        e->pins = NULL; /* the caller's pins: it is done with this one */
+    pthread_mutex_unlock(&mu);
+    resil_fds_close(owner);
+}
+
 void resil_fds_close(int *owner)
 {
     int fd;
@@ -268,8 +279,11 @@ int resil_fds_take(int *owner)
     pthread_mutex_lock(&mu);
     fd = *owner;
     e = find(fd);
-    if (e && e->owner == owner)
+    if (e && e->owner == owner) {
+        /* owned by nobody: nobody's pins either */
         e->owner = NULL;
+        e->pins = NULL;
+    }
     *owner = -1;
     pthread_mutex_unlock(&mu);
     return fd;

@@ -81,6 +81,10 @@ bool resil_fds_spare(int fd);
  * becomes -1. Waits for the owner's pins to drain first. */
 void resil_fds_close(int *owner);
 
+/* resil_fds_close() for an owner that pinned the descriptor itself for as
+ * long as it runs (a resume worker): closed without waiting for those
+ * pins, which are the caller's. */
+void resil_fds_release(int *owner);
 /* Close fd: through the registry when it is ours, else the real close. */
 void resil_fds_close_fd(int fd);
 

@@ -205,7 +205,7 @@ static int make_parked(struct resil_sock *s)
     resil_engine_lock();
     if (resil_engine_start() != RESIL_OK ||
         resil_park(fd, s->family, s->v6only) != RESIL_OK)
-        resil_fds_close(&fd);
+        resil_fds_release(&fd);
     resil_engine_unlock();
     return resil_fds_take(&fd);
 }
@@ -255,10 +255,17 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
         (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
          real.ioctl(fd, SIOCINQ, &q) < 0 ||
          ti.tcpi_bytes_received - (uint64_t)q !=
-             x->kbase_in + (r_total(x) - x->pos_in_base)))
+             x->kbase_in + (r_total(x) - x->pos_in_base))) {
         /* a byte the hooks did not see (stdio, io_uring, raw syscall)
          * came off this connection: the stream cannot be resumed */
+        rdebug("fd %d: read: kernel %llu (received %llu, queued %d), "
+               "libresil %llu", fd,
+               (unsigned long long)(ti.tcpi_bytes_received - (uint64_t)q),
+               (unsigned long long)ti.tcpi_bytes_received, q,
+               (unsigned long long)(x->kbase_in + r_total(x) -
+                                    x->pos_in_base));
         resil_sess_untracked(x, "bytes were read that libresil did not see");
+    }
     pthread_mutex_unlock(&x->rmu);
     /* writers: a writer inside a call is waiting for buffer space on the
      * dead path; checking the counts needs none inside */
@@ -269,10 +276,17 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
         q = 0;
         if (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
             real.ioctl(fd, SIOCOUTQ, &q) < 0 ||
-            ti.tcpi_bytes_acked - 1 + (uint64_t)q !=
-                x->kbase_out + (x->w - x->pos_out_base))
+            ti.tcpi_bytes_acked - x->syn + (uint64_t)q !=
+                x->kbase_out + (x->w - x->pos_out_base)) {
+            rdebug("fd %d: written: kernel %llu (acked %llu, queued %d), "
+                   "libresil %llu", fd,
+                   (unsigned long long)(ti.tcpi_bytes_acked - x->syn +
+                                        (uint64_t)q),
+                   (unsigned long long)ti.tcpi_bytes_acked, q,
+                   (unsigned long long)(x->kbase_out + x->w - x->pos_out_base));
             resil_sess_untracked(x, "bytes were written that libresil did "
                                     "not see");
+        }
     }
     /* reset (never FIN: a FIN means the program closed its end); wakes a
      * blocked writer, whose partial count the hook records */
@@ -340,33 +354,54 @@ static void lose(struct resil_sock *s, struct resil_sess *x, const char *why)
 /* Put the resumed connection on the program's fd: replay what the peer
  * lacks, its FIN again if our program had sent one, then the swap. */
 static resil_status_t switch_over(struct resil_sock *s, struct resil_sess *x,
-                                  int fd, uint64_t r_peer, size_t sent,
-                                  size_t got, uint64_t deadline)
+                                  int *fdp, bool init, uint64_t r_peer,
+                                  size_t sent, size_t got, uint64_t deadline)
 {
+    const struct resil_config *cfg = resil_config_get();
+    int fd = *fdp, rep = -1;
     struct iovec iov[2];
     int n = 0;
     resil_status_t st;
 
+    (void)deadline;
     if (r_peer < x->w &&
         resil_ring_spans(&x->ring, r_peer, x->w, iov, &n) != RESIL_OK)
         return RESIL_ERANGE;
-    for (int i = 0; i < n; i++)
-        if ((st = write_all(fd, iov[i].iov_base, iov[i].iov_len,
-                            deadline)) != RESIL_OK)
-            return st;
-    if (x->fin_out)
-        real.shutdown(fd, SHUT_WR);
+    /* the replay goes out on a duplicate of ours: the program may close
+     * its fd meanwhile */
+    if (resil_fds_dup(&rep, fd, RESIL_FD_SOCK) != RESIL_OK)
+        return RESIL_ESYS;
     x->kbase_out = sent;
     x->kbase_in = got;
+    x->syn = init; /* the initiator opened the new connection */
     x->pos_out_base = r_peer;
     x->pos_in_base = r_total(x);
-    if (r_peer > x->ring.start)
-        resil_ring_trim(&x->ring, r_peer);
     pthread_mutex_lock(&s->mu);
-    st = resil_swap_in(s, fd);
+    st = resil_swap_in(s, resil_fds_take(fdp));
     pthread_mutex_unlock(&s->mu);
-    if (st == RESIL_OK)
-        resil_fds_close(&x->old_fd);
+    if (st != RESIL_OK) {
+        resil_fds_close(&rep);
+        return st;
+    }
+    resil_fds_close(&x->old_fd);
+    /* readers go on at once (the peer's replay may need them to read
+     * ours: both sides replay at the same time); writers wait until the
+     * replay is out, so that nothing is reordered */
+    pthread_mutex_lock(&x->mu);
+    atomic_store(&x->replaying, true);
+    atomic_store(&x->frozen, false);
+    pthread_cond_broadcast(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+    deadline = resil_now_ns() + (uint64_t)cfg->session_linger_ms * RESIL_MS;
+    for (int i = 0; i < n && st == RESIL_OK; i++)
+        st = write_all(rep, iov[i].iov_base, iov[i].iov_len, deadline);
+    if (st == RESIL_OK && x->fin_out)
+        real.shutdown(rep, SHUT_WR);
+    resil_fds_close(&rep);
+    pthread_mutex_lock(&x->mu);
+    atomic_store(&x->replaying, false);
+    pthread_cond_broadcast(&x->cv);
+    pthread_mutex_unlock(&x->mu);
     return st;
 }
 
@@ -429,7 +464,7 @@ static resil_status_t dial(struct resil_sock *s, struct resil_sess *x,
             continue;
         if (real.connect(fds[i], (struct sockaddr *)&sa, len) < 0 &&
             errno != EINPROGRESS)
-            resil_fds_close(&fds[i]);
+            resil_fds_release(&fds[i]);
     }
     while (win < 0 && left_ms(deadline) > 0) {
         int k = 0, map[RESIL_WIRE_MAX_ADDR + 1];
@@ -449,12 +484,12 @@ static resil_status_t dial(struct resil_sock *s, struct resil_sess *x,
             if (err == 0)
                 win = map[j];
             else
-                resil_fds_close(&fds[map[j]]);
+                resil_fds_release(&fds[map[j]]);
         }
     }
     for (int i = 0; i < n; i++)
         if (i != win)
-            resil_fds_close(&fds[i]);
+            resil_fds_release(&fds[i]);
     if (win < 0)
         return RESIL_EAGAIN;
     resil_fds_transfer(&fds[win], out);
@@ -481,20 +516,23 @@ static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
     int fd = -1;
     resil_status_t st;
 
-    if (dial(s, x, &fd, pins) != RESIL_OK)
+    if (dial(s, x, &fd, pins) != RESIL_OK) {
+        rdebug("fd %d: resume: no connection to the peer's listener", s->fd);
         return RESIL_EAGAIN;
+    }
+    rdebug("fd %d: resume: connected (fd %d)", s->fd, fd);
     pthread_mutex_lock(&x->mu);
     if (x->abort_init) {
         /* the client's own RESUME came in and wins */
         pthread_mutex_unlock(&x->mu);
-        resil_fds_close(&fd);
+        resil_fds_release(&fd);
         *why = NULL;
         return RESIL_ECANCELED;
     }
     pthread_mutex_unlock(&x->mu);
     detach(s, x);
     if (!x->resumable) {
-        resil_fds_close(&fd);
+        resil_fds_release(&fd);
         *why = x->why_not;
         return RESIL_EREFUSED;
     }
@@ -517,12 +555,13 @@ static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
     if (st == RESIL_OK)
         st = read_msg(fd, ans, &alen, deadline);
     if (st != RESIL_OK) {
-        resil_fds_close(&fd);
+        rdebug("fd %d: resume: no answer (%s)", s->fd, resil_strerror(st));
+        resil_fds_release(&fd);
         return RESIL_EAGAIN; /* the new path died too, or no answer */
     }
     st = resil_wire_decode(ans, alen, &m, &werr);
     if (st == RESIL_OK && m.type == RESIL_MSG_REFUSE) {
-        resil_fds_close(&fd);
+        resil_fds_release(&fd);
         if (m.u.refuse.reason == RESIL_REFUSE_BUSY) {
             /* the peer resumes it itself (the client wins): its RESUME
              * reaches our listener */
@@ -535,13 +574,13 @@ static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
     if (st != RESIL_OK ||
         resil_resume_check(&v, req, rlen, ans, alen, &m, &d) != RESIL_OK ||
         d.refuse != RESIL_REFUSE_NONE) {
-        resil_fds_close(&fd);
+        resil_fds_release(&fd);
         *why = st != RESIL_OK ? werr.why : d.why;
         return RESIL_EREFUSED;
     }
-    st = switch_over(s, x, fd, d.from, rlen, alen, deadline);
+    st = switch_over(s, x, &fd, true, d.from, rlen, alen, deadline);
     if (st != RESIL_OK) {
-        resil_fds_close(&fd);
+        resil_fds_release(&fd);
         *why = "cannot replay onto the new connection";
         return RESIL_EREFUSED;
     }
@@ -639,6 +678,7 @@ static void *responder(void *arg)
     bool ours = false;
 
     resil_in_shim = 1;
+    rdebug("resume listener: connection (fd %d)", in->fd);
     if (read_msg(in->fd, req, &rlen, deadline) != RESIL_OK ||
         resil_wire_decode(req, rlen, &m, &werr) != RESIL_OK ||
         m.type != RESIL_MSG_RESUME) {
@@ -724,13 +764,12 @@ static void *responder(void *arg)
                             x->fin_in ? RESIL_RESUME_F_FIN : 0, ans,
                             sizeof(ans), &alen) != RESIL_OK ||
         write_all(in->fd, ans, alen, deadline) != RESIL_OK ||
-        switch_over(s, x, in->fd, d.from, alen, rlen, deadline) !=
+        switch_over(s, x, &in->fd, false, d.from, alen, rlen, deadline) !=
             RESIL_OK) {
         lose(s, x, "cannot answer the RESUME");
         ours = false;
         goto out;
     }
-    in->fd = -1; /* the program's now */
     resumed(s, x, false, d.from, t0);
     thaw(x, true);
     ours = false;
@@ -741,7 +780,7 @@ out:
         pthread_cond_broadcast(&x->cv);
         pthread_mutex_unlock(&x->mu);
     }
-    resil_fds_close(&in->fd);
+    resil_fds_release(&in->fd);
     atomic_fetch_sub(&in->pins, 1);
     resil_sock_unref(s);
     free(in);
@@ -783,7 +822,7 @@ static void *acceptor(void *arg)
             !spawn(responder, in)) {
             /* too many at once: a flood of connections costs bounded
              * memory and threads, never a live session */
-            resil_fds_close(&in->fd);
+            resil_fds_release(&in->fd);
             free(in);
         }
     }
@@ -872,7 +911,7 @@ void resil_resumer_atfork_child(void)
 
 /* ---- the program's calls while a session is away ---- */
 
-int resil_resume_wait(struct resil_sock *s, bool wait)
+int resil_resume_wait(struct resil_sock *s, bool wait, bool writer)
 {
     struct resil_sess *x = s->sess;
     const struct resil_config *cfg = resil_config_get();
@@ -890,8 +929,12 @@ int resil_resume_wait(struct resil_sock *s, bool wait)
             err = ECONNRESET;
             break;
         }
-        if (!x->frozen && (x->resumes != seen || !wait)) {
-            err = x->resumes != seen ? 0 : EAGAIN;
+        if (!x->frozen && !(writer && x->replaying) &&
+            (x->resumes != seen || x->busy == 0 || !writer)) {
+            /* resumed meanwhile, or nothing running: the call again (a
+             * reader as soon as the new connection is on the fd, a
+             * writer once the replay is out too) */
+            err = 0;
             break;
         }
         if (!wait) {

@@ -28,13 +28,13 @@ uint16_t resil_resumer_port(void);
  * a resume already runs. Any thread; no lock held; returns at once. */
 void resil_resume_start(struct resil_sock *s, const char *why);
 
-/* A data call on session socket s met err: wait for the resume (a
- * blocking call, at most the linger time) or not (wait false). Returns 0
- * when the call should be made again (the session is up on a new
- * connection), else the errno for the program (EAGAIN while a resume runs
- * and the call must not wait, ECONNRESET when the session is lost). No
- * lock held. */
-int resil_resume_wait(struct resil_sock *s, bool wait);
+/* A data call on session socket s is to wait for a resume (a blocking
+ * call, at most the linger time) or not (wait false): a reader until the
+ * new connection is on the fd, a writer (writer true) until the replay is
+ * out as well. Returns 0 when the call should be made again, else the
+ * errno for the program (EAGAIN while a resume runs and the call must not
+ * wait, ECONNRESET when the session is lost). No lock held. */
+int resil_resume_wait(struct resil_sock *s, bool wait, bool writer);
 
 /* The child of a fork: the listener and the workers are the parent's. */
 void resil_resumer_atfork_child(void);

@@ -18,6 +18,8 @@
 
 /* ---- process-wide ---- */
 
+atomic_int resil_sess_count;
+
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
 static resil_status_t setup_st = RESIL_EUNSUPP;
 static bool have_psk;
@@ -132,6 +134,8 @@ void resil_sess_free(struct resil_sess *x)
 {
     if (x == NULL)
         return;
+    if (x->sock)
+        atomic_fetch_sub(&resil_sess_count, 1);
     index_del(x);
     resil_ring_free(&x->ring);
     resil_kx_wipe(&x->kx);
@@ -280,15 +284,28 @@ static ssize_t peek(int fd, void *buf, size_t len)
     return n;
 }
 
+/* The ring holds what the kernel may still lack, and the tail the peer's
+ * resume checks; our stream starts at 0 after the handshake. */
+static void ring_start(struct resil_sess *x, int fd)
+{
+    x->w = 0;
+    resil_ring_free(&x->ring);
+    resil_ring_init(&x->ring, 0, sndbuf_ceiling(fd) + RESIL_SESSION_TAIL_BYTES,
+                    RESIL_SESSION_TAIL_BYTES);
+}
+
 static void established(struct resil_sess *x, int fd, size_t in, size_t out)
 {
+    /* tcpi_bytes_acked counts our SYN where we opened the connection (the
+     * passive side's SYN-ACK is not counted: measured on 6.x) */
+    x->syn = x->role == RESIL_ROLE_CLIENT;
     x->kbase_in = in;
     x->kbase_out = out;
     x->pos_in_base = x->pos_out_base = 0;
-    /* the ring holds what the kernel may still lack, and the tail the
-     * peer's resume checks */
-    resil_ring_init(&x->ring, 0, sndbuf_ceiling(fd) + RESIL_SESSION_TAIL_BYTES,
-                    RESIL_SESSION_TAIL_BYTES);
+    /* a client's ring started with its HELLO: what its program wrote
+     * before the WELCOME came is in it already */
+    if (x->role == RESIL_ROLE_SERVER)
+        ring_start(x, fd);
     atomic_store(&x->state, RESIL_SESS_UP);
     index_add(x);
 }
@@ -318,6 +335,8 @@ resil_status_t resil_sess_client_hello(struct resil_sess *x, int fd)
     if ((st = send_all(fd, buf, len)) != RESIL_OK)
         return st;
     x->kbase_out = len;
+    /* the program's bytes count from here, WELCOME or not yet */
+    ring_start(x, fd);
     atomic_store(&x->state, RESIL_SESS_HELLO_SENT);
     return RESIL_OK;
 }
@@ -515,11 +534,10 @@ static uint64_t acked_pos(struct resil_sess *x, int fd)
     struct tcp_info ti;
     socklen_t l = sizeof(ti);
     memset(&ti, 0, sizeof(ti));
-    /* tcpi_bytes_acked counts the SYN */
     if (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
-        ti.tcpi_bytes_acked < 1 + x->kbase_out)
+        ti.tcpi_bytes_acked < x->syn + x->kbase_out)
         return 0;
-    return x->pos_out_base + (ti.tcpi_bytes_acked - 1 - x->kbase_out);
+    return x->pos_out_base + (ti.tcpi_bytes_acked - x->syn - x->kbase_out);
 }
 
 void resil_sess_sent(struct resil_sess *x, int fd, const struct iovec *iov,
@@ -571,7 +589,9 @@ void resil_sess_received(struct resil_sess *x, const struct iovec *iov,
 void resil_sess_trim(struct resil_sess *x, int fd)
 {
     pthread_mutex_lock(&x->wmu);
-    if (atomic_load(&x->state) == RESIL_SESS_UP) {
+    /* not while a resume uses the ring (its replay reads it unlocked) */
+    if (atomic_load(&x->state) == RESIL_SESS_UP && !atomic_load(&x->frozen) &&
+        !atomic_load(&x->replaying)) {
         uint64_t a = acked_pos(x, fd);
         if (a > x->ring.start)
             resil_ring_trim(&x->ring, a);
@@ -617,5 +637,6 @@ resil_status_t resil_sess_attach(struct resil_sock *s, int role)
         return RESIL_ENOMEM;
     x->sock = s;
     s->sess = x;
+    atomic_fetch_add(&resil_sess_count, 1);
     return RESIL_OK;
 }

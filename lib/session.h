@@ -49,6 +49,7 @@ struct resil_sess {
     pthread_cond_t cv;        /* a frozen session thawed (mu) */
     _Atomic int state;        /* enum resil_sess_state */
     int role;                 /* RESIL_ROLE_CLIENT or RESIL_ROLE_SERVER */
+    atomic_bool replaying;    /* the replay goes out: writers wait */
     atomic_bool frozen;       /* a resume is switching connections (set
                                  under mu, read by the hooks without) */
     bool resumable;           /* counts agree with the kernel's (mu) */
@@ -68,6 +69,7 @@ struct resil_sess {
     /* the current connection: handshake bytes on it, and the stream
      * positions where it started */
     uint64_t kbase_out, kbase_in, pos_out_base, pos_in_base;
+    unsigned syn;             /* 1 when tcpi_bytes_acked counts our SYN */
     /* the peer */
     uint16_t peer_port;       /* its resume listener, 0: none */
     uint8_t npeer;
@@ -88,6 +90,10 @@ struct resil_sess {
     struct resil_sess *idx_next; /* the index of sessions by id */
     bool indexed;
 };
+
+/* Sockets with a session state in this process: while 0 the data hooks
+ * never look for one. */
+extern atomic_int resil_sess_count;
 
 /* Process-wide set-up (libsodium, the PSK file): once, any thread. Returns
  * RESIL_OK, or an error (logged) that keeps sessions off in this process. */

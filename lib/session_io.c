@@ -8,6 +8,7 @@
 #include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
 
 #include "log.h"
+#include "monitor.h"
 #include "resumer.h"
 #include "session.h"
 #include "session_io.h"
@@ -107,148 +108,191 @@ static resil_status_t due(struct resil_sess *x, int fd)
     }
 }
 
-static ssize_t fail(int e)
+/* ---- the two halves of a call (session_io.h) ---- */
+
+static enum resil_sess_step done(struct resil_io *io, ssize_t rc, int e)
 {
-    errno = e;
-    return -1;
+    io->rc = rc;
+    io->err = e;
+    return RESIL_SESS_DONE;
 }
 
-static ssize_t read_call(struct resil_sock *s, struct resil_sess *x,
-                         struct resil_io *io)
+/* After a path error on an established session: resume, and wait for it
+ * (blocking) or not. */
+static enum resil_sess_step away(struct resil_sock *s, struct resil_io *io,
+                                 int e)
 {
-    bool peek = io->flags & MSG_PEEK;
+    resil_resume_start(s, strerror(e));
+    e = resil_resume_wait(s, blocking(io->fd, io->flags), io->write);
+    return e ? done(io, -1, e) : RESIL_SESS_RETRY;
+}
 
-    for (;;) {
-        resil_status_t st;
-        ssize_t n;
-        int e;
+static enum resil_sess_step read_pre(struct resil_sock *s,
+                                     struct resil_sess *x,
+                                     struct resil_io *io)
+{
+    resil_status_t st;
+    int e;
 
+    pthread_mutex_lock(&x->rmu);
+    if (atomic_load(&x->frozen)) {
+        pthread_mutex_unlock(&x->rmu);
+        e = resil_resume_wait(s, blocking(io->fd, io->flags), false);
+        return e ? done(io, -1, e) : RESIL_SESS_RETRY;
+    }
+    st = due(x, io->fd);
+    if (st == RESIL_EAGAIN) {
+        pthread_mutex_unlock(&x->rmu);
+        if (!blocking(io->fd, io->flags))
+            return done(io, -1, EAGAIN);
+        e = wait_readable(io->fd);
+        return e ? done(io, -1, e) : RESIL_SESS_RETRY;
+    }
+    if (st != RESIL_OK) {
+        /* a bad handshake answer: the stream cannot be trusted */
+        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+        atomic_store(&x->state, RESIL_SESS_BROKEN);
+        real.connect(io->fd, &unspec, sizeof(unspec));
+        pthread_mutex_unlock(&x->rmu);
+        return done(io, -1, ECONNRESET);
+    }
+    if (atomic_load(&x->state) == RESIL_SESS_UP &&
+        x->stash_off < x->stash_len) {
+        ssize_t n = (ssize_t)from_stash(x, io->iov, io->iovcnt,
+                                        io->flags & MSG_PEEK);
+        pthread_mutex_unlock(&x->rmu);
+        return done(io, n, 0);
+    }
+    io->locked = true;
+    return RESIL_SESS_CALL;
+}
+
+static enum resil_sess_step read_post(struct resil_sock *s,
+                                      struct resil_sess *x,
+                                      struct resil_io *io, ssize_t n, int e)
+{
+    io->locked = false;
+    if (atomic_load(&x->frozen) && n <= 0) {
+        /* woken by a resume taking the connection away: again, on the
+         * one it puts in its place */
+        pthread_mutex_unlock(&x->rmu);
+        return RESIL_SESS_RETRY;
+    }
+    if (atomic_load(&x->state) == RESIL_SESS_UP) {
+        if (n > 0 && !(io->flags & MSG_PEEK)) {
+            if (io->flags & MSG_TRUNC)
+                resil_sess_untracked(x, "MSG_TRUNC discarded bytes");
+            resil_sess_received(x, io->iov, io->iovcnt, (size_t)n);
+        } else if (n == 0 && io->len > 0) {
+            x->fin_in = true;
+        } else if (n < 0 && path_error(e) && x->resumable) {
+            pthread_mutex_unlock(&x->rmu);
+            return away(s, io, e);
+        }
+    }
+    pthread_mutex_unlock(&x->rmu);
+    return done(io, n, e);
+}
+
+static enum resil_sess_step write_pre(struct resil_sock *s,
+                                      struct resil_sess *x,
+                                      struct resil_io *io)
+{
+    int e;
+
+    if (atomic_load(&x->state) == RESIL_SESS_CLASSIFY) {
+        /* the server speaks first: is the client a session client? Its
+         * HELLO comes right after its connect. */
         pthread_mutex_lock(&x->rmu);
-        if (atomic_load(&x->frozen)) {
-            pthread_mutex_unlock(&x->rmu);
-            if ((e = resil_resume_wait(s, blocking(io->fd, io->flags))))
-                return fail(e);
-            continue;
-        }
-        st = due(x, io->fd);
-        if (st == RESIL_EAGAIN) {
-            pthread_mutex_unlock(&x->rmu);
-            if (!blocking(io->fd, io->flags))
-                return fail(EAGAIN);
-            if ((e = wait_readable(io->fd)))
-                return fail(e);
-            continue;
-        }
-        if (st != RESIL_OK) {
-            /* a bad handshake answer: the stream cannot be trusted */
-            struct sockaddr unspec = {.sa_family = AF_UNSPEC};
-            atomic_store(&x->state, RESIL_SESS_BROKEN);
-            real.connect(io->fd, &unspec, sizeof(unspec));
-            pthread_mutex_unlock(&x->rmu);
-            return fail(ECONNRESET);
-        }
-        if (atomic_load(&x->state) == RESIL_SESS_UP &&
-            x->stash_off < x->stash_len) {
-            n = (ssize_t)from_stash(x, io->iov, io->iovcnt, peek);
-            pthread_mutex_unlock(&x->rmu);
-            return n;
-        }
-        n = io->call(io);
-        e = errno;
-        if (atomic_load(&x->frozen) && n <= 0) {
-            /* woken by a resume taking the connection away: again, on
-             * the one it puts in its place */
-            pthread_mutex_unlock(&x->rmu);
-            continue;
-        }
-        if (atomic_load(&x->state) == RESIL_SESS_UP) {
-            if (n > 0 && !peek) {
-                if (io->flags & MSG_TRUNC)
-                    resil_sess_untracked(x, "MSG_TRUNC discarded bytes");
-                resil_sess_received(x, io->iov, io->iovcnt, (size_t)n);
-            } else if (n == 0 && io->len > 0) {
-                x->fin_in = true;
-            } else if (n < 0 && path_error(e) && x->resumable) {
-                pthread_mutex_unlock(&x->rmu);
-                resil_resume_start(s, strerror(e));
-                if ((e = resil_resume_wait(s, blocking(io->fd, io->flags))))
-                    return fail(e);
-                continue;
-            }
+        if (atomic_load(&x->state) == RESIL_SESS_CLASSIFY) {
+            resil_status_t st =
+                resil_sess_server_hello(x, io->fd, hello_wait_ms(io->fd));
+            if (st == RESIL_EAGAIN)
+                atomic_store(&x->state, RESIL_SESS_LATE);
+            else if (st == RESIL_EUNSUPP)
+                atomic_store(&x->state, RESIL_SESS_PLAIN);
+            else if (st != RESIL_OK)
+                atomic_store(&x->state, RESIL_SESS_BROKEN);
         }
         pthread_mutex_unlock(&x->rmu);
-        errno = e;
-        return n;
     }
-}
-
-static ssize_t write_call(struct resil_sock *s, struct resil_sess *x,
-                          struct resil_io *io)
-{
-    for (;;) {
-        ssize_t n;
-        int e;
-
-        if (atomic_load(&x->state) == RESIL_SESS_CLASSIFY) {
-            /* the server speaks first: is the client a session client?
-             * Its HELLO comes right after its connect. */
-            pthread_mutex_lock(&x->rmu);
-            if (atomic_load(&x->state) == RESIL_SESS_CLASSIFY) {
-                resil_status_t st =
-                    resil_sess_server_hello(x, io->fd, hello_wait_ms(io->fd));
-                if (st == RESIL_EAGAIN)
-                    atomic_store(&x->state, RESIL_SESS_LATE);
-                else if (st == RESIL_EUNSUPP)
-                    atomic_store(&x->state, RESIL_SESS_PLAIN);
-                else if (st != RESIL_OK)
-                    atomic_store(&x->state, RESIL_SESS_BROKEN);
-            }
-            pthread_mutex_unlock(&x->rmu);
-        }
-        if (atomic_load(&x->state) == RESIL_SESS_BROKEN)
-            return io->call(io);
-        pthread_mutex_lock(&x->wmu);
-        if (atomic_load(&x->frozen)) {
-            pthread_mutex_unlock(&x->wmu);
-            if ((e = resil_resume_wait(s, blocking(io->fd, io->flags))))
-                return fail(e);
-            continue;
-        }
-        n = io->call(io);
-        e = errno;
-        if (atomic_load(&x->state) == RESIL_SESS_UP) {
-            if (n > 0) {
-                if (io->untracked)
-                    resil_sess_untracked(x, io->untracked);
-                else
-                    resil_sess_sent(x, io->fd, io->iov, io->iovcnt,
-                                    (size_t)n);
-            } else if (n < 0 && atomic_load(&x->frozen)) {
-                /* a resume reset the connection under this call */
-                pthread_mutex_unlock(&x->wmu);
-                continue;
-            } else if (n < 0 && path_error(e) && x->resumable) {
-                pthread_mutex_unlock(&x->wmu);
-                resil_resume_start(s, strerror(e));
-                if ((e = resil_resume_wait(s, blocking(io->fd, io->flags))))
-                    return fail(e);
-                continue;
-            }
-        }
+    if (atomic_load(&x->state) == RESIL_SESS_HELLO_SENT &&
+        pthread_mutex_trylock(&x->rmu) == 0) {
+        /* a program that only writes never reads the WELCOME: take it
+         * when it is there, so that the session can be resumed */
+        if (atomic_load(&x->state) == RESIL_SESS_HELLO_SENT &&
+            resil_sess_client_welcome(x, io->fd) != RESIL_OK &&
+            atomic_load(&x->state) != RESIL_SESS_HELLO_SENT &&
+            atomic_load(&x->state) != RESIL_SESS_PLAIN)
+            atomic_store(&x->state, RESIL_SESS_BROKEN);
+        pthread_mutex_unlock(&x->rmu);
+    }
+    pthread_mutex_lock(&x->wmu);
+    if (atomic_load(&x->frozen) || atomic_load(&x->replaying)) {
         pthread_mutex_unlock(&x->wmu);
-        errno = e;
-        return n;
+        e = resil_resume_wait(s, blocking(io->fd, io->flags), true);
+        return e ? done(io, -1, e) : RESIL_SESS_RETRY;
     }
+    io->locked = true;
+    return RESIL_SESS_CALL;
 }
 
-ssize_t resil_sess_io(struct resil_sock *s, struct resil_io *io)
+static enum resil_sess_step write_post(struct resil_sock *s,
+                                       struct resil_sess *x,
+                                       struct resil_io *io, ssize_t n, int e)
+{
+    io->locked = false;
+    /* a client counts from its HELLO on, before the WELCOME is read */
+    if (atomic_load(&x->state) == RESIL_SESS_UP ||
+        atomic_load(&x->state) == RESIL_SESS_HELLO_SENT) {
+        if (n > 0) {
+            if (io->untracked)
+                resil_sess_untracked(x, io->untracked);
+            else
+                resil_sess_sent(x, io->fd, io->iov, io->iovcnt, (size_t)n);
+            resil_monitor_mark(s);
+        } else if (n < 0 && atomic_load(&x->frozen)) {
+            /* a resume reset the connection under this call */
+            pthread_mutex_unlock(&x->wmu);
+            return RESIL_SESS_RETRY;
+        } else if (n < 0 && path_error(e) && x->resumable) {
+            pthread_mutex_unlock(&x->wmu);
+            return away(s, io, e);
+        }
+    }
+    pthread_mutex_unlock(&x->wmu);
+    return done(io, n, e);
+}
+
+enum resil_sess_step resil_sess_pre(struct resil_sock *s, struct resil_io *io)
 {
     struct resil_sess *x = s->sess;
     int st = atomic_load(&x->state);
 
-    /* a lost session's socket is the reset connection: the kernel
-     * answers (the ECONNRESET itself is held and reported once by conn.c) */
+    io->locked = false;
+    /* a lost session's socket is the reset connection: the kernel answers
+     * (the ECONNRESET itself is held and reported once by conn.c) */
     if (st == RESIL_SESS_PLAIN || st == RESIL_SESS_BROKEN)
-        return io->call(io);
-    return io->write ? write_call(s, x, io) : read_call(s, x, io);
+        return RESIL_SESS_CALL;
+    return io->write ? write_pre(s, x, io) : read_pre(s, x, io);
+}
+
+enum resil_sess_step resil_sess_post(struct resil_sock *s, struct resil_io *io,
+                                     ssize_t rc, int err)
+{
+    struct resil_sess *x = s->sess;
+
+    if (!io->locked)
+        return done(io, rc, err);
+    return io->write ? write_post(s, x, io, rc, err)
+                     : read_post(s, x, io, rc, err);
+}
+
+struct resil_sock *resil_sess_sock(int fd)
+{
+    struct resil_sock *s = resil_table_get(fd);
+    if (s && s->sess)
+        return s;
+    resil_sock_unref(s);
+    return NULL;
 }

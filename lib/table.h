@@ -85,6 +85,8 @@ struct resil_sock {
     unsigned app_opts;    /* RESIL_APP_* (monitor.h): timing knobs the
                              program set itself */
     bool fastopen;        /* TCP_FASTOPEN_CONNECT: connect stays real */
+    bool listening;       /* a listening socket of a session port */
+    bool want_sess;       /* connect: the destination speaks sessions */
     bool bound;           /* bind() with port 0 seen: replay it */
     bool eof_seen;        /* the program saw EOF: never re-race */
     /* an error the kernel would report once (SO_ERROR, the next data call,

@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "engine.h"
 #include "monitor.h"
+#include "session_io.h"
 #include "shim.h"
 #include "swap.h"
 
@@ -32,8 +33,7 @@ bool resil_io_blocking(int fd, int flags)
  * reports, as the kernel's sk_err would be; except where the kernel does
  * not look at it: read()/readv()/sendfile() of nothing return 0 first
  * (sock_read_iter, do_sendfile), MSG_ERRQUEUE reads another queue. */
-static inline bool io_error(int fd, size_t n, int flags, bool zero_ok,
-                            int *err)
+static inline bool io_error(int fd, size_t n, int flags, bool zero_ok, int *err)
 {
     if (atomic_load_explicit(&resil_conn_errors, memory_order_relaxed) == 0 ||
         (zero_ok && n == 0) || (flags & MSG_ERRQUEUE))
@@ -83,8 +83,8 @@ static RESIL_SLOW int io_done(int fd, ssize_t rc, bool is_write, size_t n,
         s->eof_seen = true;
         pthread_mutex_unlock(&s->mu);
     } else {
-        int wait = resil_io_blocking(fd, flags) ? io_timeout_ms(fd, is_write)
-                                                : 0;
+        int wait =
+            resil_io_blocking(fd, flags) ? io_timeout_ms(fd, is_write) : 0;
         resil_in_shim++;
         if (resil_conn_path_error(s, saved, wait, &res) == RESIL_OK) {
             if (res == 0)
@@ -107,20 +107,49 @@ static RESIL_SLOW int io_done(int fd, ssize_t rc, bool is_write, size_t n,
  * reset right after its handshake is re-raced like one reset later).
  * zero_ok: a call of n == 0 bytes returns 0 without looking at the
  * socket's error. */
-#define IO_MANAGED(call, fd, is_write, n, flags, zero_ok)                      \
+#define IO_MANAGED(call, fd_, is_write, n_, flags_, zero_ok, iovp, cnt, why_)  \
     do {                                                                       \
         ssize_t rc_;                                                           \
         uint64_t seq_;                                                         \
         int err_;                                                              \
         bool held_;                                                            \
-        if (resil_table_internal(fd)) { /* ours: never opened by it */         \
+        struct resil_sock *sx_;                                                \
+        if (resil_table_internal(fd_)) { /* ours: never opened by it */        \
             errno = EBADF;                                                     \
             return -1;                                                         \
+        }                                                                      \
+        if (atomic_load_explicit(&resil_sess_count, memory_order_relaxed) &&   \
+            (sx_ = resil_sess_sock(fd_)) != NULL) {                            \
+            struct resil_io io_ = {.fd = (fd_),                                \
+                                   .write = (is_write),                        \
+                                   .flags = (flags_),                          \
+                                   .len = (n_),                                \
+                                   .iov = (iovp),                              \
+                                   .iovcnt = (cnt),                            \
+                                   .untracked = (why_)};                       \
+            for (;;) {                                                         \
+                enum resil_sess_step st_;                                      \
+                if (io_error(fd_, n_, flags_, zero_ok, &err_)) {               \
+                    resil_sock_unref(sx_);                                     \
+                    errno = err_;                                              \
+                    return -1;                                                 \
+                }                                                              \
+                st_ = resil_sess_pre(sx_, &io_);                               \
+                if (st_ == RESIL_SESS_CALL) {                                  \
+                    rc_ = call;                                                \
+                    st_ = resil_sess_post(sx_, &io_, rc_, errno);              \
+                }                                                              \
+                if (st_ == RESIL_SESS_DONE) {                                  \
+                    resil_sock_unref(sx_);                                     \
+                    errno = io_.err;                                           \
+                    return io_.rc;                                             \
+                }                                                              \
+            }                                                                  \
         }                                                                      \
         for (;;) {                                                             \
             seq_ =                                                             \
                 atomic_load_explicit(&resil_swap_seq, memory_order_acquire);   \
-            held_ = io_error(fd, n, flags, zero_ok, &err_);                    \
+            held_ = io_error(fd_, n_, flags_, zero_ok, &err_);                 \
             if (held_) {                                                       \
                 errno = err_;                                                  \
                 rc_ = -1;                                                      \
@@ -132,10 +161,14 @@ static RESIL_SLOW int io_done(int fd, ssize_t rc, bool is_write, size_t n,
             /* the way event loops end every read: no lookup, no lock */       \
             if (rc_ < 0 && (errno == EAGAIN || errno == EINTR))                \
                 return rc_;                                                    \
-            if (io_done(fd, rc_, is_write, n, flags, seq_, held_) != IO_RETRY) \
+            if (io_done(fd_, rc_, is_write, n_, flags_, seq_, held_) !=        \
+                IO_RETRY)                                                      \
                 return rc_;                                                    \
         }                                                                      \
     } while (0)
+
+/* One buffer as the session layer's iovec. */
+#define IOV1(buf, n) (&(struct iovec){(void *)(buf), (n)})
 
 static size_t iov_len(const struct iovec *iov, int cnt)
 {
@@ -150,7 +183,8 @@ static size_t iov_len(const struct iovec *iov, int cnt)
 
 static RESIL_SLOW ssize_t read_managed(int fd, void *buf, size_t n)
 {
-    IO_MANAGED(real.read(fd, buf, n), fd, false, n, 0, true);
+    IO_MANAGED(real.read(fd, buf, n), fd, false, n, 0, true, IOV1(buf, n), 1,
+               NULL);
 }
 
 RESIL_EXPORT ssize_t read(int fd, void *buf, size_t n)
@@ -163,7 +197,8 @@ RESIL_EXPORT ssize_t read(int fd, void *buf, size_t n)
 static RESIL_SLOW ssize_t read_chk_managed(int fd, void *buf, size_t n,
                                            size_t buflen)
 {
-    IO_MANAGED(real.__read_chk(fd, buf, n, buflen), fd, false, n, 0, true);
+    IO_MANAGED(real.__read_chk(fd, buf, n, buflen), fd, false, n, 0, true,
+               IOV1(buf, n), 1, NULL);
 }
 
 RESIL_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
@@ -176,7 +211,8 @@ RESIL_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 static RESIL_SLOW ssize_t readv_managed(int fd, const struct iovec *iov,
                                         int cnt)
 {
-    IO_MANAGED(real.readv(fd, iov, cnt), fd, false, iov_len(iov, cnt), 0, true);
+    IO_MANAGED(real.readv(fd, iov, cnt), fd, false, iov_len(iov, cnt), 0, true,
+               iov, cnt, NULL);
 }
 
 RESIL_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
@@ -188,7 +224,8 @@ RESIL_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 
 static RESIL_SLOW ssize_t recv_managed(int fd, void *buf, size_t n, int flags)
 {
-    IO_MANAGED(real.recv(fd, buf, n, flags), fd, false, n, flags, false);
+    IO_MANAGED(real.recv(fd, buf, n, flags), fd, false, n, flags, false,
+               IOV1(buf, n), 1, NULL);
 }
 
 RESIL_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
@@ -202,7 +239,7 @@ static RESIL_SLOW ssize_t recv_chk_managed(int fd, void *buf, size_t n,
                                            size_t buflen, int flags)
 {
     IO_MANAGED(real.__recv_chk(fd, buf, n, buflen, flags), fd, false, n, flags,
-               false);
+               false, IOV1(buf, n), 1, NULL);
 }
 
 RESIL_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen,
@@ -218,7 +255,7 @@ static RESIL_SLOW ssize_t recvfrom_managed(int fd, void *buf, size_t n,
                                            socklen_t *len)
 {
     IO_MANAGED(real.recvfrom(fd, buf, n, flags, sa, len), fd, false, n, flags,
-               false);
+               false, IOV1(buf, n), 1, NULL);
 }
 
 RESIL_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
@@ -235,12 +272,12 @@ static RESIL_SLOW ssize_t recvfrom_chk_managed(int fd, void *buf, size_t n,
                                                socklen_t *len)
 {
     IO_MANAGED(real.__recvfrom_chk(fd, buf, n, buflen, flags, sa, len), fd,
-               false, n, flags, false);
+               false, n, flags, false, IOV1(buf, n), 1, NULL);
 }
 
-RESIL_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n,
-                                    size_t buflen, int flags,
-                                    struct sockaddr *sa, socklen_t *len)
+RESIL_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen,
+                                    int flags, struct sockaddr *sa,
+                                    socklen_t *len)
 {
     if (resil_hooked(fd))
         return recvfrom_chk_managed(fd, buf, n, buflen, flags, sa, len);
@@ -251,7 +288,8 @@ static RESIL_SLOW ssize_t recvmsg_managed(int fd, struct msghdr *msg, int flags)
 {
     IO_MANAGED(real.recvmsg(fd, msg, flags), fd, false,
                msg ? iov_len(msg->msg_iov, (int)msg->msg_iovlen) : 0, flags,
-               false);
+               false, msg ? msg->msg_iov : NULL, msg ? (int)msg->msg_iovlen : 0,
+               NULL);
 }
 
 RESIL_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
@@ -263,7 +301,8 @@ RESIL_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 
 static RESIL_SLOW ssize_t write_managed(int fd, const void *buf, size_t n)
 {
-    IO_MANAGED(real.write(fd, buf, n), fd, true, n, 0, false);
+    IO_MANAGED(real.write(fd, buf, n), fd, true, n, 0, false, IOV1(buf, n), 1,
+               NULL);
 }
 
 RESIL_EXPORT ssize_t write(int fd, const void *buf, size_t n)
@@ -276,8 +315,8 @@ RESIL_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 static RESIL_SLOW ssize_t writev_managed(int fd, const struct iovec *iov,
                                          int cnt)
 {
-    IO_MANAGED(real.writev(fd, iov, cnt), fd, true, iov_len(iov, cnt), 0,
-               false);
+    IO_MANAGED(real.writev(fd, iov, cnt), fd, true, iov_len(iov, cnt), 0, false,
+               iov, cnt, NULL);
 }
 
 RESIL_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
@@ -290,7 +329,8 @@ RESIL_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 static RESIL_SLOW ssize_t send_managed(int fd, const void *buf, size_t n,
                                        int flags)
 {
-    IO_MANAGED(real.send(fd, buf, n, flags), fd, true, n, flags, false);
+    IO_MANAGED(real.send(fd, buf, n, flags), fd, true, n, flags, false,
+               IOV1(buf, n), 1, NULL);
 }
 
 RESIL_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
@@ -305,7 +345,7 @@ static RESIL_SLOW ssize_t sendto_managed(int fd, const void *buf, size_t n,
                                          socklen_t len)
 {
     IO_MANAGED(real.sendto(fd, buf, n, flags, sa, len), fd, true, n, flags,
-               false);
+               false, IOV1(buf, n), 1, NULL);
 }
 
 RESIL_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
@@ -321,7 +361,8 @@ static RESIL_SLOW ssize_t sendmsg_managed(int fd, const struct msghdr *msg,
 {
     IO_MANAGED(real.sendmsg(fd, msg, flags), fd, true,
                msg ? iov_len(msg->msg_iov, (int)msg->msg_iovlen) : 0, flags,
-               false);
+               false, msg ? msg->msg_iov : NULL, msg ? (int)msg->msg_iovlen : 0,
+               NULL);
 }
 
 RESIL_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
@@ -334,7 +375,8 @@ RESIL_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 static RESIL_SLOW ssize_t sendfile_managed(int out, int in, off_t *off,
                                            size_t n)
 {
-    IO_MANAGED(real.sendfile(out, in, off, n), out, true, n, 0, true);
+    IO_MANAGED(real.sendfile(out, in, off, n), out, true, n, 0, true, NULL, 0,
+               "sendfile() moves bytes libresil does not see");
 }
 
 RESIL_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n)
@@ -347,7 +389,8 @@ RESIL_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n)
 static RESIL_SLOW ssize_t sendfile64_managed(int out, int in, off64_t *off,
                                              size_t n)
 {
-    IO_MANAGED(real.sendfile64(out, in, off, n), out, true, n, 0, true);
+    IO_MANAGED(real.sendfile64(out, in, off, n), out, true, n, 0, true, NULL, 0,
+               "sendfile() moves bytes libresil does not see");
 }
 
 RESIL_EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t n)

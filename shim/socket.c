@@ -16,6 +16,7 @@
 #include "monitor.h"
 #include "log.h"
 #include "shim.h"
+#include "session.h"
 #include "swap.h"
 
 void resil_shim_drop(int fd)
@@ -308,13 +309,26 @@ RESIL_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 static RESIL_SLOW int listen_managed(int fd, int backlog)
 {
     struct resil_sock *s;
+    int rc = real.listen(fd, backlog), saved = errno;
 
     if ((s = resil_table_get(fd)) != NULL) {
-        /* a server socket: nothing of ours applies */
-        resil_sock_unref(s);
-        resil_shim_drop(fd);
+        if (rc == 0 && resil_sess_listening(fd)) {
+            /* a session port: its accepted sockets are classified at
+             * their first data call (session.h); the listener itself is
+             * left alone */
+            pthread_mutex_lock(&s->mu);
+            s->state = RS_PASSTHRU;
+            s->listening = true;
+            pthread_mutex_unlock(&s->mu);
+            resil_sock_unref(s);
+        } else {
+            /* a server socket: nothing of ours applies */
+            resil_sock_unref(s);
+            resil_shim_drop(fd);
+        }
     }
-    return real.listen(fd, backlog);
+    errno = saved;
+    return rc;
 }
 
 RESIL_EXPORT int listen(int fd, int backlog)
@@ -324,9 +338,47 @@ RESIL_EXPORT int listen(int fd, int backlog)
     return real.listen(fd, backlog);
 }
 
+/* A socket accepted on a session port: managed, its session state to be
+ * classified at its first data call. */
+static RESIL_SLOW int accepted_session(int lfd, int fd)
+{
+    struct resil_sock *l = resil_table_get(lfd), *s;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int saved = errno;
+
+    if (resil_table_has(fd))
+        resil_shim_drop(fd);
+    if (l == NULL || !l->listening ||
+        (s = resil_sock_new(fd, l->family, SOCK_STREAM)) == NULL) {
+        resil_sock_unref(l);
+        errno = saved;
+        return fd;
+    }
+    s->state = RS_DIRECT;
+    s->cookie = resil_sock_cookie(fd);
+    if (real.getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        resil_ip_from_sa((struct sockaddr *)&ss, sl, &s->cur_ip,
+                         &s->peer_port);
+    s->peer_ip = s->cur_ip;
+    if (resil_sess_attach(s, RESIL_ROLE_SERVER) == RESIL_OK &&
+        resil_table_set(fd, s) == RESIL_OK) {
+        pthread_mutex_lock(&s->mu);
+        resil_monitor_tune(s, fd);
+        pthread_mutex_unlock(&s->mu);
+    }
+    resil_sock_unref(s);
+    resil_sock_unref(l);
+    errno = saved;
+    return fd;
+}
+
 RESIL_EXPORT int accept(int fd, struct sockaddr *sa, socklen_t *len)
 {
+    int lfd = fd;
     fd = real.accept(fd, sa, len);
+    if (fd >= 0 && resil_hooked(lfd))
+        return accepted_session(lfd, fd);
     if (fd >= 0 && resil_hooked(fd))
         return socket_stale(fd);
     return fd;
@@ -335,7 +387,10 @@ RESIL_EXPORT int accept(int fd, struct sockaddr *sa, socklen_t *len)
 RESIL_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len,
                          int flags)
 {
+    int lfd = fd;
     fd = real.accept4(fd, sa, len, flags);
+    if (fd >= 0 && resil_hooked(lfd))
+        return accepted_session(lfd, fd);
     if (fd >= 0 && resil_hooked(fd))
         return socket_stale(fd);
     return fd;
