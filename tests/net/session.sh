@@ -56,7 +56,7 @@ tb_up
 info "bed $TB_ID: $TB_C/$TB_S, server addresses $TB_ADDRS"
 
 P_STREAM=7400 P_REDIS=7401 P_PLAIN=7402
-SESS="*:$P_STREAM *:$P_REDIS"
+SESS="*:$P_STREAM,*:$P_REDIS"
 # the environment of a preloaded program of either end
 pre() { # TAG: env assignments for a preloaded run whose logs go to WORK/TAG
     echo LD_PRELOAD="$LIB" RESIL_SESSION="$SESS" RESIL_LOG_LEVEL=info \
@@ -66,9 +66,9 @@ pre() { # TAG: env assignments for a preloaded run whose logs go to WORK/TAG
 
 # servers: preloaded (session) and plain, same program
 # shellcheck disable=SC2046
-tb_bg_s env $(pre srv-stream) PACE_MS=20 "$PY" "$HERE/stream.py" serve \
+tb_bg_s env $(pre srv-stream) PACE_MS=50 "$PY" "$HERE/stream.py" serve \
     $P_STREAM >"$WORK/srv-stream.out" 2>&1
-tb_bg_s env PACE_MS=20 "$PY" "$HERE/stream.py" serve $P_PLAIN \
+tb_bg_s env PACE_MS=50 "$PY" "$HERE/stream.py" serve $P_PLAIN \
     >"$WORK/srv-plain.out" 2>&1
 ready=1
 for i in $(seq 50); do
@@ -95,7 +95,9 @@ stream_case() {
     [ "$mode" = pre ] && envs=($(pre "$tag"))
     local t0 tb pa
     t0=$(now_ms)
-    tb_c timeout 40 env "${envs[@]}" PACE_MS=20 "$PY" "$HERE/stream.py" \
+    local tmo=40
+    [ "$mode" = plain ] && tmo=8
+    tb_c timeout $tmo env "${envs[@]}" PACE_MS=50 "$PY" "$HERE/stream.py" \
         client "$TB_FIRST4" "$port" "$dir" "$mib" >"$WORK/$tag.out" 2>&1 &
     local pid=$!
     sleep 1
