@@ -126,7 +126,15 @@ struct resil_sock {
 /* Allocate a socket entry with one reference. NULL when out of memory. */
 struct resil_sock *resil_sock_new(int fd, int family, int type);
 void resil_sock_ref(struct resil_sock *s);
-void resil_sock_unref(struct resil_sock *s);
+void resil_sock_free_(struct resil_sock *s);
+/* Drop a reference (NULL: nothing); the last one frees s. */
+static inline void resil_sock_unref(struct resil_sock *s)
+{
+    if (s &&
+        atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        resil_sock_free_(s);
+}
+
 
 /* Record a setsockopt for replay. The list keeps the latest value of each
  * option, ordered by when it was last set (so replaying it ends in the
@@ -179,8 +187,55 @@ static inline bool resil_table_internal(int fd)
 {
     return ((uintptr_t)resil_table_slot_(fd) & RESIL_SLOT_INTERNAL) != 0;
 }
-/* The entry for fd with a reference taken, or NULL. */
-struct resil_sock *resil_table_get(int fd);
+/* Stripe locks guard a few instructions (load a slot, take a reference),
+ * so they spin: a pthread mutex costs more than the work it protects on the
+ * hot path of every hook on a managed fd. */
+#define RESIL_TABLE_NSTRIPES 64
+extern atomic_flag resil_table_stripes[RESIL_TABLE_NSTRIPES];
+void resil_table_stripe_wait_(atomic_flag *f);
+
+static inline void resil_table_stripe_lock_(int fd)
+{
+    atomic_flag *f = &resil_table_stripes[(unsigned)fd % RESIL_TABLE_NSTRIPES];
+    if (__builtin_expect(
+            atomic_flag_test_and_set_explicit(f, memory_order_acquire), 0))
+        resil_table_stripe_wait_(f);
+}
+
+static inline void resil_table_stripe_unlock_(int fd)
+{
+    atomic_flag_clear_explicit(
+        &resil_table_stripes[(unsigned)fd % RESIL_TABLE_NSTRIPES],
+        memory_order_release);
+}
+
+/* The entry for fd with a reference taken, or NULL. Every hook on a
+ * managed fd comes here first: inline, the stripe taken only for a slot
+ * in use. */
+static inline struct resil_sock *resil_table_get(int fd)
+{
+    resil_slot_t *c, *sl;
+    struct resil_sock *s;
+
+    if ((unsigned)fd >= RESIL_TABLE_MAX)
+        return NULL;
+    c = (resil_slot_t *)atomic_load_explicit(
+        &resil_table_chunks[fd >> RESIL_TABLE_CHUNK_BITS],
+        memory_order_acquire);
+    if (c == NULL)
+        return NULL;
+    sl = &c[fd & ((1 << RESIL_TABLE_CHUNK_BITS) - 1)];
+    if (atomic_load_explicit(sl, memory_order_relaxed) == NULL)
+        return NULL;
+    resil_table_stripe_lock_(fd);
+    s = atomic_load_explicit(sl, memory_order_relaxed);
+    if (s && !((uintptr_t)s & RESIL_SLOT_INTERNAL))
+        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    else
+        s = NULL;
+    resil_table_stripe_unlock_(fd);
+    return s;
+}
 /* Install s at fd (taking a reference); an old entry is released.
  * Returns RESIL_OK, RESIL_ERANGE (fd too large), RESIL_ENOMEM, or
  * RESIL_EUNSUPP when fd is marked as libresil's own (left as it is). */
