@@ -1,7 +1,10 @@
 #include <errno.h>
+#include <linux/futex.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "epoll.h"
 #include "table.h"
@@ -60,6 +63,35 @@ void resil_table_stripe_wait_(atomic_flag *f)
 #define stripe_unlock resil_table_stripe_unlock_
 static pthread_mutex_t chunk_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* lock.h's slow paths (Drepper, "Futexes Are Tricky", mutex 2). The
+ * holders keep these locks for a system call at most: spin briefly before
+ * sleeping. */
+void resil_lock_wait_(resil_lock_t *l)
+{
+    int saved = errno, c;
+
+    for (int i = 0; i < 64; i++) {
+        c = 0;
+        if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(
+                &l->v, &c, 1, memory_order_acquire, memory_order_relaxed))
+            return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    while ((c = atomic_exchange_explicit(&l->v, 2, memory_order_acquire)) != 0)
+        syscall(SYS_futex, &l->v, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+    errno = saved;
+}
+
+void resil_lock_wake_(resil_lock_t *l)
+{
+    int saved = errno;
+    syscall(SYS_futex, &l->v, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    errno = saved;
+}
+
 struct resil_sock *resil_sock_new(int fd, int family, int type)
 {
     struct resil_sock *s = calloc(1, sizeof(*s));
@@ -67,7 +99,7 @@ struct resil_sock *resil_sock_new(int fd, int family, int type)
         return NULL;
     atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_mutex_init(&s->ep_mu, NULL);
+    resil_lock_init(&s->ep_mu);
     s->fd = fd;
     s->family = family;
     s->type = type;
@@ -86,7 +118,6 @@ void resil_sock_free_(struct resil_sock *s)
         free(o);
     }
     resil_epoll_sock_free(s);
-    pthread_mutex_destroy(&s->ep_mu);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

@@ -13,7 +13,7 @@
  *   2. resil_sock.mu: protects every mutable field of one socket. The engine
  *      holds it across the swap (dup3 + epoll DEL/ADD, all non-blocking), so
  *      that a concurrent close() of the fd waits for the swap to finish.
- *   3. resil_sock.ep_mu, then an epoll set's mutex (epoll.h): the program's
+ *   3. resil_sock.ep_mu, then an epoll set's lock (epoll.h): the program's
  *      epoll registrations of the socket.
  *   4. the registry lock of libresil's own descriptors (fds.h): taken
  *      under the engine lock and resil_sock.mu, takes only table stripes.
@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 
 #include "addr.h"
+#include "lock.h"
 #include "status.h"
 
 enum resil_sock_state {
@@ -52,7 +53,25 @@ struct resil_sockopt {
     unsigned char val[];
 };
 
-struct resil_epreg; /* epoll.c */
+/* One epoll registration of a managed socket (epoll.h; epoll.c's). */
+struct resil_epset;
+struct resil_epreg {
+    struct resil_epreg *s_next; /* s->ep (s->ep_mu) */
+    struct resil_epreg *h_next; /* the set's index chain (set->mu) */
+    struct resil_epset *set;    /* NULL: the socket's own record, unused */
+    struct resil_sock *s;
+    uint64_t data;              /* the program's event data */
+    _Atomic uint32_t events;    /* its events: written with s->ep_mu and,
+                                   unless only interest bits change,
+                                   set->mu held */
+    unsigned epoch;             /* the set's epoch it was made in */
+    bool linked;                /* in the set's index (set->mu) */
+    bool pending;               /* disarmed one-shot kept out of the kernel
+                                   (s->ep_mu and set->mu) */
+    bool fired;                 /* one-shot whose data an epoll_wait
+                                   returned since it was last armed
+                                   (set->mu) */
+};
 
 struct resil_race_ctx;
 struct resil_sock;
@@ -110,11 +129,13 @@ struct resil_sock {
     struct resil_ip cur_ip;  /* the address actually connected */
     uint64_t connected_ns;
     struct resil_sockopt *opts; /* replayed on every attempt, in order */
-    pthread_mutex_t ep_mu;      /* epoll.h: guards the five below */
-    struct resil_epreg *ep;     /* the program's epoll registrations of fd */
-    struct resil_epreg *ep_spare; /* one freed record, reused by the next
-                                     ADD (event loops ADD/DEL per request) */
+    resil_lock_t ep_mu;         /* epoll.h: guards the four below */
     bool ep_gone;               /* fd closed: record nothing more */
+    struct resil_epreg *ep;     /* the program's epoll registrations of fd */
+    struct resil_epreg ep_own;  /* the first one lives here: a socket in
+                                   one set (the usual) allocates nothing,
+                                   and an event loop's ADD/DEL per request
+                                   touch no other memory */
     uint32_t ep_old_mask;       /* a swap in progress: what the old socket
                                    reported (poll bits) */
     _Atomic uint64_t stale_seq; /* epoll.h: the last stale report */
@@ -134,7 +155,6 @@ static inline void resil_sock_unref(struct resil_sock *s)
         atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
         resil_sock_free_(s);
 }
-
 
 /* Record a setsockopt for replay. The list keeps the latest value of each
  * option, ordered by when it was last set (so replaying it ends in the

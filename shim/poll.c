@@ -16,15 +16,12 @@
 
 RESIL_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
-    struct resil_sock *s;
     int err;
 
     RESIL_INIT();
     if (resil_in_shim || !resil_table_has(fd) ||
-        (s = resil_table_get(fd)) == NULL)
+        resil_epoll_ctl_fd(fd, epfd, op, ev, &err) != RESIL_OK)
         return real.epoll_ctl(epfd, op, fd, ev);
-    resil_epoll_ctl(s, epfd, op, ev, &err);
-    resil_sock_unref(s);
     if (err == 0)
         return 0;
     errno = err;
