@@ -422,7 +422,7 @@ static void reinit_sock_locks(struct resil_sock *s, void *arg)
 {
     (void)arg;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_mutex_init(&s->ep_mu, NULL);
+    resil_lock_init(&s->ep_mu);
 }
 
 void resil_engine_atfork_child(void)

@@ -30,29 +30,13 @@
  * this, events are passed on untouched (a data call meets a dead socket). */
 #define MAX_CAND 64
 
-struct resil_epreg {
-    struct resil_epreg *s_next; /* s->ep (s->ep_mu) */
-    struct resil_epreg *h_next; /* set's index chain (set->mu) */
-    struct resil_epset *set;
-    struct resil_sock *s;
-    unsigned epoch;        /* the set's epoch it was made in */
-    struct epoll_event ev; /* as the program gave it (set->mu) */
-    bool linked;           /* in the set's index (set->mu) */
-    bool pending;          /* disarmed one-shot kept out of the kernel
-                              (s->ep_mu and set->mu) */
-    bool fired;            /* one-shot whose data an epoll_wait returned
-                              since it was last armed (set->mu) */
-};
-
 struct resil_epset {
     struct resil_epset *all_next; /* every set (sets_mu) */
     int epfd;
-    pthread_mutex_t mu;
+    resil_lock_t mu;
     atomic_uint epoch;   /* bumped when the program closes epfd */
-    atomic_int nregs;    /* registrations in the index */
-    atomic_int noneshot; /* of which EPOLLONESHOT */
-    atomic_int busy;     /* epoll_ctl hooks between their real call and
-                            its record */
+    atomic_int nregs;    /* registrations in the index (written under mu) */
+    atomic_int noneshot; /* of which EPOLLONESHOT (written under mu) */
     unsigned nbuckets;   /* 0 or a power of two */
     struct resil_epreg **bucket;
 };
@@ -65,19 +49,26 @@ static pthread_mutex_t sets_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct resil_epset *all_sets;
 static _Atomic uint64_t swap_seq;
 
-static struct resil_epset *set_get(int epfd, bool create)
+static struct resil_epset *set_find(int epfd)
+{
+    set_slot_t *c;
+
+    if ((unsigned)epfd >= RESIL_TABLE_MAX)
+        return NULL;
+    c = atomic_load_explicit(&set_chunks[epfd >> CHUNK_BITS],
+                             memory_order_acquire);
+    return c ? atomic_load_explicit(&c[epfd & (CHUNK - 1)],
+                                    memory_order_acquire)
+             : NULL;
+}
+
+static struct resil_epset *__attribute__((noinline)) set_make(int epfd)
 {
     set_slot_t *c;
     struct resil_epset *set = NULL;
     int i = epfd & (CHUNK - 1);
 
-    if (epfd < 0 || epfd >= RESIL_TABLE_MAX)
-        return NULL;
-    c = atomic_load_explicit(&set_chunks[epfd >> CHUNK_BITS],
-                             memory_order_acquire);
-    if (c && (set = atomic_load_explicit(&c[i], memory_order_acquire)))
-        return set;
-    if (!create)
+    if ((unsigned)epfd >= RESIL_TABLE_MAX)
         return NULL;
     pthread_mutex_lock(&sets_mu);
     c = atomic_load(&set_chunks[epfd >> CHUNK_BITS]);
@@ -87,7 +78,7 @@ static struct resil_epset *set_get(int epfd, bool create)
     if (c && (set = atomic_load(&c[i])) == NULL &&
         (set = calloc(1, sizeof(*set))) != NULL) {
         set->epfd = epfd;
-        pthread_mutex_init(&set->mu, NULL);
+        resil_lock_init(&set->mu);
         set->all_next = all_sets;
         all_sets = set;
         atomic_store_explicit(&c[i], set, memory_order_release);
@@ -97,9 +88,15 @@ static struct resil_epset *set_get(int epfd, bool create)
     return set;
 }
 
+static struct resil_epset *set_get(int epfd, bool create)
+{
+    struct resil_epset *set = set_find(epfd);
+    return set || !create ? set : set_make(epfd);
+}
+
 struct resil_epset *resil_epoll_set(int epfd)
 {
-    return set_get(epfd, false);
+    return set_find(epfd);
 }
 
 int resil_epoll_set_regs(const struct resil_epset *set)
@@ -108,6 +105,19 @@ int resil_epoll_set_regs(const struct resil_epset *set)
 }
 
 /* ---- a set's index of registrations by event data (set->mu held) ---- */
+
+static uint32_t events_of(const struct resil_epreg *r)
+{
+    return atomic_load_explicit(&r->events, memory_order_relaxed);
+}
+
+/* The counters have one writer at a time (set->mu); readers glance at them
+ * without it. */
+static void count(atomic_int *c, int d)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
 
 static unsigned bucket_of(unsigned nbuckets, uint64_t data)
 {
@@ -121,7 +131,7 @@ static struct resil_epreg *chain_of(const struct resil_epset *set,
     return set->nbuckets ? set->bucket[bucket_of(set->nbuckets, data)] : NULL;
 }
 
-static bool grow(struct resil_epset *set)
+static bool __attribute__((noinline)) grow(struct resil_epset *set)
 {
     unsigned n = set->nbuckets ? set->nbuckets * 2 : 16;
     struct resil_epreg **b = calloc(n, sizeof(*b));
@@ -130,7 +140,7 @@ static bool grow(struct resil_epset *set)
         return set->nbuckets != 0; /* a longer chain will do */
     for (unsigned i = 0; i < set->nbuckets; i++)
         for (struct resil_epreg *r = set->bucket[i], *nx; r; r = nx) {
-            unsigned k = bucket_of(n, r->ev.data.u64);
+            unsigned k = bucket_of(n, r->data);
             nx = r->h_next;
             r->h_next = b[k];
             b[k] = r;
@@ -141,36 +151,44 @@ static bool grow(struct resil_epset *set)
     return true;
 }
 
-static bool link_reg(struct resil_epset *set, struct resil_epreg *r)
+static inline bool link_reg(struct resil_epset *set, struct resil_epreg *r)
 {
     unsigned k;
 
-    if ((unsigned)atomic_load(&set->nregs) >= set->nbuckets && !grow(set))
+    if ((unsigned)atomic_load_explicit(&set->nregs, memory_order_relaxed) >=
+            set->nbuckets &&
+        !grow(set))
         return false;
-    k = bucket_of(set->nbuckets, r->ev.data.u64);
+    k = bucket_of(set->nbuckets, r->data);
     r->h_next = set->bucket[k];
     set->bucket[k] = r;
     r->linked = true;
-    atomic_fetch_add(&set->nregs, 1);
-    if (r->ev.events & EPOLLONESHOT)
-        atomic_fetch_add(&set->noneshot, 1);
+    count(&set->nregs, 1);
+    if (events_of(r) & EPOLLONESHOT)
+        count(&set->noneshot, 1);
     return true;
 }
 
-static void unlink_reg(struct resil_epset *set, struct resil_epreg *r)
+static inline void unlink_reg(struct resil_epset *set, struct resil_epreg *r)
 {
     struct resil_epreg **pp;
 
     if (!r->linked)
         return;
-    for (pp = &set->bucket[bucket_of(set->nbuckets, r->ev.data.u64)];
-         *pp != r; pp = &(*pp)->h_next)
+    for (pp = &set->bucket[bucket_of(set->nbuckets, r->data)]; *pp != r;
+         pp = &(*pp)->h_next)
         ;
     *pp = r->h_next;
     r->linked = false;
-    atomic_fetch_sub(&set->nregs, 1);
-    if (r->ev.events & EPOLLONESHOT)
-        atomic_fetch_sub(&set->noneshot, 1);
+    count(&set->nregs, -1);
+    if (events_of(r) & EPOLLONESHOT)
+        count(&set->noneshot, -1);
+}
+
+static void not_indexed(const struct resil_epreg *r)
+{
+    rwarn("fd %d: epoll %d registration not indexed (out of memory); its "
+          "stale events cannot be told apart", r->s->fd, r->set->epfd);
 }
 
 /* New events for r (its data, so its chain, may change). */
@@ -178,10 +196,10 @@ static void set_ev(struct resil_epset *set, struct resil_epreg *r,
                    const struct epoll_event *ev)
 {
     unlink_reg(set, r);
-    r->ev = *ev;
+    r->data = ev->data.u64;
+    atomic_store_explicit(&r->events, ev->events, memory_order_relaxed);
     if (!link_reg(set, r))
-        rwarn("fd %d: epoll %d registration not indexed (out of memory); "
-              "its stale events cannot be told apart", r->s->fd, set->epfd);
+        not_indexed(r);
 }
 
 static bool current(const struct resil_epreg *r)
@@ -189,19 +207,34 @@ static bool current(const struct resil_epreg *r)
     return r->epoch == atomic_load(&r->set->epoch);
 }
 
-static void reg_free(struct resil_epreg *r)
+/* ---- a socket's registrations (s->ep_mu held) ---- */
+
+/* A record for s, not yet on its list: its own when free. */
+static struct resil_epreg *reg_new(struct resil_sock *s)
 {
-    pthread_mutex_lock(&r->set->mu);
-    unlink_reg(r->set, r);
-    pthread_mutex_unlock(&r->set->mu);
-    free(r);
+    return s->ep_own.set == NULL ? &s->ep_own : malloc(sizeof(s->ep_own));
 }
 
-/* ---- a socket's registrations (s->ep_mu held) ---- */
+/* r is off s's list and out of every index: free it. */
+static void reg_release(struct resil_sock *s, struct resil_epreg *r)
+{
+    if (r == &s->ep_own)
+        r->set = NULL;
+    else
+        free(r);
+}
+
+static void reg_free(struct resil_epreg *r)
+{
+    resil_lock(&r->set->mu);
+    unlink_reg(r->set, r);
+    resil_unlock(&r->set->mu);
+    reg_release(r->s, r);
+}
 
 /* s's record in epfd's set, freeing on the way those of sets the program
  * closed since. */
-static struct resil_epreg *reg_find(struct resil_sock *s, int epfd)
+static struct resil_epreg *reg_find_all(struct resil_sock *s, int epfd)
 {
     struct resil_epreg **pp = &s->ep, *r, *found = NULL;
 
@@ -218,26 +251,34 @@ static struct resil_epreg *reg_find(struct resil_sock *s, int epfd)
     return found;
 }
 
-/* Keep a freed record for the next ADD, or free it. */
-static void reg_release(struct resil_sock *s, struct resil_epreg *r)
+static inline struct resil_epreg *reg_find(struct resil_sock *s, int epfd)
 {
-    if (s->ep_spare == NULL)
-        s->ep_spare = r;
-    else
-        free(r);
+    struct resil_epreg *r = s->ep;
+
+    /* none, or one in a set still open (the usual): no walk */
+    if (r == NULL)
+        return NULL;
+    if (r->s_next == NULL && current(r))
+        return r->set->epfd == epfd ? r : NULL;
+    return reg_find_all(s, epfd);
 }
 
-static void reg_drop(struct resil_sock *s, struct resil_epreg *r)
+/* Take r off s's list. */
+static void reg_unlist(struct resil_sock *s, struct resil_epreg *r)
 {
     struct resil_epreg **pp;
 
     for (pp = &s->ep; *pp != r; pp = &(*pp)->s_next)
         ;
     *pp = r->s_next;
-    pthread_mutex_lock(&r->set->mu);
-    unlink_reg(r->set, r);
-    pthread_mutex_unlock(&r->set->mu);
-    reg_release(s, r);
+}
+
+/* Take r off s's list and out of its set's index, free (set->mu not
+ * held). */
+static void reg_drop(struct resil_sock *s, struct resil_epreg *r)
+{
+    reg_unlist(s, r);
+    reg_free(r);
 }
 
 /* Record a registration the kernel accepted (ADD, or MOD of one we had not
@@ -246,27 +287,26 @@ static void reg_record(struct resil_sock *s, struct resil_epset *set,
                        struct resil_epreg *r, const struct epoll_event *ev)
 {
     if (r == NULL) {
-        r = s->ep_spare ? s->ep_spare : malloc(sizeof(*r));
-        s->ep_spare = NULL;
+        r = reg_new(s);
         if (r == NULL) {
             rwarn("fd %d: cannot track epoll %d registration (out of "
                   "memory); a reconnect would lose it", s->fd, set->epfd);
             return;
         }
-        memset(r, 0, sizeof(*r));
         r->set = set;
         r->s = s;
-        r->epoch = atomic_load(&set->epoch);
-        r->ev = *ev;
+        r->epoch = atomic_load_explicit(&set->epoch, memory_order_relaxed);
+        r->data = ev->data.u64;
+        atomic_store_explicit(&r->events, ev->events, memory_order_relaxed);
+        r->linked = false;
         if (!link_reg(set, r))
-            rwarn("fd %d: epoll %d registration not indexed (out of "
-                  "memory); its stale events cannot be told apart", s->fd,
-                  set->epfd);
+            not_indexed(r);
         r->s_next = s->ep;
         s->ep = r;
-    } else if (r->linked && r->ev.data.u64 == ev->data.u64 &&
-               !((r->ev.events ^ ev->events) & EPOLLONESHOT)) {
-        r->ev.events = ev->events; /* same chain, same counts */
+    } else if (r->linked && r->data == ev->data.u64 &&
+               !((events_of(r) ^ ev->events) & EPOLLONESHOT)) {
+        /* same chain, same counts */
+        atomic_store_explicit(&r->events, ev->events, memory_order_relaxed);
     } else {
         set_ev(set, r, ev);
     }
@@ -275,13 +315,9 @@ static void reg_record(struct resil_sock *s, struct resil_epset *set,
 }
 
 /* Take r off s's list and out of its set's index (set->mu held), free. */
-static void reg_drop_locked(struct resil_sock *s, struct resil_epreg *r)
+static inline void reg_drop_locked(struct resil_sock *s, struct resil_epreg *r)
 {
-    struct resil_epreg **pp;
-
-    for (pp = &s->ep; *pp != r; pp = &(*pp)->s_next)
-        ;
-    *pp = r->s_next;
+    reg_unlist(s, r);
     unlink_reg(r->set, r);
     reg_release(s, r);
 }
@@ -310,7 +346,7 @@ static int pending_ctl(struct resil_sock *s, struct resil_epreg *r, int op,
         /* the one check MOD makes that ADD does not (ep_ctl) */
         if (ev && (ev->events & EPOLLEXCLUSIVE))
             return EINVAL;
-        pthread_mutex_lock(&set->mu);
+        resil_lock(&set->mu);
         rc = real.epoll_ctl(set->epfd, EPOLL_CTL_ADD, s->fd, ev);
         if (rc < 0 && errno == EEXIST)
             rc = real.epoll_ctl(set->epfd, EPOLL_CTL_MOD, s->fd, ev);
@@ -321,62 +357,106 @@ static int pending_ctl(struct resil_sock *s, struct resil_epreg *r, int op,
             r->pending = false;
             r->fired = false;
         }
-        pthread_mutex_unlock(&set->mu);
+        resil_unlock(&set->mu);
         return err;
     }
     return EINVAL;
 }
 
+/* MOD of a recorded registration that changes only its interest: neither
+ * its data (its place in the index) nor one-shot (whose fired flag an
+ * epoll_wait may set in between) before or after. The set's index does
+ * not change, and an epoll_wait that harvests an event of it finds it
+ * recorded either way: s->ep_mu alone (against a swap) will do. */
+static bool mod_only_interest(const struct resil_epreg *r, int op,
+                              const struct epoll_event *ev)
+{
+    return op == EPOLL_CTL_MOD && ev && r->data == ev->data.u64 &&
+           !((events_of(r) | ev->events) & EPOLLONESHOT) && current(r);
+}
+
+/* The program's call itself: 0 or the errno it fails with. */
+static inline int ctl_real(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    return real.epoll_ctl(epfd, op, fd, ev) == 0 ? 0 : errno;
+}
+
+static inline void ctl(struct resil_sock *s, int epfd, int op,
+                       struct epoll_event *ev, int *err)
+{
+    struct resil_epreg *r = NULL;
+    struct resil_epset *set;
+
+    resil_lock(&s->ep_mu);
+    if (__builtin_expect(s->ep_gone, 0)) {
+        /* the fd was closed meanwhile: nothing of ours */
+        *err = ctl_real(epfd, op, s->fd, ev);
+        goto out;
+    }
+    if (s->ep != NULL && (r = reg_find(s, epfd)) != NULL) {
+        if (r->pending) {
+            *err = pending_ctl(s, r, op, ev);
+            goto out;
+        }
+        if (mod_only_interest(r, op, ev)) {
+            *err = ctl_real(epfd, op, s->fd, ev);
+            if (*err == 0)
+                atomic_store_explicit(&r->events, ev->events,
+                                      memory_order_relaxed);
+            else if (*err == ENOENT)
+                reg_drop(s, r); /* the kernel has it no more */
+            goto out;
+        }
+        set = r->set;
+    } else if (op == EPOLL_CTL_DEL) {
+        /* nothing recorded, nothing to forget */
+        *err = ctl_real(epfd, op, s->fd, ev);
+        goto out;
+    } else if ((set = set_get(epfd, true)) == NULL) {
+        *err = ctl_real(epfd, op, s->fd, ev);
+        if (*err == 0)
+            rwarn("fd %d: cannot track epoll %d registration (out of "
+                  "memory); a reconnect would lose it", s->fd, epfd);
+        goto out;
+    }
+    /* the set's mutex across the real call: an epoll_wait that harvests
+     * the registration the moment the kernel has it sees the mutex held
+     * and waits for the record (resil_epoll_filter), and the set cannot
+     * be forgotten by a close() in between */
+    resil_lock(&set->mu);
+    if (r && !current(r))
+        r = NULL; /* closed since reg_find: freed by the next one */
+    *err = ctl_real(epfd, op, s->fd, ev);
+    if (op == EPOLL_CTL_DEL) {
+        if (r && (*err == 0 || *err == ENOENT))
+            reg_drop_locked(s, r); /* the kernel has it no more */
+    } else if (*err == 0) {
+        if (ev)
+            reg_record(s, set, r, ev);
+    } else if (r && *err == ENOENT && op == EPOLL_CTL_MOD) {
+        reg_drop_locked(s, r);
+    }
+    resil_unlock(&set->mu);
+out:
+    resil_unlock(&s->ep_mu);
+}
+
 resil_status_t resil_epoll_ctl(struct resil_sock *s, int epfd, int op,
                                struct epoll_event *ev, int *err)
 {
-    struct resil_epreg *r;
-    struct resil_epset *set = NULL;
-    int rc;
+    ctl(s, epfd, op, ev, err);
+    return RESIL_OK;
+}
 
-    pthread_mutex_lock(&s->ep_mu);
-    if (s->ep_gone) {
-        /* the fd was closed meanwhile: nothing of ours */
-        rc = real.epoll_ctl(epfd, op, s->fd, ev);
-        *err = rc < 0 ? errno : 0;
-        pthread_mutex_unlock(&s->ep_mu);
-        return RESIL_OK;
-    }
-    r = reg_find(s, epfd);
-    if (r && r->pending) {
-        *err = pending_ctl(s, r, op, ev);
-        pthread_mutex_unlock(&s->ep_mu);
-        return RESIL_OK;
-    }
-    if (r)
-        set = r->set;
-    else if (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD)
-        set = set_get(epfd, true);
-    /* the set's mutex across the real call: an epoll_wait that harvests
-     * the registration the moment the kernel has it finds it recorded
-     * (its hook takes the mutex), and the set cannot be forgotten by a
-     * close() in between */
-    if (set) {
-        atomic_fetch_add(&set->busy, 1);
-        pthread_mutex_lock(&set->mu);
-        if (r && !current(r))
-            r = NULL; /* closed since reg_find: freed by the next one */
-    }
-    rc = real.epoll_ctl(epfd, op, s->fd, ev);
-    *err = rc < 0 ? errno : 0;
-    if (set && rc == 0 && op != EPOLL_CTL_DEL && ev)
-        reg_record(s, set, r, ev);
-    else if (r && ((rc == 0 && op == EPOLL_CTL_DEL) ||
-                   (rc < 0 && *err == ENOENT && op != EPOLL_CTL_ADD)))
-        reg_drop_locked(s, r); /* the kernel has it no more */
-    else if (rc == 0 && set == NULL && op != EPOLL_CTL_DEL)
-        rwarn("fd %d: cannot track epoll %d registration (out of memory); "
-              "a reconnect would lose it", s->fd, epfd);
-    if (set) {
-        pthread_mutex_unlock(&set->mu);
-        atomic_fetch_sub(&set->busy, 1);
-    }
-    pthread_mutex_unlock(&s->ep_mu);
+resil_status_t resil_epoll_ctl_fd(int fd, int epfd, int op,
+                                  struct epoll_event *ev, int *err)
+{
+    struct resil_sock *s = resil_table_get(fd);
+
+    if (s == NULL)
+        return RESIL_ENOENT;
+    ctl(s, epfd, op, ev, err);
+    resil_sock_unref(s);
     return RESIL_OK;
 }
 
@@ -390,22 +470,21 @@ static void forget_all(struct resil_sock *s)
 
 void resil_epoll_sock_closed(struct resil_sock *s)
 {
-    pthread_mutex_lock(&s->ep_mu);
+    resil_lock(&s->ep_mu);
     s->ep_gone = true;
     forget_all(s);
-    pthread_mutex_unlock(&s->ep_mu);
+    resil_unlock(&s->ep_mu);
 }
 
 void resil_epoll_sock_free(struct resil_sock *s)
 {
     /* nobody else holds s; the sets' indexes may still point at it */
     forget_all(s);
-    free(s->ep_spare);
 }
 
 static void forget_set(struct resil_epset *set)
 {
-    pthread_mutex_lock(&set->mu);
+    resil_lock(&set->mu);
     for (unsigned i = 0; i < set->nbuckets; i++) {
         for (struct resil_epreg *r = set->bucket[i]; r; r = r->h_next)
             r->linked = false;
@@ -416,7 +495,7 @@ static void forget_set(struct resil_epset *set)
     /* the registrations stay on their sockets' lists until those are next
      * walked (reg_find, the swap), which free them for this */
     atomic_fetch_add(&set->epoch, 1);
-    pthread_mutex_unlock(&set->mu);
+    resil_unlock(&set->mu);
 }
 
 void resil_epoll_forget_set(int fd)
@@ -509,18 +588,18 @@ void resil_epoll_swap_begin(struct resil_sock *s)
     unsigned long ino = 0;
     bool ino_known = false;
 
-    pthread_mutex_lock(&s->ep_mu);
+    resil_lock(&s->ep_mu);
     /* what the old socket reports, for the stale report (swap_end) */
     s->ep_old_mask = real.poll(&p, 1, 0) == 1 ? (uint32_t)p.revents : 0;
     for (pp = &s->ep; (r = *pp) != NULL;) {
         struct resil_epset *set = r->set;
         bool keep = true;
-        pthread_mutex_lock(&set->mu);
+        resil_lock(&set->mu);
         if (!current(r)) {
             keep = false;
         } else if (!r->pending) {
             int dis = 0;
-            if ((r->ev.events & EPOLLONESHOT) && r->fired) {
+            if ((events_of(r) & EPOLLONESHOT) && r->fired) {
                 struct stat st;
                 if (!ino_known) {
                     ino = fstat(s->fd, &st) == 0 ? st.st_ino : 0;
@@ -546,7 +625,7 @@ void resil_epoll_swap_begin(struct resil_sock *s)
                        "disarmed across the swap", s->fd, set->epfd);
             }
         }
-        pthread_mutex_unlock(&set->mu);
+        resil_unlock(&set->mu);
         if (keep) {
             pp = &r->s_next;
         } else {
@@ -575,11 +654,12 @@ void resil_epoll_swap_end(struct resil_sock *s, bool swapped)
     for (pp = &s->ep; (r = *pp) != NULL;) {
         struct resil_epset *set = r->set;
         bool keep = true;
-        pthread_mutex_lock(&set->mu);
+        resil_lock(&set->mu);
         if (!current(r)) {
             keep = false;
         } else if (!r->pending) {
-            struct epoll_event ev = r->ev;
+            struct epoll_event ev = {.events = events_of(r),
+                                     .data.u64 = r->data};
             if (real.epoll_ctl(set->epfd, EPOLL_CTL_ADD, s->fd, &ev) < 0) {
                 rdebug("fd %d: epoll %d re-add: %s", s->fd, set->epfd,
                        strerror(errno));
@@ -587,7 +667,7 @@ void resil_epoll_swap_end(struct resil_sock *s, bool swapped)
             }
             r->fired = false;
         }
-        pthread_mutex_unlock(&set->mu);
+        resil_unlock(&set->mu);
         if (keep) {
             pp = &r->s_next;
         } else {
@@ -595,7 +675,7 @@ void resil_epoll_swap_end(struct resil_sock *s, bool swapped)
             reg_free(r);
         }
     }
-    pthread_mutex_unlock(&s->ep_mu);
+    resil_unlock(&s->ep_mu);
 }
 
 /* ---- readiness ---- */
@@ -610,8 +690,8 @@ bool resil_epoll_stale_report(struct resil_sock *s, uint64_t seq0,
 {
     /* a swap of s in progress holds ep_mu from before its DEL to after its
      * report: wait for it */
-    pthread_mutex_lock(&s->ep_mu);
-    pthread_mutex_unlock(&s->ep_mu);
+    resil_lock(&s->ep_mu);
+    resil_unlock(&s->ep_mu);
     if (atomic_load_explicit(&s->stale_seq, memory_order_acquire) <= seq0)
         return false;
     *mask = atomic_load_explicit(&s->stale_mask, memory_order_relaxed);
@@ -643,11 +723,11 @@ static void rearm(struct resil_sock *s, struct resil_epset *set)
 {
     struct resil_epreg *r;
 
-    pthread_mutex_lock(&s->ep_mu);
+    resil_lock(&s->ep_mu);
     r = s->ep_gone ? NULL : reg_find(s, set->epfd);
-    if (r && r->set == set && (r->ev.events & EPOLLONESHOT)) {
-        struct epoll_event ev = r->ev;
-        pthread_mutex_lock(&set->mu);
+    if (r && r->set == set && (events_of(r) & EPOLLONESHOT)) {
+        struct epoll_event ev = {.events = events_of(r), .data.u64 = r->data};
+        resil_lock(&set->mu);
         if (current(r)) {
             if (!r->pending)
                 real.epoll_ctl(set->epfd, EPOLL_CTL_MOD, s->fd, &ev);
@@ -656,9 +736,9 @@ static void rearm(struct resil_sock *s, struct resil_epset *set)
                 r->pending = false;
             r->fired = false;
         }
-        pthread_mutex_unlock(&set->mu);
+        resil_unlock(&set->mu);
     }
-    pthread_mutex_unlock(&s->ep_mu);
+    resil_unlock(&s->ep_mu);
 }
 
 struct cand {
@@ -677,10 +757,10 @@ int resil_epoll_filter(struct resil_epset *set, struct epoll_event *ev, int n,
     int nc = 0, out = 0;
     bool busy, oneshot;
 
-    /* an epoll_ctl in progress may have handed the kernel a registration
-     * (whose events we may hold) that it has not recorded yet: wait for it
-     * on the set's mutex */
-    busy = atomic_load(&set->busy) != 0;
+    /* an epoll_ctl in progress (it holds the set's mutex across its real
+     * call) may have handed the kernel a registration (whose events we may
+     * hold) that it has not recorded yet: wait for it on the mutex */
+    busy = resil_lock_held(&set->mu);
     if (!busy && atomic_load(&set->nregs) == 0)
         return n;
     oneshot = busy || atomic_load(&set->noneshot) != 0;
@@ -694,7 +774,7 @@ int resil_epoll_filter(struct resil_epset *set, struct epoll_event *ev, int n,
     /* the managed registrations that could have produced each event: one
      * look-up of its data (another fd may share it: the record does not
      * know unmanaged fds, and needs not) */
-    pthread_mutex_lock(&set->mu);
+    resil_lock(&set->mu);
     oneshot = atomic_load(&set->noneshot) != 0;
     for (int i = 0; i < n; i++) {
         bool errhup = ev[i].events & (EPOLLERR | EPOLLHUP);
@@ -703,9 +783,9 @@ int resil_epoll_filter(struct resil_epset *set, struct epoll_event *ev, int n,
         for (struct resil_epreg *r = chain_of(set, ev[i].data.u64); r;
              r = r->h_next) {
             int k;
-            if (r->ev.data.u64 != ev[i].data.u64)
+            if (r->data != ev[i].data.u64)
                 continue;
-            if (r->ev.events & EPOLLONESHOT)
+            if (events_of(r) & EPOLLONESHOT)
                 r->fired = true;
             if (!errhup || nc == MAX_CAND)
                 continue;
@@ -714,11 +794,11 @@ int resil_epoll_filter(struct resil_epset *set, struct epoll_event *ev, int n,
             if (k < nc || !sock_tryref(r->s))
                 continue;
             c[nc++] = (struct cand){.s = r->s,
-                                    .data = r->ev.data.u64,
-                                    .interest = r->ev.events};
+                                    .data = r->data,
+                                    .interest = events_of(r)};
         }
     }
-    pthread_mutex_unlock(&set->mu);
+    resil_unlock(&set->mu);
     if (nc == 0)
         return n;
     /* a candidate that reports an error or hang-up itself may be dead and
@@ -781,10 +861,10 @@ int resil_epoll_reg_state(struct resil_sock *s, int epfd)
     struct resil_epreg *r;
     int st;
 
-    pthread_mutex_lock(&s->ep_mu);
+    resil_lock(&s->ep_mu);
     r = reg_find(s, epfd);
     st = r == NULL ? 0 : r->pending ? 2 : 1;
-    pthread_mutex_unlock(&s->ep_mu);
+    resil_unlock(&s->ep_mu);
     return st;
 }
 
@@ -792,5 +872,5 @@ void resil_epoll_atfork_child(void)
 {
     pthread_mutex_init(&sets_mu, NULL);
     for (struct resil_epset *set = all_sets; set; set = set->all_next)
-        pthread_mutex_init(&set->mu, NULL);
+        resil_lock_init(&set->mu);
 }

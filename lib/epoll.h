@@ -29,16 +29,25 @@
  * program's next MOD adds it (the kernel would answer ENOENT), DEL succeeds
  * and ADD fails with EEXIST, as they would on the disarmed registration.
  *
- * Locking (after resil_sock.mu, table.h): resil_sock.ep_mu guards the
- * socket's list and is held across the program's epoll_ctl and across the
- * whole swap (DEL, dup3, ADD: none blocks), so that a registration is never
- * made on the old socket behind the swap's back; a set's mutex, inside it,
- * guards the set's index and the fields of its registrations, and is held
- * across every epoll_ctl call on the set (the program's and the swap's):
- * a close() of the epoll fd (which forgets the set first) can then never
- * let the swap add fd to a new set that took the number, and an epoll_wait
- * that harvests a registration the moment the kernel has it finds it
- * recorded. Readers take a set's mutex alone.
+ * Locking (after resil_sock.mu, table.h; both are lock.h's word-sized
+ * mutexes, since an event loop calls epoll_ctl several times a request):
+ * resil_sock.ep_mu guards the socket's list and is held across the
+ * program's epoll_ctl and across the whole swap (DEL, dup3, ADD: none
+ * blocks), so that a registration is never made on the old socket behind
+ * the swap's back; a set's mutex, inside it, guards the set's index and
+ * the fields of its registrations, and is held across every epoll_ctl call
+ * on the set (the program's and the swap's): a close() of the epoll fd
+ * (which forgets the set first) can then never let the swap add fd to a
+ * new set that took the number, and an epoll_wait that harvests a
+ * registration the moment the kernel has it sees the mutex held and waits
+ * to find it recorded. One exception: a MOD of a recorded registration
+ * that changes neither its data nor EPOLLONESHOT (an event loop switching
+ * between reading and writing) changes nothing the set's index or an
+ * epoll_wait depends on, and holds s->ep_mu only; the events word is
+ * atomic for it. Readers take a set's mutex alone.
+ *
+ * A socket's first registration lives in the socket (resil_sock.ep_own):
+ * a socket in one set, the usual, costs no allocation.
  */
 #ifndef RESIL_EPOLL_H
 #define RESIL_EPOLL_H
@@ -63,6 +72,11 @@ extern atomic_int resil_epoll_nsets;
  * epoll_ctl must report. */
 resil_status_t resil_epoll_ctl(struct resil_sock *s, int epfd, int op,
                                struct epoll_event *ev, int *err);
+
+/* The same for fd when it is a managed socket (the hook's one call);
+ * RESIL_ENOENT, and nothing done, when it is not. */
+resil_status_t resil_epoll_ctl_fd(int fd, int epfd, int op,
+                                  struct epoll_event *ev, int *err);
 
 /* The program closed s->fd (or it was replaced): forget its registrations.
  * Nothing may be registered for s after this. */

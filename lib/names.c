@@ -1,4 +1,5 @@
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "names.h"
@@ -13,13 +14,41 @@ struct ent {
 
 static struct ent tab[RESIL_NAMES_SLOTS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+/* Every connect() looks its target up here. An entry is about 1 KiB, so a
+ * scan of the whole table touches 128 KiB: the look-up reads only the
+ * entries in use (tab[0, nused): slots are taken in order and never given
+ * back), and of those only the ones whose summary sig[i] (a bit per
+ * address, ip_bit) can hold the address. nused is written under mu; a
+ * look-up with none in use takes no lock. */
+static atomic_int nused;
+static uint64_t sig[RESIL_NAMES_SLOTS];
 
-/* Caller holds mu. The entry for name, created (replacing the least
- * recently recorded one) when create is set. */
+static uint64_t ip_bit(const struct resil_ip *ip)
+{
+    uint32_t h = ip->u.v4.s_addr;
+    if (ip->family == AF_INET6)
+        h = ip->u.v6.s6_addr32[0] ^ ip->u.v6.s6_addr32[1] ^
+            ip->u.v6.s6_addr32[2] ^ ip->u.v6.s6_addr32[3];
+    return 1ull << ((h * 0x9e3779b9u) >> 26);
+}
+
+static void resign(int i)
+{
+    uint64_t m = 0;
+    for (int j = 0; j < tab[i].n; j++)
+        m |= ip_bit(&tab[i].ip[j]);
+    for (int j = 0; j < tab[i].ndns; j++)
+        m |= ip_bit(&tab[i].dns[j]);
+    sig[i] = m;
+}
+
+/* Caller holds mu. The entry for name, created (in a free slot, else
+ * replacing the least recently recorded one) when create is set. */
 static struct ent *find_name(const char *name, bool create)
 {
+    int used = atomic_load_explicit(&nused, memory_order_relaxed);
     struct ent *oldest = &tab[0];
-    for (int i = 0; i < RESIL_NAMES_SLOTS; i++) {
+    for (int i = 0; i < used; i++) {
         if ((tab[i].n > 0 || tab[i].ndns > 0 || tab[i].dns_at) &&
             strcasecmp(tab[i].name, name) == 0)
             return &tab[i];
@@ -28,7 +57,12 @@ static struct ent *find_name(const char *name, bool create)
     }
     if (!create)
         return NULL;
+    if (used < RESIL_NAMES_SLOTS) {
+        oldest = &tab[used];
+        atomic_store_explicit(&nused, used + 1, memory_order_relaxed);
+    }
     memset(oldest, 0, sizeof(*oldest));
+    sig[oldest - tab] = 0;
     strcpy(oldest->name, name);
     return oldest;
 }
@@ -64,6 +98,7 @@ void resil_names_record(const char *name, const struct resil_ip *ips, int n,
     for (int i = 0; i < n; i++)
         e->n = add_unique(e->ip, e->n, &ips[i]);
     e->at = now_ns ? now_ns : 1;
+    resign((int)(e - tab));
     pthread_mutex_unlock(&mu);
 }
 
@@ -81,6 +116,7 @@ void resil_names_dns(const char *name, const struct resil_ip *ips, int n,
     for (int i = 0; i < n; i++)
         e->ndns = add_unique(e->dns, e->ndns, &ips[i]);
     e->dns_at = now_ns ? now_ns : 1;
+    resign((int)(e - tab));
     pthread_mutex_unlock(&mu);
 }
 
@@ -107,13 +143,17 @@ int resil_names_lookup(const struct resil_ip *ip, char *name, size_t namelen,
                        struct resil_ip *out, int max)
 {
     struct ent *best = NULL;
-    int n = 0;
+    uint64_t bit = ip_bit(ip);
+    int n = 0, used;
 
+    if (atomic_load_explicit(&nused, memory_order_relaxed) == 0)
+        return 0;
     pthread_mutex_lock(&mu);
-    for (int i = 0; i < RESIL_NAMES_SLOTS; i++) {
+    used = atomic_load_explicit(&nused, memory_order_relaxed);
+    for (int i = 0; i < used; i++) {
         struct ent *e = &tab[i];
         bool hit = false;
-        if (best && e->at <= best->at)
+        if (!(sig[i] & bit) || (best && e->at <= best->at))
             continue;
         for (int j = 0; j < e->n && !hit; j++)
             hit = resil_ip_equal(&e->ip[j], ip);
@@ -155,5 +195,7 @@ void resil_names_clear(void)
 {
     pthread_mutex_lock(&mu);
     memset(tab, 0, sizeof(tab));
+    memset(sig, 0, sizeof(sig));
+    atomic_store_explicit(&nused, 0, memory_order_relaxed);
     pthread_mutex_unlock(&mu);
 }

@@ -1,7 +1,10 @@
 #include <errno.h>
+#include <linux/futex.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "epoll.h"
 #include "session.h"
@@ -10,7 +13,7 @@
 #define CHUNK_BITS RESIL_TABLE_CHUNK_BITS
 #define CHUNK (1 << CHUNK_BITS)
 #define NCHUNKS (RESIL_TABLE_MAX / CHUNK)
-#define NSTRIPES 64
+#define NSTRIPES RESIL_TABLE_NSTRIPES
 #define WORDS (CHUNK / 64)
 
 typedef resil_slot_t slot_t;
@@ -42,27 +45,53 @@ static bool is_internal(struct resil_sock *p)
 _Atomic(slot_t *) resil_table_chunks[NCHUNKS];
 atomic_int resil_table_count;
 #define chunks resil_table_chunks
-/* Stripe locks guard a few instructions (load a slot, take a reference),
- * so they spin: a pthread mutex costs more than the work it protects on the
- * hot path of every hook on a managed fd. */
-static atomic_flag stripes[NSTRIPES];
+/* The stripe locks (table.h: taken inline by resil_table_get); a
+ * contended one waits out of line. */
+atomic_flag resil_table_stripes[RESIL_TABLE_NSTRIPES];
+#define stripes resil_table_stripes
 
-static void stripe_lock(int fd)
+void resil_table_stripe_wait_(atomic_flag *f)
 {
     unsigned spins = 0;
-    while (atomic_flag_test_and_set_explicit(&stripes[fd % NSTRIPES],
-                                             memory_order_acquire)) {
+    while (atomic_flag_test_and_set_explicit(f, memory_order_acquire)) {
         /* the holder may have been preempted: let it run */
         if (++spins % 64 == 0)
             sched_yield();
     }
 }
 
-static void stripe_unlock(int fd)
-{
-    atomic_flag_clear_explicit(&stripes[fd % NSTRIPES], memory_order_release);
-}
+#define stripe_lock resil_table_stripe_lock_
+#define stripe_unlock resil_table_stripe_unlock_
 static pthread_mutex_t chunk_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* lock.h's slow paths (Drepper, "Futexes Are Tricky", mutex 2). The
+ * holders keep these locks for a system call at most: spin briefly before
+ * sleeping. */
+void resil_lock_wait_(resil_lock_t *l)
+{
+    int saved = errno, c;
+
+    for (int i = 0; i < 64; i++) {
+        c = 0;
+        if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(
+                &l->v, &c, 1, memory_order_acquire, memory_order_relaxed))
+            return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    while ((c = atomic_exchange_explicit(&l->v, 2, memory_order_acquire)) != 0)
+        syscall(SYS_futex, &l->v, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+    errno = saved;
+}
+
+void resil_lock_wake_(resil_lock_t *l)
+{
+    int saved = errno;
+    syscall(SYS_futex, &l->v, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    errno = saved;
+}
 
 struct resil_sock *resil_sock_new(int fd, int family, int type)
 {
@@ -71,7 +100,7 @@ struct resil_sock *resil_sock_new(int fd, int family, int type)
         return NULL;
     atomic_init(&s->refs, 1);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_mutex_init(&s->ep_mu, NULL);
+    resil_lock_init(&s->ep_mu);
     s->fd = fd;
     s->family = family;
     s->type = type;
@@ -83,18 +112,14 @@ void resil_sock_ref(struct resil_sock *s)
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
 }
 
-void resil_sock_unref(struct resil_sock *s)
+void resil_sock_free_(struct resil_sock *s)
 {
-    if (s == NULL ||
-        atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
-        return;
     for (struct resil_sockopt *o = s->opts, *n; o; o = n) {
         n = o->next;
         free(o);
     }
     resil_epoll_sock_free(s);
     resil_sess_free(s->sess);
-    pthread_mutex_destroy(&s->ep_mu);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -157,23 +182,6 @@ static slot_t *slot_of(int fd, bool create)
         pthread_mutex_unlock(&chunk_mu);
     }
     return c ? &c[fd & (CHUNK - 1)] : NULL;
-}
-
-struct resil_sock *resil_table_get(int fd)
-{
-    slot_t *sl = slot_of(fd, false);
-    struct resil_sock *s;
-
-    if (sl == NULL || atomic_load_explicit(sl, memory_order_relaxed) == NULL)
-        return NULL;
-    stripe_lock(fd);
-    s = atomic_load(sl);
-    if (s && is_internal(s))
-        s = NULL;
-    if (s)
-        resil_sock_ref(s);
-    stripe_unlock(fd);
-    return s;
 }
 
 resil_status_t resil_table_set(int fd, struct resil_sock *s)

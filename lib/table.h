@@ -13,7 +13,7 @@
  *   2. resil_sock.mu: protects every mutable field of one socket. The engine
  *      holds it across the swap (dup3 + epoll DEL/ADD, all non-blocking), so
  *      that a concurrent close() of the fd waits for the swap to finish.
- *   3. resil_sock.ep_mu, then an epoll set's mutex (epoll.h): the program's
+ *   3. resil_sock.ep_mu, then an epoll set's lock (epoll.h): the program's
  *      epoll registrations of the socket.
  *   4. the registry lock of libresil's own descriptors (fds.h): taken
  *      under the engine lock and resil_sock.mu, takes only table stripes.
@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 
 #include "addr.h"
+#include "lock.h"
 #include "status.h"
 
 enum resil_sock_state {
@@ -52,7 +53,25 @@ struct resil_sockopt {
     unsigned char val[];
 };
 
-struct resil_epreg; /* epoll.c */
+/* One epoll registration of a managed socket (epoll.h; epoll.c's). */
+struct resil_epset;
+struct resil_epreg {
+    struct resil_epreg *s_next; /* s->ep (s->ep_mu) */
+    struct resil_epreg *h_next; /* the set's index chain (set->mu) */
+    struct resil_epset *set;    /* NULL: the socket's own record, unused */
+    struct resil_sock *s;
+    uint64_t data;              /* the program's event data */
+    _Atomic uint32_t events;    /* its events: written with s->ep_mu and,
+                                   unless only interest bits change,
+                                   set->mu held */
+    unsigned epoch;             /* the set's epoch it was made in */
+    bool linked;                /* in the set's index (set->mu) */
+    bool pending;               /* disarmed one-shot kept out of the kernel
+                                   (s->ep_mu and set->mu) */
+    bool fired;                 /* one-shot whose data an epoll_wait
+                                   returned since it was last armed
+                                   (set->mu) */
+};
 
 struct resil_race_ctx;
 struct resil_sess;
@@ -113,11 +132,13 @@ struct resil_sock {
     struct resil_ip cur_ip;  /* the address actually connected */
     uint64_t connected_ns;
     struct resil_sockopt *opts; /* replayed on every attempt, in order */
-    pthread_mutex_t ep_mu;      /* epoll.h: guards the five below */
-    struct resil_epreg *ep;     /* the program's epoll registrations of fd */
-    struct resil_epreg *ep_spare; /* one freed record, reused by the next
-                                     ADD (event loops ADD/DEL per request) */
+    resil_lock_t ep_mu;         /* epoll.h: guards the four below */
     bool ep_gone;               /* fd closed: record nothing more */
+    struct resil_epreg *ep;     /* the program's epoll registrations of fd */
+    struct resil_epreg ep_own;  /* the first one lives here: a socket in
+                                   one set (the usual) allocates nothing,
+                                   and an event loop's ADD/DEL per request
+                                   touch no other memory */
     uint32_t ep_old_mask;       /* a swap in progress: what the old socket
                                    reported (poll bits) */
     _Atomic uint64_t stale_seq; /* epoll.h: the last stale report */
@@ -131,7 +152,14 @@ struct resil_sock {
 /* Allocate a socket entry with one reference. NULL when out of memory. */
 struct resil_sock *resil_sock_new(int fd, int family, int type);
 void resil_sock_ref(struct resil_sock *s);
-void resil_sock_unref(struct resil_sock *s);
+void resil_sock_free_(struct resil_sock *s);
+/* Drop a reference (NULL: nothing); the last one frees s. */
+static inline void resil_sock_unref(struct resil_sock *s)
+{
+    if (s &&
+        atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        resil_sock_free_(s);
+}
 
 /* Record a setsockopt for replay. The list keeps the latest value of each
  * option, ordered by when it was last set (so replaying it ends in the
@@ -185,8 +213,55 @@ static inline bool resil_table_internal(int fd)
 {
     return ((uintptr_t)resil_table_slot_(fd) & RESIL_SLOT_INTERNAL) != 0;
 }
-/* The entry for fd with a reference taken, or NULL. */
-struct resil_sock *resil_table_get(int fd);
+/* Stripe locks guard a few instructions (load a slot, take a reference),
+ * so they spin: a pthread mutex costs more than the work it protects on the
+ * hot path of every hook on a managed fd. */
+#define RESIL_TABLE_NSTRIPES 64
+extern atomic_flag resil_table_stripes[RESIL_TABLE_NSTRIPES];
+void resil_table_stripe_wait_(atomic_flag *f);
+
+static inline void resil_table_stripe_lock_(int fd)
+{
+    atomic_flag *f = &resil_table_stripes[(unsigned)fd % RESIL_TABLE_NSTRIPES];
+    if (__builtin_expect(
+            atomic_flag_test_and_set_explicit(f, memory_order_acquire), 0))
+        resil_table_stripe_wait_(f);
+}
+
+static inline void resil_table_stripe_unlock_(int fd)
+{
+    atomic_flag_clear_explicit(
+        &resil_table_stripes[(unsigned)fd % RESIL_TABLE_NSTRIPES],
+        memory_order_release);
+}
+
+/* The entry for fd with a reference taken, or NULL. Every hook on a
+ * managed fd comes here first: inline, the stripe taken only for a slot
+ * in use. */
+static inline struct resil_sock *resil_table_get(int fd)
+{
+    resil_slot_t *c, *sl;
+    struct resil_sock *s;
+
+    if ((unsigned)fd >= RESIL_TABLE_MAX)
+        return NULL;
+    c = (resil_slot_t *)atomic_load_explicit(
+        &resil_table_chunks[fd >> RESIL_TABLE_CHUNK_BITS],
+        memory_order_acquire);
+    if (c == NULL)
+        return NULL;
+    sl = &c[fd & ((1 << RESIL_TABLE_CHUNK_BITS) - 1)];
+    if (atomic_load_explicit(sl, memory_order_relaxed) == NULL)
+        return NULL;
+    resil_table_stripe_lock_(fd);
+    s = atomic_load_explicit(sl, memory_order_relaxed);
+    if (s && !((uintptr_t)s & RESIL_SLOT_INTERNAL))
+        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    else
+        s = NULL;
+    resil_table_stripe_unlock_(fd);
+    return s;
+}
 /* Install s at fd (taking a reference); an old entry is released.
  * Returns RESIL_OK, RESIL_ERANGE (fd too large), RESIL_ENOMEM, or
  * RESIL_EUNSUPP when fd is marked as libresil's own (left as it is). */

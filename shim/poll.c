@@ -17,13 +17,10 @@
 static RESIL_SLOW int epoll_ctl_managed(int epfd, int op, int fd,
                                         struct epoll_event *ev)
 {
-    struct resil_sock *s;
     int err;
 
-    if ((s = resil_table_get(fd)) == NULL)
+    if (resil_epoll_ctl_fd(fd, epfd, op, ev, &err) != RESIL_OK)
         return real.epoll_ctl(epfd, op, fd, ev);
-    resil_epoll_ctl(s, epfd, op, ev, &err);
-    resil_sock_unref(s);
     if (err == 0)
         return 0;
     errno = err;

@@ -21,7 +21,11 @@
  *                                  poll() on a readable pipe, UDP send+recv
  *   managed ADDR PORT N            on a connected TCP socket (managed when
  *                                  preloaded): ns/call for recv() answering
- *                                  EAGAIN, epoll_ctl ADD+DEL (per call)
+ *                                  EAGAIN, epoll_ctl ADD+DEL (per call),
+ *                                  epoll_ctl MOD between EPOLLIN and
+ *                                  EPOLLIN|EPOLLOUT (per call)
+ *   mloop ADDR PORT N recv|ctl|mod N iterations of one of those and nothing
+ *                                  else (for callgrind, like loop)
  *   pingpong ADDR PORT N           N 1-byte round trips: prints RT/s
  *   bulk ADDR PORT MIB             MIB MiB in 64 KiB writes: prints MiB/s
  *   scale ADDR PORT N              N blocking connects held open at once
@@ -417,29 +421,77 @@ static int unmanaged(long n)
 }
 
 /* The calls an event loop makes on its connection between two messages
- * (redis' ae adds and deletes the fd for writing around every request). */
-static int managed(const char *ip, const char *port, long n)
+ * (redis' ae adds and deletes the fd for writing around every request,
+ * libuv and libevent switch its interest with MOD). */
+static void recv_eagain(int fd, long n)
 {
-    struct sockaddr_in sa = addr_of(ip, port);
-    struct epoll_event ev = {.events = EPOLLOUT};
-    int fd = dial(&sa), ep = epoll_create1(0);
-    double t0, recv_ns, ep_ns;
     char c;
-
-    if (ep < 0)
-        die("epoll_create1");
-    t0 = now_s();
     for (long i = 0; i < n; i++)
         if (recv(fd, &c, 1, MSG_DONTWAIT) != -1 || errno != EAGAIN)
             die("recv: expected EAGAIN");
-    recv_ns = (now_s() - t0) * 1e9 / (double)n;
-    t0 = now_s();
+}
+
+static void ctl_add_del(int ep, int fd, long n)
+{
+    struct epoll_event ev = {.events = EPOLLOUT};
     for (long i = 0; i < n; i++)
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ||
             epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL) < 0)
             die("epoll_ctl");
+}
+
+static void ctl_mod(int ep, int fd, long n)
+{
+    struct epoll_event in = {.events = EPOLLIN, .data.fd = fd};
+    struct epoll_event out = {.events = EPOLLIN | EPOLLOUT, .data.fd = fd};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &in) < 0)
+        die("epoll_ctl ADD");
+    for (long i = 0; i < n; i++)
+        if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &out) < 0 ||
+            epoll_ctl(ep, EPOLL_CTL_MOD, fd, &in) < 0)
+            die("epoll_ctl MOD");
+    if (epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL) < 0)
+        die("epoll_ctl DEL");
+}
+
+static int managed(const char *ip, const char *port, long n)
+{
+    struct sockaddr_in sa = addr_of(ip, port);
+    int fd = dial(&sa), ep = epoll_create1(0);
+    double t0, recv_ns, ep_ns, mod_ns;
+
+    if (ep < 0)
+        die("epoll_create1");
+    t0 = now_s();
+    recv_eagain(fd, n);
+    recv_ns = (now_s() - t0) * 1e9 / (double)n;
+    t0 = now_s();
+    ctl_add_del(ep, fd, n);
     ep_ns = (now_s() - t0) * 1e9 / (2.0 * (double)n);
-    printf("%.1f %.1f\n", recv_ns, ep_ns);
+    t0 = now_s();
+    ctl_mod(ep, fd, n);
+    mod_ns = (now_s() - t0) * 1e9 / (2.0 * (double)n);
+    printf("%.1f %.1f %.1f\n", recv_ns, ep_ns, mod_ns);
+    close(ep);
+    close(fd);
+    return 0;
+}
+
+static int mloop(const char *ip, const char *port, long n, const char *what)
+{
+    struct sockaddr_in sa = addr_of(ip, port);
+    int fd = dial(&sa), ep = epoll_create1(0);
+
+    if (ep < 0)
+        die("epoll_create1");
+    if (strcmp(what, "recv") == 0)
+        recv_eagain(fd, n);
+    else if (strcmp(what, "ctl") == 0)
+        ctl_add_del(ep, fd, n);
+    else if (strcmp(what, "mod") == 0)
+        ctl_mod(ep, fd, n);
+    else
+        return 2;
     close(ep);
     close(fd);
     return 0;
@@ -652,6 +704,8 @@ int main(int argc, char **argv)
         return unmanaged(atol(argv[2]));
     if (strcmp(cmd, "managed") == 0 && argc == 5)
         return managed(argv[2], argv[3], atol(argv[4]));
+    if (strcmp(cmd, "mloop") == 0 && argc == 6)
+        return mloop(argv[2], argv[3], atol(argv[4]), argv[5]);
     if (strcmp(cmd, "pingpong") == 0 && argc == 5)
         return pingpong(argv[2], argv[3], atol(argv[4]));
     if (strcmp(cmd, "bulk") == 0 && argc == 5)

@@ -375,24 +375,73 @@ else
 	na "1-byte ping-pong (RT/s)" ">= 0.95" "the ping-pong loop failed"
 fi
 
-# the per-call price of a hook on a managed fd, without the network
-mp=() me=() rp=() re=() ok=1
+# the per-call price of a hook on a managed fd, without the network: on a
+# raced connection (the engine thread runs), and on a single-address one
+# (no thread: the process stays single-threaded, as plain). The kernel
+# makes every descriptor call of a multi-threaded process take and drop a
+# file reference (fdget), so the difference between the two is the price
+# of libresil's thread, the second the price of the hooks alone.
+T4="<= 1.05"
+mp=() me=() mm=() rp=() re=() rm=() dp=() de=() dm=() ok=1
 for ((r = 0; r < REPS; r++)); do
 	out=$(measure "$B" managed $LIVE $P_ECHO $N_UNM) || { ok=0; break; }
-	read -r a b <<<"$out"; mp+=("$a") me+=("$b")
+	read -r a b c <<<"$out"; mp+=("$a") me+=("$b") mm+=("$c")
 	out=$(measure pre RESIL_ALTERNATES="$ALT_LIVE" \
 		"$B" managed $LIVE $P_ECHO $N_UNM) || { ok=0; break; }
-	read -r a b <<<"$out"; rp+=("$a") re+=("$b")
+	read -r a b c <<<"$out"; rp+=("$a") re+=("$b") rm+=("$c")
+	out=$(measure pre "$B" managed $LIVE $P_ECHO $N_UNM) || { ok=0; break; }
+	read -r a b c <<<"$out"; dp+=("$a") de+=("$b") dm+=("$c")
 done
 if [ $ok = 1 ]; then
-	row "managed fd: recv() -> EAGAIN (ns/call)" "$(cell "${mp[@]}")" \
-		"$(cell "${rp[@]}")" "$(ratio "$(median "${rp[@]}")" \
-		"$(median "${mp[@]}")")" ""
-	row "managed fd: epoll_ctl ADD/DEL (ns/call)" "$(cell "${me[@]}")" \
-		"$(cell "${re[@]}")" "$(ratio "$(median "${re[@]}")" \
-		"$(median "${me[@]}")")" ""
+	mrow() { # MEASURE TARGET PLAIN... -- LIBRESIL...
+		local m=$1 t=$2 p=() l=()
+		shift 2
+		while [ "$1" != -- ]; do p+=("$1"); shift; done
+		shift
+		l=("$@")
+		row "$m" "$(cell "${p[@]}")" "$(cell "${l[@]}")" \
+			"$(ratio "$(median "${l[@]}")" "$(median "${p[@]}")")" "$t"
+	}
+	mrow "managed fd: recv() -> EAGAIN (ns/call)" "$T4" \
+		"${mp[@]}" -- "${rp[@]}"
+	mrow "managed fd: epoll_ctl ADD/DEL (ns/call)" "$T4" \
+		"${me[@]}" -- "${re[@]}"
+	mrow "managed fd: epoll_ctl MOD in <-> in+out (ns/call)" "" \
+		"${mm[@]}" -- "${rm[@]}"
+	mrow "  1 address, no engine thread: recv() EAGAIN" "" \
+		"${mp[@]}" -- "${dp[@]}"
+	mrow "  1 address, no engine thread: ADD/DEL" "" "${me[@]}" -- "${de[@]}"
+	mrow "  1 address, no engine thread: MOD" "" "${mm[@]}" -- "${dm[@]}"
 else
-	na "managed fd calls (ns/call)" "" "the managed-fd loop failed"
+	na "managed fd calls (ns/call)" "$T4" "the managed-fd loop failed"
+fi
+# the same in instructions (exact): libresil's cost per call over plain,
+# on a single-address connection (a raced one adds the race's start-up,
+# which need not be the same in two runs, and no cost per call)
+mloop_ir() { # [pre] WHAT N: instructions
+	local pre=() w n
+	if [ "$1" = pre ]; then pre=(env LD_PRELOAD="$LIB"); shift; fi
+	w=$1 n=$2
+	"${pre[@]}" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+		"$B" mloop $LIVE $P_ECHO "$n" "$w" 2>&1 |
+		awk '/Collected :/ { print $NF; found = 1 } END { exit !found }'
+}
+mloop_per() { # [pre] WHAT CALLS_PER_ITERATION: instructions per call
+	local a b pre=()
+	if [ "$1" = pre ]; then pre=(pre); shift; fi
+	a=$(mloop_ir "${pre[@]}" "$1" 10000) &&
+		b=$(mloop_ir "${pre[@]}" "$1" 20000) &&
+		awk -v a="$a" -v b="$b" -v k="$2" \
+			'BEGIN { printf "%.0f", (b - a) / (10000 * k) }'
+}
+M="managed fd: instructions per call, recv / ADD+DEL / MOD (callgrind)"
+if i1=$(mloop_per recv 1) && i2=$(mloop_per ctl 2) && i3=$(mloop_per mod 2) &&
+	j1=$(mloop_per pre recv 1) && j2=$(mloop_per pre ctl 2) &&
+	j3=$(mloop_per pre mod 2); then
+	row "$M" "$i1 / $i2 / $i3" "$j1 / $j2 / $j3" \
+		"+$((j1 - i1)) / +$((j2 - i2)) / +$((j3 - i3))" ""
+else
+	na "$M" "" "callgrind failed"
 fi
 
 bp=() bc=() bb=() ok=1
@@ -553,7 +602,7 @@ fi
 # One address, no alternates: each connect is the real connect plus
 # libresil's bookkeeping (table entry, keepalive, the monitor). The client
 # and the server raise RLIMIT_NOFILE themselves (setrlimit, as root).
-T5="10,000 in one process"
+T5="<= 1.10 (10,000 in one process)"
 start_server $P_HOLD hold
 so=() sr=() mo=() mr=() eo=() er=() fo=0 fr=0 ok=1
 for ((r = 0; r < REPS; r++)); do
@@ -576,8 +625,26 @@ if [ $ok = 1 ]; then
 		"(idle session <= 4 KiB)"
 	row "scale: 1 byte echoed on all $N_SCALE, epoll (ms)" \
 		"$(cell "${eo[@]}")" "$(cell "${er[@]}")" "$(ratio \
-		"$(median "${er[@]}")" "$(median "${eo[@]}")")" ""
+		"$(median "${er[@]}")" "$(median "${eo[@]}")")" "<= 1.10"
 	row "scale: failed connect/write/echo, all runs" "$fo" "$fr" "" "0"
+	# the client's own instructions per connection (exact): socket,
+	# connect, epoll ADD, write, read, DEL, close
+	sc_ir() { # [pre] N
+		local pre=()
+		if [ "$1" = pre ]; then pre=(env LD_PRELOAD="$LIB"); shift; fi
+		"${pre[@]}" valgrind --tool=callgrind \
+			--callgrind-out-file=/dev/null "$B" scale $LIVE $P_HOLD "$1" \
+			2>&1 | awk '/Collected :/ { print $NF; found = 1 }
+			END { exit !found }'
+	}
+	M="scale: client instructions per connection (callgrind)"
+	if a=$(sc_ir 1000) && b=$(sc_ir 2000) && c=$(sc_ir pre 1000) &&
+		d=$(sc_ir pre 2000); then
+		ip_=$(((b - a) / 1000)) ir_=$(((d - c) / 1000))
+		row "$M" "$ip_" "$ir_" "+$((ir_ - ip_))" ""
+	else
+		na "$M" "" "callgrind failed"
+	fi
 	if [ "$fo" != 0 ] || [ "$fr" != 0 ]; then
 		echo "bench: scale: $fo plain and $fr libresil connections" \
 			"failed (connect, write or echo)" >&2

@@ -100,6 +100,44 @@ Test(names, capacity)
     cr_expect_eq(resil_names_lookup(&ip, name, sizeof(name), out, 16), 1);
 }
 
+/* a full table of v4 and v6 names, with DNS answers kept apart: each
+ * address finds its own name (the look-up reads only the entries whose
+ * summary may hold it), an address nobody resolved finds none */
+Test(names, every_entry_found)
+{
+    char name[64], want[64], a[64];
+    struct resil_ip ip, out[16];
+    for (int i = 0; i < RESIL_NAMES_SLOTS; i++) {
+        snprintf(name, sizeof(name), "m%d.example", i);
+        snprintf(a, sizeof(a), i % 2 ? "fd00:7::%x" : "10.7.%d.1", i);
+        ip = ip_of(a);
+        resil_names_record(name, &ip, 1, (uint64_t)i + 1);
+        snprintf(a, sizeof(a), "10.8.%d.1", i);
+        ip = ip_of(a);
+        resil_names_dns(name, &ip, 1, (uint64_t)i + 1);
+    }
+    for (int i = 0; i < RESIL_NAMES_SLOTS; i++) {
+        snprintf(want, sizeof(want), "m%d.example", i);
+        snprintf(a, sizeof(a), i % 2 ? "fd00:7::%x" : "10.7.%d.1", i);
+        ip = ip_of(a);
+        cr_expect_eq(resil_names_lookup(&ip, name, sizeof(name), out, 16), 2,
+                     "%s", a);
+        cr_expect_str_eq(name, want);
+        snprintf(a, sizeof(a), "10.8.%d.1", i);
+        ip = ip_of(a);
+        cr_expect_eq(resil_names_lookup(&ip, name, sizeof(name), out, 16), 2,
+                     "%s", a);
+        cr_expect_str_eq(name, want);
+    }
+    ip = ip_of("10.9.0.1");
+    cr_expect_eq(resil_names_lookup(&ip, name, sizeof(name), out, 16), 0);
+    ip = ip_of("fd00:7::1:0");
+    cr_expect_eq(resil_names_lookup(&ip, name, sizeof(name), out, 16), 0);
+    resil_names_clear();
+    ip = ip_of("10.7.0.1");
+    cr_expect_eq(resil_names_lookup(&ip, name, sizeof(name), out, 16), 0);
+}
+
 Test(addr, sockaddr_round_trip)
 {
     struct sockaddr_storage ss;

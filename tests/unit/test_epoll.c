@@ -340,3 +340,73 @@ Test(epoll, oneshot_pending_readded_elsewhere)
     close(srv);
     close(ep);
 }
+
+/* a MOD that changes only the interest is recorded without touching the
+ * set's index: the swap puts the new interest back, and a MOD the kernel
+ * refuses with ENOENT (the registration went behind our back) forgets it */
+Test(epoll, interest_mod_recorded)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC), srv, srv2, n;
+    int fd = tcp_pair(&srv);
+    struct resil_sock *s = sock_of(fd);
+    struct epoll_event got[2];
+
+    cr_assert_eq(ctl(s, ep, EPOLL_CTL_ADD, EPOLLIN, 7), 0);
+    cr_expect_eq(epoll_wait(ep, got, 2, 0), 0);
+    cr_assert_eq(ctl(s, ep, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT, 7), 0);
+    cr_expect_eq(resil_epoll_set_regs(resil_epoll_set(ep)), 1);
+    swap(s, tcp_pair(&srv2));
+    n = epoll_wait(ep, got, 2, 1000);
+    cr_expect(n == 1 && got[0].events == EPOLLOUT && got[0].data.u64 == 7,
+              "%d events 0x%x", n, n > 0 ? got[0].events : 0);
+    cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL), 0); /* behind us */
+    cr_expect_eq(ctl(s, ep, EPOLL_CTL_MOD, EPOLLIN, 7), ENOENT);
+    cr_expect_eq(resil_epoll_reg_state(s, ep), 0);
+    cr_expect_eq(resil_epoll_set_regs(resil_epoll_set(ep)), 0);
+    resil_epoll_sock_closed(s);
+    resil_sock_unref(s);
+    close(fd);
+    close(srv);
+    close(srv2);
+    close(ep);
+}
+
+/* the socket's own record serves its first registration, others are
+ * allocated, and a freed own record serves the next: whichever a
+ * registration got, the swap puts every one back */
+Test(epoll, own_record_and_others)
+{
+    int ep1 = epoll_create1(EPOLL_CLOEXEC), ep2 = epoll_create1(EPOLL_CLOEXEC);
+    int ep3 = epoll_create1(EPOLL_CLOEXEC), srv, srv2, n;
+    int fd = tcp_pair(&srv);
+    struct resil_sock *s = sock_of(fd);
+    struct epoll_event got[2];
+
+    cr_assert_eq(ctl(s, ep1, EPOLL_CTL_ADD, EPOLLOUT, 1), 0);
+    cr_assert_eq(ctl(s, ep2, EPOLL_CTL_ADD, EPOLLOUT, 2), 0);
+    cr_assert_eq(ctl(s, ep1, EPOLL_CTL_DEL, 0, 0), 0);
+    cr_assert_eq(ctl(s, ep3, EPOLL_CTL_ADD, EPOLLOUT, 3), 0);
+    cr_assert_eq(ctl(s, ep1, EPOLL_CTL_ADD, EPOLLOUT, 4), 0);
+    swap(s, tcp_pair(&srv2));
+    for (int i = 0; i < 3; i++) {
+        int e = i == 0 ? ep1 : i == 1 ? ep2 : ep3;
+        uint64_t want = i == 0 ? 4 : (uint64_t)i + 1;
+        cr_expect_eq(resil_epoll_reg_state(s, e), 1);
+        cr_expect_eq(resil_epoll_set_regs(resil_epoll_set(e)), 1);
+        n = epoll_wait(e, got, 2, 1000);
+        cr_expect(n == 1 && got[0].data.u64 == want, "set %d: %d events",
+                  i, n);
+    }
+    resil_epoll_sock_closed(s);
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(resil_epoll_set_regs(resil_epoll_set(
+                         i == 0 ? ep1 : i == 1 ? ep2 : ep3)),
+                     0);
+    resil_sock_unref(s);
+    close(fd);
+    close(srv);
+    close(srv2);
+    close(ep1);
+    close(ep2);
+    close(ep3);
+}

@@ -1,4 +1,6 @@
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 
 #include "common.h"
 #include "table.h"
@@ -138,4 +140,41 @@ Test(table, foreach_visits_every_entry)
     cr_expect_eq(n, 4);
     for (int i = 0; i < 4; i++)
         resil_sock_unref(resil_table_take(fds[i]));
+}
+
+/* lock.h: mutual exclusion under contention (the waiters sleep in the
+ * kernel and are woken), and errno untouched on the slow paths */
+static resil_lock_t lk = RESIL_LOCK_INIT;
+static long guarded;
+
+static void *lock_worker(void *arg)
+{
+    (void)arg;
+    errno = EDOM;
+    for (int i = 0; i < 200000; i++) {
+        resil_lock(&lk);
+        long v = guarded;
+        if (i % 1000 == 0)
+            sched_yield(); /* let the others pile up on the lock */
+        guarded = v + 1;
+        resil_unlock(&lk);
+    }
+    return (void *)(intptr_t)(errno != EDOM);
+}
+
+Test(table, lock_contended)
+{
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, lock_worker, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        void *errno_changed;
+        pthread_join(t[i], &errno_changed);
+        cr_expect_null(errno_changed, "errno changed in worker %d", i);
+    }
+    cr_expect_eq(guarded, 4 * 200000L);
+    cr_expect_not(resil_lock_held(&lk));
+    resil_lock(&lk);
+    cr_expect(resil_lock_held(&lk));
+    resil_unlock(&lk);
 }
