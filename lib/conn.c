@@ -1359,3 +1359,8 @@ void resil_conn_hold_error(struct resil_sock *s, int err)
 {
     set_pending(s, err);
 }
+
+bool resil_conn_busy(void)
+{
+    return races != NULL;
+}

@@ -117,6 +117,10 @@ resil_status_t resil_conn_path_error(struct resil_sock *s, int err,
  * holds a socket in progress. Otherwise false; nothing is consumed. */
 bool resil_conn_dead_unused(struct resil_sock *s, bool pollerr);
 
+/* A race is in flight (its attempts may wait for events only). Engine
+ * lock held. */
+bool resil_conn_busy(void);
+
 /* Advance every race; returns the next deadline. Engine thread, engine
  * lock held. */
 uint64_t resil_conn_tick(uint64_t now_ns);

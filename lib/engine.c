@@ -125,10 +125,17 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
+/* An engine with nothing to do for this long leaves: a process with a
+ * second thread pays for it in every descriptor call it makes (the kernel
+ * then takes a reference on the file each time: __fget_light), managed or
+ * not. The next race or monitor mark starts it again. */
+#define IDLE_EXIT_MS 1000
+
 static void *engine_main(void *arg)
 {
     unsigned gen = (unsigned)(uintptr_t)arg;
     struct epoll_event evs[64];
+    bool idle;
 
     resil_in_shim = 1;
     pthread_mutex_lock(&E.mu);
@@ -147,7 +154,17 @@ static void *engine_main(void *arg)
          * never waits for them */
         wake = min_u64(wake, resil_monitor_tick(now));
         now = resil_now_ns();
-        if (wake == UINT64_MAX)
+        /* nothing timed: no race (its attempts wait for events), no
+         * lookup, the monitor idle (a mark wakes or starts us) */
+        idle = false;
+        if (wake == UINT64_MAX) {
+            pthread_mutex_lock(&E.mu);
+            idle = !resil_conn_busy();
+            pthread_mutex_unlock(&E.mu);
+        }
+        if (idle)
+            timeout = IDLE_EXIT_MS;
+        else if (wake == UINT64_MAX)
             timeout = -1;
         else if (wake <= now)
             timeout = 0;
@@ -178,6 +195,15 @@ static void *engine_main(void *arg)
                 resil_fds_forget(E.epfd);
                 resil_fds_forget(E.wakefd);
             }
+            break;
+        }
+        if (n == 0 && idle && !resil_conn_busy() &&
+            resil_dns_tick(resil_now_ns()) == UINT64_MAX &&
+            resil_monitor_idle()) {
+            /* still nothing: leave (epoll set and eventfd stay for the
+             * next start) */
+            if (E.gen == gen)
+                E.running = false;
             break;
         }
         now = resil_now_ns();

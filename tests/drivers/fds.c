@@ -906,9 +906,57 @@ static int child_nothreads(void)
     return 0;
 }
 
+/* The threads of this process (/proc/self/status). */
+static int threads(void)
+{
+    char line[256];
+    int n = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* After a raced connect the process is left with its own thread only,
+ * as without libresil (a second thread makes the kernel take a file
+ * reference in every descriptor call), and the next race still works. */
+static void engine_leaves_idle(void)
+{
+    struct sockaddr_storage ss;
+    socklen_t l;
+    int fd, n = -1;
+    double t0;
+
+    echo_process();
+    for (int round = 0; round < 2; round++) {
+        l = mk_sa(DRV_DEAD, port, &ss);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (getenv("DRV_PRELOADED")[0] == '0')
+            l = mk_sa(DRV_LIVE, port, &ss); /* plain: the dead one hangs */
+        REQUIRE(connect(fd, (void *)&ss, l) == 0, "round %d: connect",
+                round);
+        CHECK(echo_roundtrip(fd, "idle\n", 3000), "round %d: echo", round);
+        close(fd);
+        if (round == 1)
+            break;
+        /* the monitor's grace after the last write (16 ticks of
+         * stall_ms/4), then a second of nothing */
+        t0 = now_ms();
+        while (now_ms() - t0 < 8000 && (n = threads()) != 1)
+            usleep(100 * 1000);
+        CHECK(n == 1, "%d threads 8 s after the last connection, want 1", n);
+        printf("note: one thread %.1f s after the last write\n",
+               (now_ms() - t0) / 1000);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct drv_test t[] = {
+        {"engine_leaves_idle", engine_leaves_idle},
         {"bash_exec", bash_exec},
         {"dup_onto_ours", dup_onto_ours},
         {"dup_during_race", dup_during_race},
