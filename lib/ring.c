@@ -115,10 +115,9 @@ resil_status_t resil_ring_append(struct resil_ring *r, const void *data,
     return RESIL_OK;
 }
 
-resil_status_t resil_ring_trim(struct resil_ring *r, uint64_t pos)
+resil_status_t resil_ring_drop(struct resil_ring *r, uint64_t pos)
 {
     uint64_t cut = pos > r->keep ? pos - r->keep : 0;
-    size_t held, target;
 
     if (pos > r->end)
         return RESIL_ERANGE;
@@ -126,11 +125,19 @@ resil_status_t resil_ring_trim(struct resil_ring *r, uint64_t pos)
         return RESIL_OK;
     r->head = index_of(r, cut);
     r->start = cut;
-    held = resil_ring_held(r);
-    if (held == 0)
+    if (resil_ring_held(r) == 0)
         r->head = 0;
-    if (!r->heap)
-        return RESIL_OK;
+    return RESIL_OK;
+}
+
+resil_status_t resil_ring_trim(struct resil_ring *r, uint64_t pos)
+{
+    size_t held, target;
+    resil_status_t st = resil_ring_drop(r, pos);
+
+    if (st != RESIL_OK || !r->heap)
+        return st;
+    held = resil_ring_held(r);
     if (held <= sizeof r->small) {
         resize(r, sizeof r->small); /* cannot fail: no allocation */
         return RESIL_OK;

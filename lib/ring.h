@@ -62,6 +62,10 @@ resil_status_t resil_ring_append(struct resil_ring *r, const void *data,
  * RESIL_ERANGE when pos > end (nothing changes: an acknowledgement of
  * bytes never written means our counts are wrong). Never fails for lack
  * of memory: a shrink that cannot allocate keeps the larger buffer. */
+/* resil_ring_trim() without giving memory back: for a ring in use, which
+ * would otherwise shrink and grow again (a bulk transfer trims every time
+ * the ring is full). Returns as resil_ring_trim(). */
+resil_status_t resil_ring_drop(struct resil_ring *r, uint64_t pos);
 resil_status_t resil_ring_trim(struct resil_ring *r, uint64_t pos);
 
 /* Copy [a, b) into dst (b - a bytes). Returns RESIL_OK, or RESIL_ERANGE

@@ -553,8 +553,11 @@ void resil_sess_sent(struct resil_sess *x, int fd, const struct iovec *iov,
              * what it acknowledged makes room (one TCP_INFO per ring
              * full, not per call) */
             uint64_t a = acked_pos(x, fd);
+            /* the bytes of this very call may be acknowledged already */
+            if (a > x->ring.end)
+                a = x->ring.end;
             if (a > x->ring.start)
-                resil_ring_trim(&x->ring, a);
+                resil_ring_drop(&x->ring, a);
             if (resil_ring_space(&x->ring) < k)
                 /* the program raised SO_SNDBUF since the handshake */
                 x->ring.max = resil_ring_held(&x->ring) + k +
@@ -593,6 +596,8 @@ void resil_sess_trim(struct resil_sess *x, int fd)
     if (atomic_load(&x->state) == RESIL_SESS_UP && !atomic_load(&x->frozen) &&
         !atomic_load(&x->replaying)) {
         uint64_t a = acked_pos(x, fd);
+        if (a > x->ring.end)
+            a = x->ring.end;
         if (a > x->ring.start)
             resil_ring_trim(&x->ring, a);
     }
