@@ -248,11 +248,35 @@ static void stop_thread(int wake_fd)
         pthread_cond_wait(&E.cv, &E.mu);
 }
 
-resil_status_t resil_engine_start(void)
+int resil_thread_start(void *(*fn)(void *), void *arg)
 {
     sigset_t all, old;
-    pthread_t t;
     pthread_attr_t at;
+    pthread_t t;
+    int rc;
+
+    /* our threads must never take a signal meant for the program */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 256 * 1024);
+    rc = pthread_create(&t, &at, fn, arg);
+    if (rc == EINVAL) {
+        /* the program's static TLS does not fit a small stack (glibc puts
+         * it there): the default size then */
+        pthread_attr_destroy(&at);
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(&t, &at, fn, arg);
+    }
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+resil_status_t resil_engine_start(void)
+{
     int rc, fd;
 
     /* a forked child learns from the atfork handler that it has no
@@ -275,16 +299,8 @@ resil_status_t resil_engine_start(void)
         if (resil_engine_add(E.wakefd, EPOLLIN, &E.wake_w) != RESIL_OK)
             goto fail;
     }
-    /* the engine thread must never take a signal meant for the program */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&at, 256 * 1024);
     E.gen++;
-    rc = pthread_create(&t, &at, engine_main, (void *)(uintptr_t)E.gen);
-    pthread_attr_destroy(&at);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    rc = resil_thread_start(engine_main, (void *)(uintptr_t)E.gen);
     if (rc != 0) {
         /* once per process: every connect of a program that cannot make
          * threads would otherwise say it again */

@@ -46,9 +46,6 @@ static struct {
 
 static bool spawn(void *(*fn)(void *), void *arg)
 {
-    sigset_t all, old;
-    pthread_attr_t at;
-    pthread_t t;
     int rc;
 
     pthread_mutex_lock(&L.mu);
@@ -58,14 +55,7 @@ static bool spawn(void *(*fn)(void *), void *arg)
     }
     L.workers++;
     pthread_mutex_unlock(&L.mu);
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&at, 256 * 1024);
-    rc = pthread_create(&t, &at, fn, arg);
-    pthread_attr_destroy(&at);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    rc = resil_thread_start(fn, arg);
     if (rc != 0) {
         pthread_mutex_lock(&L.mu);
         L.workers--;
@@ -588,6 +578,18 @@ static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
     return RESIL_OK;
 }
 
+/* The old connection answers again (a suspicion that was wrong, or a
+ * path that healed): nothing in flight waits for an RTO any more. */
+static bool recovered(int fd)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    /* include/net/tcp_states.h: TCP_ESTABLISHED is 1 */
+    return real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
+           ti.tcpi_state == 1 && ti.tcpi_backoff == 0;
+}
+
 static void *initiator(void *arg)
 {
     struct resil_sock *s = arg;
@@ -611,6 +613,12 @@ static void *initiator(void *arg)
     if (st == RESIL_EAGAIN && tcp_closed(s->fd))
         detach(s, x);
     while (st == RESIL_EAGAIN && resil_now_ns() < deadline) {
+        if (!x->detached && recovered(s->fd)) {
+            /* the old path carries bytes again: leave it be */
+            st = RESIL_ECANCELED;
+            rinfo("fd %d: session path answers again; no resume", s->fd);
+            break;
+        }
         st = try_resume(s, x, &pins, t0, &why);
         if (st == RESIL_EAGAIN) {
             struct timespec d = {0, RETRY_MS * 1000000L};
@@ -618,7 +626,23 @@ static void *initiator(void *arg)
         }
     }
     if (st == RESIL_ECANCELED) {
-        /* the responder side took over (x->busy is its now) */
+        /* the peer's own resume wins (its RESUME reaches our listener, and
+         * the responder takes over from here), or nothing to do: the
+         * connection lives on */
+        pthread_mutex_lock(&x->mu);
+        if (x->busy == RESIL_RESUME_INIT)
+            x->busy = 0;
+        pthread_cond_broadcast(&x->cv);
+        pthread_mutex_unlock(&x->mu);
+    } else if (st != RESIL_OK && !x->detached && !tcp_closed(s->fd)) {
+        /* never kill a connection that is still alive for a resume that
+         * cannot be made: TCP and the monitor's own bounds go on */
+        rinfo("fd %d: session cannot be resumed (%s); the connection goes "
+              "on as it is", s->fd, why ? why : "refused");
+        pthread_mutex_lock(&x->mu);
+        x->busy = 0;
+        pthread_cond_broadcast(&x->cv);
+        pthread_mutex_unlock(&x->mu);
     } else if (st != RESIL_OK) {
         detach(s, x);
         lose(s, x, why ? why : "refused");
@@ -835,10 +859,8 @@ uint16_t resil_resumer_port(void)
     struct sockaddr_storage ss;
     socklen_t len;
     uint16_t port;
-    int raw, off = 0;
-    sigset_t all, old;
-    pthread_attr_t at;
-    pthread_t t;
+    int raw, off = 0, rc;
+    const char *what = "?";
 
     pthread_mutex_lock(&L.mu);
     if (L.tried) {
@@ -861,28 +883,30 @@ uint16_t resil_resumer_port(void)
         s4->sin_family = AF_INET;
         len = sizeof(*s4);
     }
-    if (raw < 0 || resil_fds_own(&L.lfd, raw, RESIL_FD_SOCK, &L.pins) !=
-                       RESIL_OK)
+    if (raw < 0) {
+        what = "socket";
         goto fail;
+    }
+    if (resil_fds_own(&L.lfd, raw, RESIL_FD_SOCK, &L.pins) != RESIL_OK) {
+        what = "descriptor";
+        goto fail;
+    }
     if (real.bind(L.lfd, (struct sockaddr *)&ss, len) < 0 ||
         real.listen(L.lfd, 64) < 0 ||
-        real.getsockname(L.lfd, (struct sockaddr *)&ss, &len) < 0)
+        real.getsockname(L.lfd, (struct sockaddr *)&ss, &len) < 0) {
+        what = "bind/listen";
         goto fail;
+    }
     port = ntohs(ss.ss_family == AF_INET6
                      ? ((struct sockaddr_in6 *)&ss)->sin6_port
                      : ((struct sockaddr_in *)&ss)->sin_port);
     atomic_store(&L.pins, 1); /* the acceptor's, for its lifetime */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&at, 128 * 1024);
-    if (pthread_create(&t, &at, acceptor, NULL) != 0) {
+    if ((rc = resil_thread_start(acceptor, NULL)) != 0) {
         atomic_store(&L.pins, 0);
         port = 0;
+        errno = rc;
+        what = "thread";
     }
-    pthread_attr_destroy(&at);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (port == 0)
         goto fail;
     L.port = port;
@@ -890,8 +914,8 @@ uint16_t resil_resumer_port(void)
     rdebug("resume listener on port %u", port);
     return port;
 fail:
-    rwarn("no resume listener (%s): sessions of this process cannot be "
-          "resumed from the other end", strerror(errno));
+    rwarn("no resume listener (%s: %s): sessions of this process cannot be "
+          "resumed from the other end", what, strerror(errno));
     resil_fds_close(&L.lfd);
     pthread_mutex_unlock(&L.mu);
     return 0;
