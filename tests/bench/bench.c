@@ -28,6 +28,17 @@
  *                                  else (for callgrind, like loop)
  *   pingpong ADDR PORT N           N 1-byte round trips: prints RT/s
  *   bulk ADDR PORT MIB             MIB MiB in 64 KiB writes: prints MiB/s
+ *   serve PORT stream              send 64 KiB chunks to each client until
+ *                                  it closes
+ *   failover ADDR PORT rr|rx|idle  the time a session takes to carry bytes
+ *                                  again after its path dies (ADDR must be
+ *                                  in the nft set resil_bench/dead, which
+ *                                  this adds it to): rr a client in a 1-byte
+ *                                  request/response loop, rx a client only
+ *                                  receiving (the server streams), idle a
+ *                                  client that sends its next request after
+ *                                  the failure; prints ms (max gap / time to
+ *                                  the reply)
  *   scale ADDR PORT N              N blocking connects held open at once
  *                                  (RLIMIT_NOFILE raised), then 1 byte
  *                                  echoed on each through one epoll set:
@@ -237,6 +248,17 @@ static void __attribute__((noreturn)) serve_hold(int lfd)
     }
 }
 
+/* Streams until the client goes away. */
+static void *stream_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    static __thread char buf[CHUNK];
+    while (write_all(fd, buf, sizeof(buf)) == 0)
+        ;
+    close(fd);
+    return NULL;
+}
+
 static int serve(const char *port, const char *mode)
 {
     struct sockaddr_in sa = addr_of("0.0.0.0", port);
@@ -245,6 +267,8 @@ static int serve(const char *port, const char *mode)
 
     if (strcmp(mode, "echo") == 0)
         fn = echo_conn;
+    else if (strcmp(mode, "stream") == 0)
+        fn = stream_conn;
     else if (strcmp(mode, "sink") == 0)
         fn = sink_conn;
     else if (strcmp(mode, "close") != 0 && strcmp(mode, "hold") != 0) {
@@ -580,6 +604,68 @@ static long rss_bytes(void)
  * then 1 byte written on each and its echo collected through one epoll set
  * (what an event loop with N connections does). A failed connect, write or
  * missing echo counts as a failure; the measure goes on. */
+/* The path to ip dies now: its address joins the drop set. */
+static void kill_path(const char *ip, bool on)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd),
+             "nft %s element inet resil_bench dead '{ %s }' >/dev/null 2>&1",
+             on ? "add" : "delete", ip);
+    if (system(cmd) != 0 && on)
+        die("nft add element");
+}
+
+static int failover(const char *ip, const char *port, const char *how)
+{
+    struct sockaddr_in sa = addr_of(ip, port);
+    int fd = dial(&sa);
+    char c = 'x', buf[CHUNK];
+    double t_fail = 0, gap = 0, last;
+
+    nodelay(fd);
+    if (strcmp(how, "idle") == 0) {
+        if (write_all(fd, &c, 1) < 0 || read_full(fd, &c, 1) < 0)
+            die("first request");
+        usleep(200 * 1000);
+        kill_path(ip, true);
+        usleep(300 * 1000);
+        t_fail = now_s();
+        if (write_all(fd, &c, 1) < 0 || read_full(fd, &c, 1) < 0)
+            die("request after the failure");
+        gap = now_s() - t_fail;
+    } else {
+        bool rx = strcmp(how, "rx") == 0;
+        double t0 = now_s(), end = 0;
+        last = t0;
+        for (;;) {
+            double now;
+            if (rx) {
+                if (read(fd, buf, sizeof(buf)) <= 0)
+                    die("read");
+            } else if (write_all(fd, &c, 1) < 0 || read_full(fd, &c, 1) < 0) {
+                die("round trip");
+            }
+            now = now_s();
+            if (t_fail && now - last > gap)
+                gap = now - last;
+            last = now;
+            if (!t_fail && now - t0 > 0.3) {
+                kill_path(ip, true);
+                t_fail = now;
+                end = now + 1.5;
+            }
+            if (t_fail && now > end && gap > 0)
+                break;
+            if (t_fail && now - t_fail > 20)
+                die("no bytes moved for 20 s");
+        }
+    }
+    kill_path(ip, false);
+    printf("%.1f\n", gap * 1e3);
+    close(fd);
+    return 0;
+}
+
 static int scale(const char *ip, const char *port, int n)
 {
     struct sockaddr_in sa = addr_of(ip, port);
@@ -710,6 +796,8 @@ int main(int argc, char **argv)
         return pingpong(argv[2], argv[3], atol(argv[4]));
     if (strcmp(cmd, "bulk") == 0 && argc == 5)
         return bulk(argv[2], argv[3], atol(argv[4]));
+    if (strcmp(cmd, "failover") == 0 && argc == 5)
+        return failover(argv[2], argv[3], argv[4]);
     if (strcmp(cmd, "scale") == 0 && argc == 5)
         return scale(argv[2], argv[3], atoi(argv[4]));
     fprintf(stderr, "usage: see the comment at the top of bench.c\n");

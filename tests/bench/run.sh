@@ -37,6 +37,13 @@ P_SINKR=7104 # the same, preloaded ("both ends")
 P_HOLD=7105  # one thread, holds every connection open and echoes (scale)
 P_REDIS=7110 # redis-server, plain
 P_REDISR=7111 # redis-server, preloaded
+P_SECHO=7120  # echo, preloaded, session port
+P_SSTREAM=7121 # stream, preloaded, session port
+P_SSINK=7122  # sink, preloaded, session port
+P_SHOLD=7123  # hold, preloaded, session port
+P_SREDIS=7124 # redis-server, preloaded, session port
+PATHA=127.0.0.5 # a path that the failover rows kill (nft set dead)
+SESS="*:$P_SECHO,*:$P_SSTREAM,*:$P_SSINK,*:$P_SHOLD,*:$P_SREDIS"
 
 die() {
 	echo "bench: $*" >&2
@@ -73,9 +80,15 @@ if [ "${RESIL_BENCH_INSIDE:-}" != 1 ]; then
 	ip -n "$NS" link set lo up || die "cannot bring lo up in $NS"
 	ip netns exec "$NS" nft -f - <<-EOF || die "cannot install the nft drop rule"
 		table inet resil_bench {
+			set dead { type ipv4_addr; }
 			chain out {
 				type filter hook output priority 0; policy accept;
 				ip daddr $DEAD drop
+			}
+			chain in {
+				type filter hook input priority 0; policy accept;
+				ip saddr @dead drop
+				ip daddr @dead drop
 			}
 		}
 	EOF
@@ -482,11 +495,13 @@ then
 	if ! "$B" waitport $P_REDIS || ! "$B" waitport $P_REDISR; then
 		die "redis-server did not start"
 	fi
-	rb() { # PORT [pre]: PING_MBULK requests/s
+	rb() { # PORT [pre|sess]: PING_MBULK requests/s
 		local cmd=(redis-benchmark -h "$LIVE" -p "$1" -c 1 -n "$N_REDIS"
 			-t ping --csv)
 		if [ "${2:-}" = pre ]; then
 			cmd=(pre RESIL_ALTERNATES="$ALT_LIVE" "${cmd[@]}")
+		elif [ "${2:-}" = sess ]; then
+			cmd=(pre RESIL_SESSION="$SESS" "${cmd[@]}")
 		fi
 		measure "${cmd[@]}" 2>/dev/null | awk -F'"' \
 			'$2 == "PING_MBULK" { print $4; found = 1 }
@@ -653,6 +668,108 @@ if [ $ok = 1 ]; then
 else
 	na "scale: $N_SCALE connections open (ms)" "$T5" \
 		"the scale client failed"
+fi
+
+# ---- 6. the session layer: both ends preloaded with RESIL_SESSION ---------
+T6="<= 500 ms (MPTCP ~200)"
+sstart() { # PORT MODE: a preloaded server on a session port
+	exec env LD_PRELOAD="$LIB" RESIL_SESSION="$SESS" "$B" serve "$1" "$2" &
+	PIDS+=($!)
+	"$B" waitport "$1" || die "server on port $1 did not start"
+}
+spre() { # CMD...: a preloaded session client
+	measure env LD_PRELOAD="$LIB" RESIL_SESSION="$SESS" "$@"
+}
+sstart $P_SECHO echo
+sstart $P_SSTREAM stream
+sstart $P_SSINK sink
+for how in rr rx idle; do
+	port=$P_SECHO
+	[ $how = rx ] && port=$P_SSTREAM
+	v=() ok=1
+	for ((r = 0; r < REPS; r++)); do
+		x=$(spre "$B" failover $PATHA $port $how) || { ok=0; break; }
+		v+=("$x")
+	done
+	case $how in
+	rr) M="session failover, request/response (ms)" ;;
+	rx) M="session failover, client only receiving (ms)" ;;
+	idle) M="session failover, idle then a request (ms)" ;;
+	esac
+	if [ $ok = 1 ]; then
+		# plain TCP: the connection hangs (minutes), then fails
+		row "$M" "never (hangs, then fails)" "$(cell "${v[@]}")" "" "$T6"
+	else
+		na "$M" "$T6" "the failover client failed"
+	fi
+done
+bp=() bs=() ok=1
+for ((r = 0; r < REPS; r++)); do
+	x=$(measure "$B" bulk $LIVE $P_SINK $BULK_MIB) || { ok=0; break; }
+	bp+=("$x")
+	x=$(spre "$B" bulk $LIVE $P_SSINK $BULK_MIB) || { ok=0; break; }
+	bs+=("$x")
+done
+M="bulk $BULK_MIB MiB, session mode both ends (MiB/s)"
+if [ $ok = 1 ]; then
+	row "$M" "$(cell "${bp[@]}")" "$(cell "${bs[@]}")" \
+		"$(ratio "$(median "${bs[@]}")" "$(median "${bp[@]}")")" ">= 0.95"
+else
+	na "$M" ">= 0.95" "the session bulk transfer failed"
+fi
+pp=() ps=() ok=1
+for ((r = 0; r < REPS; r++)); do
+	x=$(measure "$B" pingpong $LIVE $P_ECHO $N_PP) || { ok=0; break; }
+	pp+=("$x")
+	x=$(spre "$B" pingpong $LIVE $P_SECHO $N_PP) || { ok=0; break; }
+	ps+=("$x")
+done
+M="1-byte ping-pong, session mode both ends (RT/s)"
+if [ $ok = 1 ]; then
+	row "$M" "$(cell "${pp[@]}")" "$(cell "${ps[@]}")" \
+		"$(ratio "$(median "${ps[@]}")" "$(median "${pp[@]}")")" ">= 0.95"
+else
+	na "$M" ">= 0.95" "the session ping-pong failed"
+fi
+if command -v redis-server >/dev/null && [ -n "${RDIR:-}" ]; then
+	# shellcheck disable=SC2046
+	exec env LD_PRELOAD="$LIB" RESIL_SESSION="$SESS" \
+		redis-server $(rs $P_SREDIS) & PIDS+=($!)
+	"$B" waitport $P_SREDIS || die "redis-server did not start"
+	qp=() qs=() ok=1
+	for ((r = 0; r < REPS; r++)); do
+		x=$(rb $P_REDIS) || { ok=0; break; }; qp+=("$x")
+		x=$(rb $P_SREDIS sess) || { ok=0; break; }; qs+=("$x")
+	done
+	M="redis-benchmark -c1 PING_MBULK, session mode both ends (req/s)"
+	if [ $ok = 1 ]; then
+		row "$M" "$(cell "${qp[@]}")" "$(cell "${qs[@]}")" \
+			"$(ratio "$(median "${qs[@]}")" "$(median "${qp[@]}")")" \
+			">= 0.95"
+	else
+		na "$M" ">= 0.95" "redis-benchmark failed"
+	fi
+fi
+sstart $P_SHOLD hold
+so=() ss_=() mo=() ms=() fs=0 ok=1
+for ((r = 0; r < REPS; r++)); do
+	out=$(measure "$B" scale $LIVE $P_HOLD $N_SCALE) || { ok=0; break; }
+	read -r a b c d <<<"$out"; so+=("$a") mo+=("$b")
+	out=$(spre "$B" scale $LIVE $P_SHOLD $N_SCALE) || { ok=0; break; }
+	read -r a b c d <<<"$out"; ss_+=("$a") ms+=("$b")
+	fs=$((fs + d))
+done
+if [ $ok = 1 ]; then
+	row "scale: $N_SCALE sessions open (ms)" "$(cell "${so[@]}")" \
+		"$(cell "${ss_[@]}")" "$(ratio "$(median "${ss_[@]}")" \
+		"$(median "${so[@]}")")" "10,000 in one process"
+	row "scale: client RSS per idle session (anon, bytes)" \
+		"$(cell "${mo[@]}")" "$(cell "${ms[@]}")" "$(awk \
+		-v a="$(median "${ms[@]}")" -v b="$(median "${mo[@]}")" \
+		'BEGIN { printf "%+.0f B", a - b }')" "<= 4 KiB"
+	row "scale: failed session connect/write/echo, all runs" "" "$fs" "" "0"
+else
+	na "scale: $N_SCALE sessions open (ms)" "" "the scale client failed"
 fi
 
 # ---- the table ----------------------------------------------------------
