@@ -376,16 +376,16 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     }
     s->rerace = false;
     if (st == RESIL_OK && winner_idx >= 0) {
-        s->state = RS_CONNECTED;
+        resil_sock_set_state(s, RS_CONNECTED);
         s->cur_ip = c->r.att[winner_idx].ip;
         s->connected_ns = now;
         s->fail_connecting = c->won_connecting;
         set_pending(s, c->won_err);
     } else if (st == RESIL_OK && restore) {
-        s->state = c->orig_state;
+        resil_sock_set_state(s, c->orig_state);
         set_pending(s, pend);
     } else if (st == RESIL_OK) {
-        s->state = RS_FAILED;
+        resil_sock_set_state(s, RS_FAILED);
         s->fail_connecting = connecting;
         set_pending(s, pend);
     } else {
@@ -393,7 +393,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
             /* fd still holds the parked socket: disconnected, it polls
              * as an unconnected socket and nobody waits on it for ever */
             resil_unpark(s->fd);
-            s->state = RS_FRESH;
+            resil_sock_set_state(s, RS_FRESH);
         }
         set_pending(s, 0);
         if (err == 0)
@@ -696,7 +696,7 @@ static int race_wait(struct resil_sock *s, struct resil_race_ctx *c,
     if (err == 0) {
         err = c->result;
         pthread_mutex_lock(&s->mu);
-        if (err && s->state == RS_FAILED && s->race == NULL) {
+        if (err && resil_sock_state(s) == RS_FAILED && s->race == NULL) {
             /* connect() reports the error itself (it is not pending any
              * more), and like the kernel's the socket is unconnected
              * again: the next connect() is a new attempt */
@@ -704,7 +704,7 @@ static int race_wait(struct resil_sock *s, struct resil_race_ctx *c,
             if (s->fail_connecting && resil_sock_is_ours(s))
                 real.connect(s->fd, sa, len); /* ECONNABORTED: reset */
             s->fail_connecting = false;
-            s->state = RS_FRESH;
+            resil_sock_set_state(s, RS_FRESH);
         }
         pthread_mutex_unlock(&s->mu);
     }
@@ -744,8 +744,8 @@ resil_status_t resil_conn_connect_failed(struct resil_sock *s,
 
     (void)cs;
     pthread_mutex_lock(&s->mu);
-    if (s->state != RS_FAILED &&
-        !(s->state == RS_CONNECTED && s->fail_connecting)) {
+    if (resil_sock_state(s) != RS_FAILED &&
+        !(resil_sock_state(s) == RS_CONNECTED && s->fail_connecting)) {
         pthread_mutex_unlock(&s->mu);
         return RESIL_ENOENT;
     }
@@ -761,7 +761,7 @@ resil_status_t resil_conn_connect_failed(struct resil_sock *s,
         e = ECONNABORTED;
     }
     s->fail_connecting = false;
-    s->state = RS_FRESH;
+    resil_sock_set_state(s, RS_FRESH);
     pthread_mutex_unlock(&s->mu);
     *err = e;
     return RESIL_OK;
@@ -811,7 +811,7 @@ static resil_status_t race_begin(struct resil_sock *s,
     c->refs = 1 + (out != NULL);
     c->waiters = out != NULL && !rerace;
     s->race = c;
-    s->state = RS_RACING;
+    resil_sock_set_state(s, RS_RACING);
     s->rerace = rerace;
     atomic_fetch_add(&resil_races_active, 1);
     c->next = races;
@@ -865,7 +865,8 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
         /* nothing to race: the real connect, plus failure detection */
         resil_engine_unlock();
         pthread_mutex_lock(&s->mu);
-        s->state = resil_config_get()->race ? RS_DIRECT : RS_PASSTHRU;
+        resil_sock_set_state(s, resil_config_get()->race ? RS_DIRECT
+                                                         : RS_PASSTHRU);
         s->cur_ip = ip;
         if (resil_config_get()->race)
             resil_monitor_tune(s, s->fd);
@@ -911,7 +912,7 @@ direct:
         return RESIL_OK;
     }
     pthread_mutex_lock(&s->mu);
-    s->state = RS_DIRECT;
+    resil_sock_set_state(s, RS_DIRECT);
     s->cur_ip = ip;
     resil_monitor_tune(s, s->fd);
     pthread_mutex_unlock(&s->mu);
@@ -925,7 +926,7 @@ direct:
     return RESIL_EUNSUPP;
 passthru:
     pthread_mutex_lock(&s->mu);
-    s->state = RS_PASSTHRU;
+    resil_sock_set_state(s, RS_PASSTHRU);
     pthread_mutex_unlock(&s->mu);
     return RESIL_EUNSUPP;
 }
@@ -942,7 +943,8 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
     heal();
     resil_engine_lock();
     pthread_mutex_lock(&s->mu);
-    if (s->state == RS_FRESH || s->state == RS_PASSTHRU ||
+    if (resil_sock_state(s) == RS_FRESH ||
+        resil_sock_state(s) == RS_PASSTHRU ||
         !resil_sock_is_ours(s)) {
         pthread_mutex_unlock(&s->mu);
         resil_engine_unlock();
@@ -971,7 +973,7 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
         real.getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &parked, &l);
     }
     if (rc == 0 || cancelled) {
-        s->state = RS_FRESH;
+        resil_sock_set_state(s, RS_FRESH);
         s->rerace = false;
         s->fail_connecting = false;
         s->reraces = 0;
@@ -1070,9 +1072,9 @@ static resil_status_t rerace(struct resil_sock *s, int err, int consumed,
         return RESIL_EUNSUPP;
     resil_engine_lock();
     pthread_mutex_lock(&s->mu);
-    if ((s->state != RS_CONNECTED && s->state != RS_DIRECT) || s->eof_seen ||
-        s->closed || !resil_config_get()->race ||
-        s->reraces >= RESIL_RERACE_MAX || !resil_sock_is_ours(s))
+    if (!resil_sock_connected(s) || s->eof_seen || s->closed ||
+        !resil_config_get()->race || s->reraces >= RESIL_RERACE_MAX ||
+        !resil_sock_is_ours(s))
         goto out;
     /* the kernel's counters, not ours: a byte either way rules out a
      * transparent re-race (nothing is ever replayed to an ordinary peer) */
@@ -1097,7 +1099,7 @@ static resil_status_t rerace(struct resil_sock *s, int err, int consumed,
     replay_opts(s, park, 0);
     if (resil_park(park, s->family, s->v6only) != RESIL_OK)
         goto out;
-    was = s->state;
+    was = resil_sock_state(s);
     seq = s->opt_seq;
     if (resil_swap_in(s, resil_fds_take(&park)) != RESIL_OK)
         goto out;
@@ -1152,10 +1154,16 @@ bool resil_conn_dead_unused(struct resil_sock *s, bool pollerr)
     struct tcp_info ti;
     socklen_t l;
     int res;
+    bool maybe;
     NO_CANCEL(cs);
 
-    if ((s->state != RS_CONNECTED && s->state != RS_DIRECT) || s->eof_seen ||
-        s->reraces >= RESIL_RERACE_MAX)
+    /* a first look (rerace() checks again under the engine lock): only on
+     * an error or hang-up event, so the lock costs nothing that counts */
+    pthread_mutex_lock(&s->mu);
+    maybe = resil_sock_connected(s) && !s->eof_seen &&
+            s->reraces < RESIL_RERACE_MAX;
+    pthread_mutex_unlock(&s->mu);
+    if (!maybe)
         return false;
     /* look, do not touch: SO_ERROR would consume the program's error. The
      * kernel reports the error (waking pollers) just before it moves the
@@ -1292,7 +1300,7 @@ void resil_conn_atfork_child(void)
     for (struct resil_race_ctx *c = races, *nx; c; c = nx) {
         nx = c->next;
         pthread_mutex_init(&c->s->mu, NULL);
-        c->s->state = RS_FAILED;
+        resil_sock_set_state(c->s, RS_FAILED);
         c->s->fail_connecting = false;
         c->s->rerace = false;
         set_pending(c->s, ECONNABORTED);
@@ -1322,7 +1330,7 @@ void resil_conn_abort_all(int err)
         pthread_mutex_lock(&s->mu);
         if (s->race == c) {
             s->race = NULL;
-            s->state = RS_FAILED;
+            resil_sock_set_state(s, RS_FAILED);
             s->fail_connecting = false;
             s->rerace = false;
             set_pending(s, err);

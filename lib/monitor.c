@@ -37,11 +37,6 @@ static struct resil_sock *list; /* marked sockets, linked by mon.next */
 static uint64_t due;            /* next check of the list */
 static uint64_t quiet_until;    /* go idle when the list is empty past it */
 
-static bool connected(const struct resil_sock *s)
-{
-    return s->state == RS_CONNECTED || s->state == RS_DIRECT;
-}
-
 /* Wake the engine (start it in a process that never raced): a mark found
  * the monitor idle. */
 static void kick(void)
@@ -174,7 +169,7 @@ static bool check(struct resil_sock *s, uint64_t now)
     /* Clear before looking: a write that lands after this store marks
      * the socket again; one before it shows in the counters below. */
     atomic_store(&s->mon.dirty, false);
-    if (!connected(s)) {
+    if (!resil_sock_connected(s)) {
         /* being replaced (a re-race): the new socket starts afresh */
         s->mon.ut_armed = false;
         goto out;
@@ -357,7 +352,7 @@ void resil_monitor_app_opt(struct resil_sock *s, int level, int name,
     if (bit == RESIL_APP_USER_TIMEOUT) {
         /* the monitor's value may have landed after the program's (the
          * real call ran before s->mu was taken): the program's wins */
-        if (s->mon.ut_armed && connected(s))
+        if (s->mon.ut_armed && resil_sock_connected(s))
             real.setsockopt(s->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, val, len);
         s->mon.ut_armed = false;
         return;
@@ -365,7 +360,7 @@ void resil_monitor_app_opt(struct resil_sock *s, int level, int name,
     /* on a connected socket keepalive was sized at connect time (or not
      * at all, if the program had switched it off): size it again around
      * the program's new choice */
-    if (connected(s) && bit != RESIL_APP_KEEPALIVE_OFF)
+    if (resil_sock_connected(s) && bit != RESIL_APP_KEEPALIVE_OFF)
         resil_monitor_tune(s, s->fd);
 }
 
@@ -385,7 +380,7 @@ void resil_monitor_failed(struct resil_sock *s, int err)
     if (err != ETIMEDOUT && err != EHOSTUNREACH && err != ENETUNREACH)
         return;
     pthread_mutex_lock(&s->mu);
-    if (!s->closed && connected(s) && mark_down(s, resil_now_ns()))
+    if (!s->closed && resil_sock_connected(s) && mark_down(s, resil_now_ns()))
         log_down(s, strerror(err));
     pthread_mutex_unlock(&s->mu);
 }
@@ -397,7 +392,7 @@ void resil_monitor_pollerr(struct resil_sock *s)
     socklen_t l = sizeof(ti);
 
     pthread_mutex_lock(&s->mu);
-    if (s->closed || !connected(s) || s->mon.failed)
+    if (s->closed || !resil_sock_connected(s) || s->mon.failed)
         goto out;
     /* Look, do not touch: SO_ERROR would consume the program's error.
      * A connection the kernel closed after unanswered keepalive probes,

@@ -78,7 +78,9 @@ struct resil_sock {
     int fd;
     int family;   /* AF_INET or AF_INET6, fixed at socket() */
     int type;     /* SOCK_STREAM | flags as passed to socket() */
-    enum resil_sock_state state;
+    /* written under mu; read without it (resil_sock_state) only where a
+     * stale value is harmless, each such reader says why */
+    _Atomic(enum resil_sock_state) state;
     bool closed;          /* the program closed fd: abandon any swap */
     bool v6only;          /* IPV6_V6ONLY set: no v4-mapped candidates */
     unsigned app_opts;    /* RESIL_APP_* (monitor.h): timing knobs the
@@ -122,6 +124,29 @@ struct resil_sock {
     struct resil_race_ctx *race;/* engine-owned while RS_RACING */
     struct resil_sock_mon mon;  /* the dead-path monitor's (monitor.c) */
 };
+
+/* s->state. Relaxed: the writer holds s->mu, and a reader that needs a
+ * state consistent with other fields takes it too; a lock-free reader only
+ * uses the value as a hint it can afford to get stale. */
+static inline enum resil_sock_state
+resil_sock_state(const struct resil_sock *s)
+{
+    return atomic_load_explicit(&s->state, memory_order_relaxed);
+}
+
+static inline void resil_sock_set_state(struct resil_sock *s,
+                                        enum resil_sock_state st)
+{
+    atomic_store_explicit(&s->state, st, memory_order_relaxed);
+}
+
+/* A connection the program has: won by a race, or made by the real
+ * connect (one load of the state). */
+static inline bool resil_sock_connected(const struct resil_sock *s)
+{
+    enum resil_sock_state st = resil_sock_state(s);
+    return st == RS_CONNECTED || st == RS_DIRECT;
+}
 
 /* Allocate a socket entry with one reference. NULL when out of memory. */
 struct resil_sock *resil_sock_new(int fd, int family, int type);

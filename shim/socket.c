@@ -86,11 +86,11 @@ RESIL_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
     if (rc < 0 || (s = resil_table_get(fd)) == NULL)
         return rc;
     pthread_mutex_lock(&s->mu);
-    if (s->state == RS_FRESH) {
+    if (resil_sock_state(s) == RS_FRESH) {
         if (!resil_ip_from_sa(sa, len, &ip, &port) || port != 0 ||
             len > sizeof(s->bind_sa)) {
             /* a fixed source port cannot be given to several attempts */
-            s->state = RS_PASSTHRU;
+            resil_sock_set_state(s, RS_PASSTHRU);
             rdebug("fd %d: bound to a fixed port; not racing", fd);
         } else {
             struct sockaddr_storage got;
@@ -135,7 +135,7 @@ RESIL_EXPORT int setsockopt(int fd, int level, int name, const void *val,
     pthread_mutex_lock(&s->mu);
     rc = real.setsockopt(fd, level, name, val, len);
     saved = errno;
-    if (rc == 0 && s->state != RS_PASSTHRU) {
+    if (rc == 0 && resil_sock_state(s) != RS_PASSTHRU) {
         resil_monitor_app_opt(s, level, name, val, len);
         if (level == IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT)
             s->fastopen = true;
@@ -143,10 +143,10 @@ RESIL_EXPORT int setsockopt(int fd, int level, int name, const void *val,
                  len >= sizeof(int))
             s->v6only = *(const int *)val != 0;
         if (resil_sock_add_opt(s, level, name, val, len) != RESIL_OK) {
-            if (s->state == RS_FRESH)
-                s->state = RS_PASSTHRU;
+            if (resil_sock_state(s) == RS_FRESH)
+                resil_sock_set_state(s, RS_PASSTHRU);
             rdebug("fd %d: cannot record option %d/%d; %s", fd, level, name,
-                   s->state == RS_PASSTHRU ? "not racing"
+                   resil_sock_state(s) == RS_PASSTHRU ? "not racing"
                                            : "a new connection lacks it");
         }
     }
@@ -199,7 +199,7 @@ RESIL_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
     }
 again:
     pthread_mutex_lock(&s->mu);
-    switch (s->state) {
+    switch (resil_sock_state(s)) {
     case RS_FRESH:
         break;
     case RS_RACING:
