@@ -147,20 +147,26 @@ static void list_remove(struct resil_race_ctx *c) /* engine lock held */
         }
 }
 
-/* Stop s's race (engine lock held): whoever waits for it gets result. */
-static bool cancel_race(struct resil_sock *s, int result)
+/* Stop race c (engine lock held): whoever waits for it gets result. */
+static void cancel_ctx(struct resil_race_ctx *c, int result)
 {
-    struct resil_race_ctx *c = s->race;
     uint64_t one = 1;
 
-    if (c == NULL)
-        return false;
     if (!c->finished && !c->cancelled)
         atomic_fetch_sub(&resil_races_active, 1);
     c->cancelled = true;
     c->result = result;
     (void)!real.write(c->donefd, &one, sizeof(one));
-    s->race = NULL;
+    if (c->s->race == c)
+        c->s->race = NULL;
+}
+
+/* Stop s's race, if any (engine lock held). */
+static bool cancel_race(struct resil_sock *s, int result)
+{
+    if (s->race == NULL)
+        return false;
+    cancel_ctx(s->race, result);
     return true;
 }
 
@@ -280,9 +286,9 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     struct resil_sock *s = c->s;
     char tried[1024], a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN];
     char name[2 * RESIL_NAME_LEN];
-    int err = 0, fd = -1, pend = 0, keep;
+    int err = 0, fd = -1, pend = 0, keep, swap_err = 0;
     uint32_t since = 0;
-    bool connecting = false, restore = false;
+    bool connecting = false, restore = false, gone;
     resil_status_t st = RESIL_ESYS; /* nothing put on the fd yet */
 
     /* the attempt socket that goes onto the fd; a failed re-race puts
@@ -358,7 +364,8 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
                     (double)(now - c->start_ns) / 1e6);
     }
     pthread_mutex_lock(&s->mu);
-    if (fd >= 0 && !s->closed) {
+    gone = resil_sock_closed(s);
+    if (fd >= 0 && !gone) {
         replay_opts(s, fd, since);
         if (s->bind_shared && !restore) {
             int v = app_reuseaddr(s);
@@ -369,9 +376,10 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
          * away again below when the swap fails) */
         set_pending(s, winner_idx >= 0 ? c->won_err : pend);
         st = resil_swap_in(s, fd);
+        swap_err = errno;
     } else {
         resil_fds_close_fd(fd);
-        if (s->closed)
+        if (gone)
             st = RESIL_ENOENT;
     }
     s->rerace = false;
@@ -396,7 +404,9 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
             resil_sock_set_state(s, RS_FRESH);
         }
         set_pending(s, 0);
-        if (err == 0)
+        if (gone)
+            err = EBADF; /* as when close() cancels the race first */
+        else if (err == 0)
             err = ECONNABORTED;
     }
     s->race = NULL;
@@ -404,11 +414,16 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     c->finished = true;
     atomic_fetch_sub(&resil_races_active, 1);
     c->result = err;
-    if (st == RESIL_ENOENT)
+    /* logged after s->mu: a close() waits on it */
+    if (st == RESIL_ENOENT && gone)
         rdebug("fd %d: race over; the program closed the socket", s->fd);
+    else if (st == RESIL_ENOENT)
+        rinfo("fd %d: closed behind libresil's back (the number may be "
+              "reused); forgetting it", s->fd);
     else if (st != RESIL_OK)
-        rwarn("fd %d: cannot put the race's socket on the fd; the program "
-              "gets %s", s->fd, strerror(err));
+        rwarn("fd %d: cannot put the race's socket on the fd (%s); the "
+              "program gets %s", s->fd,
+              fd >= 0 ? strerror(swap_err) : "no socket", strerror(err));
     uint64_t one = 1;
     (void)!real.write(c->donefd, &one, sizeof(one));
 }
@@ -523,6 +538,13 @@ static uint64_t step(struct resil_race_ctx *c, uint64_t now)
 
     if (c->finished || c->cancelled)
         return UINT64_MAX;
+    /* the program closed the socket (resil_conn_forget, which wakes us):
+     * the race stops here. Without s->mu: a stale false costs one more
+     * turn, and finish() looks again under s->mu. */
+    if (resil_sock_closed(c->s)) {
+        cancel_ctx(c, EBADF);
+        return UINT64_MAX;
+    }
     if (c->n_held && (!c->aaaa_pending || now >= c->held_until)) {
         for (int k = 0; k < c->n_held; k++)
             resil_race_add(&c->r, &c->held[k], now);
@@ -769,7 +791,9 @@ resil_status_t resil_conn_connect_failed(struct resil_sock *s,
 
 /* Start a race for s toward ip:port. engine lock and s->mu held. On
  * success s is RS_RACING and *out (when not NULL) holds a reference to the
- * ctx for waiting, counted as a blocking connect()'s unless rerace. */
+ * ctx for waiting, counted as a blocking connect()'s unless rerace.
+ * RESIL_ENOENT when the program closed s meanwhile, else RESIL_ENOMEM or
+ * RESIL_ESYS. */
 static resil_status_t race_begin(struct resil_sock *s,
                                  const struct resil_ip *ip, uint16_t port,
                                  bool rerace, struct resil_race_ctx **out)
@@ -779,6 +803,10 @@ static resil_status_t race_begin(struct resil_sock *s,
     uint64_t now = resil_now_ns();
     int n;
 
+    /* closed by another thread meanwhile (the program's own race of
+     * connect() and close()): no race may outlive the close */
+    if (resil_sock_closed(s))
+        return RESIL_ENOENT;
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return RESIL_ENOMEM;
@@ -885,6 +913,13 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
         st = race_begin(s, &ip, port, false, (fl & O_NONBLOCK) ? NULL : &c);
         pthread_mutex_unlock(&s->mu);
     }
+    if (st == RESIL_ENOENT) {
+        /* another thread closed fd during this connect: the number is no
+         * longer this socket's to touch */
+        resil_engine_unlock();
+        *err = EBADF;
+        return RESIL_OK;
+    }
     if (st != RESIL_OK) {
         /* the real connect would otherwise say EALREADY, or wait for the
          * parking connect to time out */
@@ -989,19 +1024,24 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
 
 void resil_conn_forget(struct resil_sock *s)
 {
-    bool cancelled;
+    bool racing;
     NO_CANCEL(cs);
 
     (void)cs;
     heal();
-    resil_engine_lock();
-    cancelled = cancel_race(s, EBADF);
+    /* s->mu only, never the engine lock: a close() must not wait for the
+     * engine's turn (its log and event writes, a swap of another socket).
+     * A race of s is stopped by the engine itself (step() sees s->closed);
+     * none can begin after this (race_begin() looks at s->closed under
+     * s->mu), and a race that ends meanwhile finds s->closed in finish(),
+     * under s->mu, before it touches the fd. */
     pthread_mutex_lock(&s->mu);
+    atomic_store_explicit(&s->closed, true, memory_order_relaxed);
+    racing = resil_sock_state(s) == RS_RACING;
     s->rerace = false;
     set_pending(s, 0);
     pthread_mutex_unlock(&s->mu);
-    resil_engine_unlock();
-    if (cancelled)
+    if (racing)
         resil_engine_wake(); /* the engine drops the race */
 }
 
@@ -1064,15 +1104,15 @@ static resil_status_t rerace(struct resil_sock *s, int err, int consumed,
     struct resil_race_ctx *c = NULL;
     enum resil_sock_state was;
     uint32_t seq;
-    int outq = 0, park = -1, keep = -1;
-    resil_status_t st = RESIL_EUNSUPP;
+    int outq = 0, park = -1, keep = -1, sw_err = 0;
+    resil_status_t st = RESIL_EUNSUPP, sw = RESIL_OK;
 
     if (err != ETIMEDOUT && err != EHOSTUNREACH && err != ENETUNREACH &&
         err != ECONNRESET && err != EPIPE)
         return RESIL_EUNSUPP;
     resil_engine_lock();
     pthread_mutex_lock(&s->mu);
-    if (!resil_sock_connected(s) || s->eof_seen || s->closed ||
+    if (!resil_sock_connected(s) || s->eof_seen || resil_sock_closed(s) ||
         !resil_config_get()->race || s->reraces >= RESIL_RERACE_MAX ||
         !resil_sock_is_ours(s))
         goto out;
@@ -1101,8 +1141,10 @@ static resil_status_t rerace(struct resil_sock *s, int err, int consumed,
         goto out;
     was = resil_sock_state(s);
     seq = s->opt_seq;
-    if (resil_swap_in(s, resil_fds_take(&park)) != RESIL_OK)
+    if ((sw = resil_swap_in(s, resil_fds_take(&park))) != RESIL_OK) {
+        sw_err = errno;
         goto out;
+    }
     resil_health_fail(&s->cur_ip, resil_now_ns());
     if (race_begin(s, &s->peer_ip, s->peer_port, true,
                    wait_ms ? &c : NULL) != RESIL_OK) {
@@ -1122,6 +1164,13 @@ out:
     resil_engine_unlock();
     resil_fds_close(&park);
     resil_fds_close(&keep);
+    /* logged after s->mu: a close() waits on it */
+    if (sw == RESIL_ENOENT)
+        rinfo("fd %d: closed behind libresil's back (the number may be "
+              "reused); forgetting it", s->fd);
+    else if (sw != RESIL_OK)
+        rwarn("fd %d: cannot re-race: parking the fd failed (%s)", s->fd,
+              strerror(sw_err));
     if (st != RESIL_OK)
         return st;
     rinfo("fd %d: connection died before any byte (%s); re-racing", s->fd,

@@ -19,7 +19,11 @@
  *      under the engine lock and resil_sock.mu, takes only table stripes.
  *   5. leaf locks: a table stripe (the slot pointer and the reference taken
  *      by resil_table_get), health, names.
- * A hook never holds resil_sock.mu while calling into the engine.
+ * A hook never holds resil_sock.mu while calling into the engine. close()
+ * takes resil_sock.mu and the epoll locks, never the engine lock (the
+ * engine stops a closed socket's race itself), and those locks are never
+ * held across a log line or an event (debug lines and out-of-memory
+ * warnings aside): a close() never waits for a log write.
  */
 #ifndef RESIL_TABLE_H
 #define RESIL_TABLE_H
@@ -81,7 +85,10 @@ struct resil_sock {
     /* written under mu; read without it (resil_sock_state) only where a
      * stale value is harmless, each such reader says why */
     _Atomic(enum resil_sock_state) state;
-    bool closed;          /* the program closed fd: abandon any swap */
+    /* the program closed fd: abandon any swap. Written under mu, read
+     * under it, and without it by the engine (resil_sock_closed) to stop
+     * the socket's race, so that close() needs no engine lock */
+    atomic_bool closed;
     bool v6only;          /* IPV6_V6ONLY set: no v4-mapped candidates */
     unsigned app_opts;    /* RESIL_APP_* (monitor.h): timing knobs the
                              program set itself */
@@ -138,6 +145,13 @@ static inline void resil_sock_set_state(struct resil_sock *s,
                                         enum resil_sock_state st)
 {
     atomic_store_explicit(&s->state, st, memory_order_relaxed);
+}
+
+/* s->closed. Relaxed: it goes from false to true once, under s->mu; a
+ * reader that must not touch a closed fd holds s->mu. */
+static inline bool resil_sock_closed(const struct resil_sock *s)
+{
+    return atomic_load_explicit(&s->closed, memory_order_relaxed);
 }
 
 /* A connection the program has: won by a race, or made by the real

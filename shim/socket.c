@@ -23,9 +23,6 @@ void resil_shim_drop(int fd)
     struct resil_sock *s = resil_table_take(fd);
     if (s == NULL)
         return;
-    pthread_mutex_lock(&s->mu);
-    s->closed = true;
-    pthread_mutex_unlock(&s->mu);
     resil_conn_forget(s);
     resil_epoll_sock_closed(s);
     resil_sock_unref(s);
