@@ -148,20 +148,26 @@ static void list_remove(struct resil_race_ctx *c) /* engine lock held */
         }
 }
 
-/* Stop s's race (engine lock held): whoever waits for it gets result. */
-static bool cancel_race(struct resil_sock *s, int result)
+/* Stop race c (engine lock held): whoever waits for it gets result. */
+static void cancel_ctx(struct resil_race_ctx *c, int result)
 {
-    struct resil_race_ctx *c = s->race;
     uint64_t one = 1;
 
-    if (c == NULL)
-        return false;
     if (!c->finished && !c->cancelled)
         atomic_fetch_sub(&resil_races_active, 1);
     c->cancelled = true;
     c->result = result;
     (void)!real.write(c->donefd, &one, sizeof(one));
-    s->race = NULL;
+    if (c->s->race == c)
+        c->s->race = NULL;
+}
+
+/* Stop s's race, if any (engine lock held). */
+static bool cancel_race(struct resil_sock *s, int result)
+{
+    if (s->race == NULL)
+        return false;
+    cancel_ctx(s->race, result);
     return true;
 }
 
@@ -294,9 +300,9 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     struct resil_sock *s = c->s;
     char tried[1024], a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN];
     char name[2 * RESIL_NAME_LEN];
-    int err = 0, fd = -1, pend = 0, keep;
+    int err = 0, fd = -1, pend = 0, keep, swap_err = 0;
     uint32_t since = 0;
-    bool connecting = false, restore = false;
+    bool connecting = false, restore = false, gone;
     resil_status_t st = RESIL_ESYS; /* nothing put on the fd yet */
 
     /* the attempt socket that goes onto the fd; a failed re-race puts
@@ -372,7 +378,8 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
                     (double)(now - c->start_ns) / 1e6);
     }
     pthread_mutex_lock(&s->mu);
-    if (fd >= 0 && !s->closed) {
+    gone = resil_sock_closed(s);
+    if (fd >= 0 && !gone) {
         replay_opts(s, fd, since);
         if (s->bind_shared && !restore) {
             int v = app_reuseaddr(s);
@@ -385,23 +392,24 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
         if (winner_idx >= 0 && s->want_sess && c->won_err == 0)
             hello(s, fd);
         st = resil_swap_in(s, fd);
+        swap_err = errno;
     } else {
         resil_fds_close_fd(fd);
-        if (s->closed)
+        if (gone)
             st = RESIL_ENOENT;
     }
     s->rerace = false;
     if (st == RESIL_OK && winner_idx >= 0) {
-        s->state = RS_CONNECTED;
+        resil_sock_set_state(s, RS_CONNECTED);
         s->cur_ip = c->r.att[winner_idx].ip;
         s->connected_ns = now;
         s->fail_connecting = c->won_connecting;
         set_pending(s, c->won_err);
     } else if (st == RESIL_OK && restore) {
-        s->state = c->orig_state;
+        resil_sock_set_state(s, c->orig_state);
         set_pending(s, pend);
     } else if (st == RESIL_OK) {
-        s->state = RS_FAILED;
+        resil_sock_set_state(s, RS_FAILED);
         s->fail_connecting = connecting;
         set_pending(s, pend);
     } else {
@@ -409,10 +417,12 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
             /* fd still holds the parked socket: disconnected, it polls
              * as an unconnected socket and nobody waits on it for ever */
             resil_unpark(s->fd);
-            s->state = RS_FRESH;
+            resil_sock_set_state(s, RS_FRESH);
         }
         set_pending(s, 0);
-        if (err == 0)
+        if (gone)
+            err = EBADF; /* as when close() cancels the race first */
+        else if (err == 0)
             err = ECONNABORTED;
     }
     s->race = NULL;
@@ -420,11 +430,16 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     c->finished = true;
     atomic_fetch_sub(&resil_races_active, 1);
     c->result = err;
-    if (st == RESIL_ENOENT)
+    /* logged after s->mu: a close() waits on it */
+    if (st == RESIL_ENOENT && gone)
         rdebug("fd %d: race over; the program closed the socket", s->fd);
+    else if (st == RESIL_ENOENT)
+        rinfo("fd %d: closed behind libresil's back (the number may be "
+              "reused); forgetting it", s->fd);
     else if (st != RESIL_OK)
-        rwarn("fd %d: cannot put the race's socket on the fd; the program "
-              "gets %s", s->fd, strerror(err));
+        rwarn("fd %d: cannot put the race's socket on the fd (%s); the "
+              "program gets %s", s->fd,
+              fd >= 0 ? strerror(swap_err) : "no socket", strerror(err));
     uint64_t one = 1;
     (void)!real.write(c->donefd, &one, sizeof(one));
 }
@@ -539,6 +554,13 @@ static uint64_t step(struct resil_race_ctx *c, uint64_t now)
 
     if (c->finished || c->cancelled)
         return UINT64_MAX;
+    /* the program closed the socket (resil_conn_forget, which wakes us):
+     * the race stops here. Without s->mu: a stale false costs one more
+     * turn, and finish() looks again under s->mu. */
+    if (resil_sock_closed(c->s)) {
+        cancel_ctx(c, EBADF);
+        return UINT64_MAX;
+    }
     if (c->n_held && (!c->aaaa_pending || now >= c->held_until)) {
         for (int k = 0; k < c->n_held; k++)
             resil_race_add(&c->r, &c->held[k], now);
@@ -712,7 +734,7 @@ static int race_wait(struct resil_sock *s, struct resil_race_ctx *c,
     if (err == 0) {
         err = c->result;
         pthread_mutex_lock(&s->mu);
-        if (err && s->state == RS_FAILED && s->race == NULL) {
+        if (err && resil_sock_state(s) == RS_FAILED && s->race == NULL) {
             /* connect() reports the error itself (it is not pending any
              * more), and like the kernel's the socket is unconnected
              * again: the next connect() is a new attempt */
@@ -720,7 +742,7 @@ static int race_wait(struct resil_sock *s, struct resil_race_ctx *c,
             if (s->fail_connecting && resil_sock_is_ours(s))
                 real.connect(s->fd, sa, len); /* ECONNABORTED: reset */
             s->fail_connecting = false;
-            s->state = RS_FRESH;
+            resil_sock_set_state(s, RS_FRESH);
         }
         pthread_mutex_unlock(&s->mu);
     }
@@ -760,8 +782,8 @@ resil_status_t resil_conn_connect_failed(struct resil_sock *s,
 
     (void)cs;
     pthread_mutex_lock(&s->mu);
-    if (s->state != RS_FAILED &&
-        !(s->state == RS_CONNECTED && s->fail_connecting)) {
+    if (resil_sock_state(s) != RS_FAILED &&
+        !(resil_sock_state(s) == RS_CONNECTED && s->fail_connecting)) {
         pthread_mutex_unlock(&s->mu);
         return RESIL_ENOENT;
     }
@@ -777,7 +799,7 @@ resil_status_t resil_conn_connect_failed(struct resil_sock *s,
         e = ECONNABORTED;
     }
     s->fail_connecting = false;
-    s->state = RS_FRESH;
+    resil_sock_set_state(s, RS_FRESH);
     pthread_mutex_unlock(&s->mu);
     *err = e;
     return RESIL_OK;
@@ -785,7 +807,9 @@ resil_status_t resil_conn_connect_failed(struct resil_sock *s,
 
 /* Start a race for s toward ip:port. engine lock and s->mu held. On
  * success s is RS_RACING and *out (when not NULL) holds a reference to the
- * ctx for waiting, counted as a blocking connect()'s unless rerace. */
+ * ctx for waiting, counted as a blocking connect()'s unless rerace.
+ * RESIL_ENOENT when the program closed s meanwhile, else RESIL_ENOMEM or
+ * RESIL_ESYS. */
 static resil_status_t race_begin(struct resil_sock *s,
                                  const struct resil_ip *ip, uint16_t port,
                                  bool rerace, struct resil_race_ctx **out)
@@ -795,6 +819,10 @@ static resil_status_t race_begin(struct resil_sock *s,
     uint64_t now = resil_now_ns();
     int n;
 
+    /* closed by another thread meanwhile (the program's own race of
+     * connect() and close()): no race may outlive the close */
+    if (resil_sock_closed(s))
+        return RESIL_ENOENT;
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return RESIL_ENOMEM;
@@ -827,7 +855,7 @@ static resil_status_t race_begin(struct resil_sock *s,
     c->refs = 1 + (out != NULL);
     c->waiters = out != NULL && !rerace;
     s->race = c;
-    s->state = RS_RACING;
+    resil_sock_set_state(s, RS_RACING);
     s->rerace = rerace;
     atomic_fetch_add(&resil_races_active, 1);
     c->next = races;
@@ -887,7 +915,8 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
         /* nothing to race: the real connect, plus failure detection */
         resil_engine_unlock();
         pthread_mutex_lock(&s->mu);
-        s->state = resil_config_get()->race ? RS_DIRECT : RS_PASSTHRU;
+        resil_sock_set_state(s, resil_config_get()->race ? RS_DIRECT
+                                                         : RS_PASSTHRU);
         s->cur_ip = ip;
         if (resil_config_get()->race)
             resil_monitor_tune(s, s->fd);
@@ -905,6 +934,13 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
         pthread_mutex_lock(&s->mu);
         st = race_begin(s, &ip, port, false, (fl & O_NONBLOCK) ? NULL : &c);
         pthread_mutex_unlock(&s->mu);
+    }
+    if (st == RESIL_ENOENT) {
+        /* another thread closed fd during this connect: the number is no
+         * longer this socket's to touch */
+        resil_engine_unlock();
+        *err = EBADF;
+        return RESIL_OK;
     }
     if (st != RESIL_OK) {
         /* the real connect would otherwise say EALREADY, or wait for the
@@ -933,7 +969,7 @@ direct:
         return RESIL_OK;
     }
     pthread_mutex_lock(&s->mu);
-    s->state = RS_DIRECT;
+    resil_sock_set_state(s, RS_DIRECT);
     s->cur_ip = ip;
     resil_monitor_tune(s, s->fd);
     pthread_mutex_unlock(&s->mu);
@@ -947,7 +983,7 @@ direct:
     return RESIL_EUNSUPP;
 passthru:
     pthread_mutex_lock(&s->mu);
-    s->state = RS_PASSTHRU;
+    resil_sock_set_state(s, RS_PASSTHRU);
     pthread_mutex_unlock(&s->mu);
     return RESIL_EUNSUPP;
 }
@@ -964,7 +1000,8 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
     heal();
     resil_engine_lock();
     pthread_mutex_lock(&s->mu);
-    if (s->state == RS_FRESH || s->state == RS_PASSTHRU ||
+    if (resil_sock_state(s) == RS_FRESH ||
+        resil_sock_state(s) == RS_PASSTHRU ||
         !resil_sock_is_ours(s)) {
         pthread_mutex_unlock(&s->mu);
         resil_engine_unlock();
@@ -993,7 +1030,7 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
         real.getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &parked, &l);
     }
     if (rc == 0 || cancelled) {
-        s->state = RS_FRESH;
+        resil_sock_set_state(s, RS_FRESH);
         s->rerace = false;
         s->fail_connecting = false;
         s->reraces = 0;
@@ -1009,19 +1046,24 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
 
 void resil_conn_forget(struct resil_sock *s)
 {
-    bool cancelled;
+    bool racing;
     NO_CANCEL(cs);
 
     (void)cs;
     heal();
-    resil_engine_lock();
-    cancelled = cancel_race(s, EBADF);
+    /* s->mu only, never the engine lock: a close() must not wait for the
+     * engine's turn (its log and event writes, a swap of another socket).
+     * A race of s is stopped by the engine itself (step() sees s->closed);
+     * none can begin after this (race_begin() looks at s->closed under
+     * s->mu), and a race that ends meanwhile finds s->closed in finish(),
+     * under s->mu, before it touches the fd. */
     pthread_mutex_lock(&s->mu);
+    atomic_store_explicit(&s->closed, true, memory_order_relaxed);
+    racing = resil_sock_state(s) == RS_RACING;
     s->rerace = false;
     set_pending(s, 0);
     pthread_mutex_unlock(&s->mu);
-    resil_engine_unlock();
-    if (cancelled)
+    if (racing)
         resil_engine_wake(); /* the engine drops the race */
 }
 
@@ -1084,17 +1126,17 @@ static resil_status_t rerace(struct resil_sock *s, int err, int consumed,
     struct resil_race_ctx *c = NULL;
     enum resil_sock_state was;
     uint32_t seq;
-    int outq = 0, park = -1, keep = -1;
-    resil_status_t st = RESIL_EUNSUPP;
+    int outq = 0, park = -1, keep = -1, sw_err = 0;
+    resil_status_t st = RESIL_EUNSUPP, sw = RESIL_OK;
 
     if (err != ETIMEDOUT && err != EHOSTUNREACH && err != ENETUNREACH &&
         err != ECONNRESET && err != EPIPE)
         return RESIL_EUNSUPP;
     resil_engine_lock();
     pthread_mutex_lock(&s->mu);
-    if ((s->state != RS_CONNECTED && s->state != RS_DIRECT) || s->eof_seen ||
-        s->closed || !resil_config_get()->race ||
-        s->reraces >= RESIL_RERACE_MAX || !resil_sock_is_ours(s))
+    if (!resil_sock_connected(s) || s->eof_seen || resil_sock_closed(s) ||
+        !resil_config_get()->race || s->reraces >= RESIL_RERACE_MAX ||
+        !resil_sock_is_ours(s))
         goto out;
     /* the kernel's counters, not ours: a byte either way rules out a
      * transparent re-race (nothing is ever replayed to an ordinary peer) */
@@ -1119,10 +1161,12 @@ static resil_status_t rerace(struct resil_sock *s, int err, int consumed,
     replay_opts(s, park, 0);
     if (resil_park(park, s->family, s->v6only) != RESIL_OK)
         goto out;
-    was = s->state;
+    was = resil_sock_state(s);
     seq = s->opt_seq;
-    if (resil_swap_in(s, resil_fds_take(&park)) != RESIL_OK)
+    if ((sw = resil_swap_in(s, resil_fds_take(&park))) != RESIL_OK) {
+        sw_err = errno;
         goto out;
+    }
     resil_health_fail(&s->cur_ip, resil_now_ns());
     if (race_begin(s, &s->peer_ip, s->peer_port, true,
                    wait_ms ? &c : NULL) != RESIL_OK) {
@@ -1142,6 +1186,13 @@ out:
     resil_engine_unlock();
     resil_fds_close(&park);
     resil_fds_close(&keep);
+    /* logged after s->mu: a close() waits on it */
+    if (sw == RESIL_ENOENT)
+        rinfo("fd %d: closed behind libresil's back (the number may be "
+              "reused); forgetting it", s->fd);
+    else if (sw != RESIL_OK)
+        rwarn("fd %d: cannot re-race: parking the fd failed (%s)", s->fd,
+              strerror(sw_err));
     if (st != RESIL_OK)
         return st;
     rinfo("fd %d: connection died before any byte (%s); re-racing", s->fd,
@@ -1174,10 +1225,16 @@ bool resil_conn_dead_unused(struct resil_sock *s, bool pollerr)
     struct tcp_info ti;
     socklen_t l;
     int res;
+    bool maybe;
     NO_CANCEL(cs);
 
-    if ((s->state != RS_CONNECTED && s->state != RS_DIRECT) || s->eof_seen ||
-        s->reraces >= RESIL_RERACE_MAX)
+    /* a first look (rerace() checks again under the engine lock): only on
+     * an error or hang-up event, so the lock costs nothing that counts */
+    pthread_mutex_lock(&s->mu);
+    maybe = resil_sock_connected(s) && !s->eof_seen &&
+            s->reraces < RESIL_RERACE_MAX;
+    pthread_mutex_unlock(&s->mu);
+    if (!maybe)
         return false;
     /* look, do not touch: SO_ERROR would consume the program's error. The
      * kernel reports the error (waking pollers) just before it moves the
@@ -1314,7 +1371,7 @@ void resil_conn_atfork_child(void)
     for (struct resil_race_ctx *c = races, *nx; c; c = nx) {
         nx = c->next;
         pthread_mutex_init(&c->s->mu, NULL);
-        c->s->state = RS_FAILED;
+        resil_sock_set_state(c->s, RS_FAILED);
         c->s->fail_connecting = false;
         c->s->rerace = false;
         set_pending(c->s, ECONNABORTED);
@@ -1344,7 +1401,7 @@ void resil_conn_abort_all(int err)
         pthread_mutex_lock(&s->mu);
         if (s->race == c) {
             s->race = NULL;
-            s->state = RS_FAILED;
+            resil_sock_set_state(s, RS_FAILED);
             s->fail_connecting = false;
             s->rerace = false;
             set_pending(s, err);

@@ -82,7 +82,9 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
                                      const struct sockaddr *sa, socklen_t len,
                                      int *err);
 
-/* The program closes s->fd: stop its race and monitoring. */
+/* The program closes s->fd: mark s closed (nothing of ours touches the
+ * number any more), and have the engine stop its race. Takes s->mu, never
+ * the engine lock. */
 void resil_conn_forget(struct resil_sock *s);
 
 /* Consume the emulated pending error of fd's socket, if any: true with

@@ -39,11 +39,6 @@ static struct resil_sock *list; /* marked sockets, linked by mon.next */
 static uint64_t due;            /* next check of the list */
 static uint64_t quiet_until;    /* go idle when the list is empty past it */
 
-static bool connected(const struct resil_sock *s)
-{
-    return s->state == RS_CONNECTED || s->state == RS_DIRECT;
-}
-
 /* Wake the engine (start it in a process that never raced): a mark found
  * the monitor idle. */
 static void kick(void)
@@ -115,15 +110,23 @@ static bool mark_down(struct resil_sock *s, uint64_t now)
     return true;
 }
 
+/* A stall found under s->mu, reported after it (a close() waits on it,
+ * and must not wait for a log or event write). */
+struct stall_note {
+    bool found;
+    int fd;
+    char peer[RESIL_ADDRSTRLEN];
+    unsigned unacked, last_ack_ms;
+    unsigned long long in_flight_ms;
+};
+
 static void stalled(struct resil_sock *s, const struct tcp_info *ti,
-                    uint64_t now)
+                    uint64_t now, struct stall_note *n)
 {
     const struct resil_config *cfg = resil_config_get();
-    char a[RESIL_ADDRSTRLEN];
 
     if (s->mon.ut_armed)
         return;
-    resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
     if (!(s->app_opts & RESIL_APP_USER_TIMEOUT)) {
         /* The kernel aborts the connection with ETIMEDOUT at the user
          * timeout, counted from the first unanswered segment; since 4.19
@@ -132,14 +135,25 @@ static void stalled(struct resil_sock *s, const struct tcp_info *ti,
     }
     s->mon.ut_armed = true;
     mark_down(s, now);
+    n->found = true;
+    n->fd = s->fd;
+    resil_ip_format(&s->cur_ip, s->peer_port, n->peer, sizeof(n->peer));
+    n->unacked = ti->tcpi_unacked;
+    n->last_ack_ms = ti->tcpi_last_ack_recv;
+    n->in_flight_ms = (now - s->mon.out_since) / RESIL_MS;
+}
+
+static void report_stall(const struct stall_note *n)
+{
+    if (!n->found)
+        return;
     rinfo("fd %d: path to %s stalled (%u bytes unacked, no ACK for %u ms, "
           "in flight for %llu ms); failing within %d ms",
-          s->fd, a, ti->tcpi_unacked, ti->tcpi_last_ack_recv,
-          (unsigned long long)((now - s->mon.out_since) / RESIL_MS),
-          cfg->fail_timeout_ms);
-    resil_event("path_stall", s->fd,
-                "\"peer\":\"%s\",\"unacked\":%u,\"last_ack_ms\":%u", a,
-                ti->tcpi_unacked, ti->tcpi_last_ack_recv);
+          n->fd, n->peer, n->unacked, n->last_ack_ms, n->in_flight_ms,
+          resil_config_get()->fail_timeout_ms);
+    resil_event("path_stall", n->fd,
+                "\"peer\":\"%s\",\"unacked\":%u,\"last_ack_ms\":%u",
+                n->peer, n->unacked, n->last_ack_ms);
 }
 
 /* The path answers again after a stall: the user timeout goes, and a
@@ -179,18 +193,19 @@ static bool check(struct resil_sock *s, uint64_t now)
     socklen_t l = sizeof(ti);
     int outq = 0;
     bool keep = false, sess = false, trim = false, suspect = false;
+    struct stall_note note = {.found = false};
 
     /* s->mu: the program's close() sets s->closed under it before the
      * real close, so the fd number is still s's socket here */
     pthread_mutex_lock(&s->mu);
-    if (s->closed) {
+    if (resil_sock_closed(s)) {
         /* stays dirty: a write racing with the close marks it no more */
         goto out;
     }
     /* Clear before looking: a write that lands after this store marks
      * the socket again; one before it shows in the counters below. */
     atomic_store(&s->mon.dirty, false);
-    if (!connected(s)) {
+    if (!resil_sock_connected(s)) {
         /* being replaced (a re-race): the new socket starts afresh */
         s->mon.ut_armed = false;
         goto out;
@@ -232,13 +247,14 @@ static bool check(struct resil_sock *s, uint64_t now)
      * time before this write (a healthy connection idle for a while). */
     if (ti.tcpi_last_ack_recv >= (unsigned)cfg->stall_ms &&
         now - s->mon.out_since >= stall)
-        stalled(s, &ti, now);
+        stalled(s, &ti, now, &note);
     else if ((uint64_t)ti.tcpi_last_ack_recv * RESIL_MS < stall)
         disarm(s);
 out:
     if (!keep)
         s->mon.out_since = 0;
     pthread_mutex_unlock(&s->mu);
+    report_stall(&note);
     /* the session's own locks come before s->mu (session.h) */
     if (trim)
         resil_sess_trim(s->sess, s->fd);
@@ -395,7 +411,7 @@ void resil_monitor_app_opt(struct resil_sock *s, int level, int name,
     if (bit == RESIL_APP_USER_TIMEOUT) {
         /* the monitor's value may have landed after the program's (the
          * real call ran before s->mu was taken): the program's wins */
-        if (s->mon.ut_armed && connected(s))
+        if (s->mon.ut_armed && resil_sock_connected(s))
             real.setsockopt(s->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, val, len);
         s->mon.ut_armed = false;
         return;
@@ -403,29 +419,35 @@ void resil_monitor_app_opt(struct resil_sock *s, int level, int name,
     /* on a connected socket keepalive was sized at connect time (or not
      * at all, if the program had switched it off): size it again around
      * the program's new choice */
-    if (connected(s) && bit != RESIL_APP_KEEPALIVE_OFF)
+    if (resil_sock_connected(s) && bit != RESIL_APP_KEEPALIVE_OFF)
         resil_monitor_tune(s, s->fd);
 }
 
-static void log_down(struct resil_sock *s, const char *why)
+/* Logged once s->mu is released (a close() waits on it): the caller
+ * formats peer under the lock. */
+static void log_down(int fd, const char *peer, const char *why)
 {
-    char a[RESIL_ADDRSTRLEN];
-    resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
     rinfo("fd %d: connection to %s failed (%s); address tried last for "
           "%d ms",
-          s->fd, a, why, resil_config_get()->health_ttl_ms);
+          fd, peer, why, resil_config_get()->health_ttl_ms);
 }
 
 void resil_monitor_failed(struct resil_sock *s, int err)
 {
     RESIL_KEEP_ERRNO();
+    char peer[RESIL_ADDRSTRLEN];
+    bool down;
 
     if (err != ETIMEDOUT && err != EHOSTUNREACH && err != ENETUNREACH)
         return;
     pthread_mutex_lock(&s->mu);
-    if (!s->closed && connected(s) && mark_down(s, resil_now_ns()))
-        log_down(s, strerror(err));
+    down = !resil_sock_closed(s) && resil_sock_connected(s) &&
+           mark_down(s, resil_now_ns());
+    if (down)
+        resil_ip_format(&s->cur_ip, s->peer_port, peer, sizeof(peer));
     pthread_mutex_unlock(&s->mu);
+    if (down)
+        log_down(s->fd, peer, strerror(err));
 }
 
 void resil_monitor_pollerr(struct resil_sock *s)
@@ -433,9 +455,11 @@ void resil_monitor_pollerr(struct resil_sock *s)
     RESIL_KEEP_ERRNO();
     struct tcp_info ti;
     socklen_t l = sizeof(ti);
+    char peer[RESIL_ADDRSTRLEN];
+    bool down = false;
 
     pthread_mutex_lock(&s->mu);
-    if (s->closed || !connected(s) || s->mon.failed)
+    if (resil_sock_closed(s) || !resil_sock_connected(s) || s->mon.failed)
         goto out;
     /* Look, do not touch: SO_ERROR would consume the program's error.
      * A connection the kernel closed after unanswered keepalive probes,
@@ -446,10 +470,14 @@ void resil_monitor_pollerr(struct resil_sock *s)
     if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
         ti.tcpi_state == TCP_CLOSE &&
         (ti.tcpi_probes || ti.tcpi_retransmits || ti.tcpi_backoff) &&
-        mark_down(s, resil_now_ns()))
-        log_down(s, "timed out");
+        mark_down(s, resil_now_ns())) {
+        down = true;
+        resil_ip_format(&s->cur_ip, s->peer_port, peer, sizeof(peer));
+    }
 out:
     pthread_mutex_unlock(&s->mu);
+    if (down)
+        log_down(s->fd, peer, "timed out");
 }
 
 static void forget_sock(struct resil_sock *s, void *arg)

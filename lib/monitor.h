@@ -23,7 +23,9 @@
  * mon.next, mon.listed, mon.out_since the engine thread under the
  * monitor's own lock; mon.ut_armed, mon.failed and app_opts under s->mu.
  * The monitor never takes the engine lock; it takes s->mu for each check,
- * so that it never touches the fd number of a socket the program closed.
+ * so that it never touches the fd number of a socket the program closed,
+ * and writes its log lines and events only after releasing it (a close()
+ * waits on s->mu).
  */
 #ifndef RESIL_MONITOR_H
 #define RESIL_MONITOR_H

@@ -127,7 +127,7 @@ uint64_t resil_sock_cookie(int fd)
 bool resil_sock_is_ours(const struct resil_sock *s)
 {
     /* cookie 0: the kernel had none to give when the entry was made */
-    return !s->closed &&
+    return !resil_sock_closed(s) &&
            (s->cookie == 0 || resil_sock_cookie(s->fd) == s->cookie);
 }
 
@@ -136,17 +136,16 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
     int fd = s->fd, old, fdfl, fl;
     uint64_t cookie;
 
-    if (s->closed) {
+    if (resil_sock_closed(s)) {
         resil_fds_close_fd(newfd);
         return RESIL_ENOENT;
     }
     if (!resil_sock_is_ours(s)) {
         /* a dup3 now would overwrite whatever the program opened on the
          * reused number (pitfalls 1.2). The check and the dup3 are two
-         * calls: a close and reuse that slips in between cannot be seen. */
-        rinfo("fd %d: closed behind libresil's back (the number may be "
-              "reused); forgetting it", fd);
-        s->closed = true;
+         * calls: a close and reuse that slips in between cannot be seen.
+         * The caller logs it, after s->mu. */
+        atomic_store_explicit(&s->closed, true, memory_order_relaxed);
         resil_table_take_if(fd, s);
         resil_fds_close_fd(newfd);
         return RESIL_ENOENT;
@@ -155,6 +154,7 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
     fdfl = real.fcntl(fd, F_GETFD);
     fl = real.fcntl(fd, F_GETFL);
     if (fdfl < 0 || fl < 0) {
+        RESIL_KEEP_ERRNO();
         resil_fds_close_fd(newfd);
         return RESIL_ESYS;
     }
@@ -166,7 +166,7 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
                (real.fcntl(newfd, F_GETFL) & ~O_NONBLOCK) |
                    (fl & (O_NONBLOCK | O_ASYNC)));
     if (real.dup3(newfd, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
-        rwarn("fd %d: dup3 failed: %s", fd, strerror(errno));
+        RESIL_KEEP_ERRNO();
         resil_epoll_swap_end(s, false);
         resil_fds_close_fd(newfd);
         resil_fds_close(&old);

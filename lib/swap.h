@@ -29,11 +29,12 @@ void resil_unpark(int fd);
  * ADD back with the saved events, then shut the old socket down so that
  * threads sleeping in poll/select on it wake and re-read the fd table
  * (pitfalls 2.3-2.5). s->mu held. Consumes newfd. RESIL_OK (s->cookie and
- * s->swap_seq now describe newfd's socket), RESIL_ESYS (nothing changed on
- * s->fd) or RESIL_ENOENT: the program closed fd, through a hook (s->closed)
- * or behind our back (resil_sock_is_ours() false: the entry is dropped
- * from the table, s->closed set, and fd, which may name another file now,
- * is never touched). */
+ * s->swap_seq now describe newfd's socket), RESIL_ESYS (errno says why;
+ * nothing changed on s->fd) or RESIL_ENOENT: the program closed fd,
+ * through a hook (s->closed) or behind our back (resil_sock_is_ours()
+ * false: the entry is dropped from the table, s->closed set, and fd,
+ * which may name another file now, is never touched). Logs nothing: the
+ * caller does, once s->mu is released (a close() waits on s->mu). */
 resil_status_t resil_swap_in(struct resil_sock *s, int newfd);
 
 /* Close the parking listeners and fillers (no socket may be parked).

@@ -19,7 +19,11 @@
  *      under the engine lock and resil_sock.mu, takes only table stripes.
  *   5. leaf locks: a table stripe (the slot pointer and the reference taken
  *      by resil_table_get), health, names.
- * A hook never holds resil_sock.mu while calling into the engine.
+ * A hook never holds resil_sock.mu while calling into the engine. close()
+ * takes resil_sock.mu and the epoll locks, never the engine lock (the
+ * engine stops a closed socket's race itself), and those locks are never
+ * held across a log line or an event (debug lines and out-of-memory
+ * warnings aside): a close() never waits for a log write.
  */
 #ifndef RESIL_TABLE_H
 #define RESIL_TABLE_H
@@ -98,8 +102,13 @@ struct resil_sock {
     int fd;
     int family;   /* AF_INET or AF_INET6, fixed at socket() */
     int type;     /* SOCK_STREAM | flags as passed to socket() */
-    enum resil_sock_state state;
-    bool closed;          /* the program closed fd: abandon any swap */
+    /* written under mu; read without it (resil_sock_state) only where a
+     * stale value is harmless, each such reader says why */
+    _Atomic(enum resil_sock_state) state;
+    /* the program closed fd: abandon any swap. Written under mu, read
+     * under it, and without it by the engine (resil_sock_closed) to stop
+     * the socket's race, so that close() needs no engine lock */
+    atomic_bool closed;
     bool v6only;          /* IPV6_V6ONLY set: no v4-mapped candidates */
     unsigned app_opts;    /* RESIL_APP_* (monitor.h): timing knobs the
                              program set itself */
@@ -148,6 +157,36 @@ struct resil_sock {
                                    (session.h); freed with the socket */
     struct resil_sock_mon mon;  /* the dead-path monitor's (monitor.c) */
 };
+
+/* s->state. Relaxed: the writer holds s->mu, and a reader that needs a
+ * state consistent with other fields takes it too; a lock-free reader only
+ * uses the value as a hint it can afford to get stale. */
+static inline enum resil_sock_state
+resil_sock_state(const struct resil_sock *s)
+{
+    return atomic_load_explicit(&s->state, memory_order_relaxed);
+}
+
+static inline void resil_sock_set_state(struct resil_sock *s,
+                                        enum resil_sock_state st)
+{
+    atomic_store_explicit(&s->state, st, memory_order_relaxed);
+}
+
+/* s->closed. Relaxed: it goes from false to true once, under s->mu; a
+ * reader that must not touch a closed fd holds s->mu. */
+static inline bool resil_sock_closed(const struct resil_sock *s)
+{
+    return atomic_load_explicit(&s->closed, memory_order_relaxed);
+}
+
+/* A connection the program has: won by a race, or made by the real
+ * connect (one load of the state). */
+static inline bool resil_sock_connected(const struct resil_sock *s)
+{
+    enum resil_sock_state st = resil_sock_state(s);
+    return st == RS_CONNECTED || st == RS_DIRECT;
+}
 
 /* Allocate a socket entry with one reference. NULL when out of memory. */
 struct resil_sock *resil_sock_new(int fd, int family, int type);

@@ -70,7 +70,10 @@ static RESIL_SLOW int io_done(int fd, ssize_t rc, bool is_write, size_t n,
     if (s == NULL)
         return IO_RETURN;
     if (rc > 0) {
-        if (s->state == RS_CONNECTED || s->state == RS_DIRECT)
+        /* without s->mu (the hot path): a write that meets a swap may go
+         * unmarked (the next one marks) or mark a socket being replaced
+         * (the monitor's check, under s->mu, finds it not connected) */
+        if (resil_sock_connected(s))
             resil_monitor_mark(s);
     } else if (!held && resil_conn_swapped(s, seq)) {
         /* the call slept on a socket libresil replaced meanwhile (a parked

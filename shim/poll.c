@@ -118,7 +118,11 @@ static bool racing(int fd)
     bool r;
     if (fd < 0 || !resil_table_has(fd) || (s = resil_table_get(fd)) == NULL)
         return false;
-    r = s->state == RS_RACING;
+    /* without s->mu: a stale answer costs one slice more, or one less
+     * for a race that another thread starts while this one sleeps, which
+     * is the program's own race between the two calls (race_begin makes
+     * RS_RACING visible before resil_races_active counts it) */
+    r = resil_sock_state(s) == RS_RACING;
     resil_sock_unref(s);
     return r;
 }

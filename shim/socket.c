@@ -24,9 +24,6 @@ void resil_shim_drop(int fd)
     struct resil_sock *s = resil_table_take(fd);
     if (s == NULL)
         return;
-    pthread_mutex_lock(&s->mu);
-    s->closed = true;
-    pthread_mutex_unlock(&s->mu);
     resil_conn_forget(s);
     resil_epoll_sock_closed(s);
     resil_sock_unref(s);
@@ -110,11 +107,11 @@ static RESIL_SLOW int bind_managed(int fd, const struct sockaddr *sa,
     if (rc < 0 || (s = resil_table_get(fd)) == NULL)
         return rc;
     pthread_mutex_lock(&s->mu);
-    if (s->state == RS_FRESH) {
+    if (resil_sock_state(s) == RS_FRESH) {
         if (!resil_ip_from_sa(sa, len, &ip, &port) || port != 0 ||
             len > sizeof(s->bind_sa)) {
             /* a fixed source port cannot be given to several attempts */
-            s->state = RS_PASSTHRU;
+            resil_sock_set_state(s, RS_PASSTHRU);
             rdebug("fd %d: bound to a fixed port; not racing", fd);
         } else {
             struct sockaddr_storage got;
@@ -164,7 +161,7 @@ static RESIL_SLOW int setsockopt_managed(int fd, int level, int name,
     pthread_mutex_lock(&s->mu);
     rc = real.setsockopt(fd, level, name, val, len);
     saved = errno;
-    if (rc == 0 && s->state != RS_PASSTHRU) {
+    if (rc == 0 && resil_sock_state(s) != RS_PASSTHRU) {
         resil_monitor_app_opt(s, level, name, val, len);
         if (level == IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT)
             s->fastopen = true;
@@ -172,10 +169,10 @@ static RESIL_SLOW int setsockopt_managed(int fd, int level, int name,
                  len >= sizeof(int))
             s->v6only = *(const int *)val != 0;
         if (resil_sock_add_opt(s, level, name, val, len) != RESIL_OK) {
-            if (s->state == RS_FRESH)
-                s->state = RS_PASSTHRU;
+            if (resil_sock_state(s) == RS_FRESH)
+                resil_sock_set_state(s, RS_PASSTHRU);
             rdebug("fd %d: cannot record option %d/%d; %s", fd, level, name,
-                   s->state == RS_PASSTHRU ? "not racing"
+                   resil_sock_state(s) == RS_PASSTHRU ? "not racing"
                                            : "a new connection lacks it");
         }
     }
@@ -239,7 +236,7 @@ static RESIL_SLOW int connect_managed(int fd, const struct sockaddr *sa,
     }
 again:
     pthread_mutex_lock(&s->mu);
-    switch (s->state) {
+    switch (resil_sock_state(s)) {
     case RS_FRESH:
         break;
     case RS_RACING:

@@ -181,8 +181,8 @@ static void share_u64_et(void)
 struct pool {
     int ep;
     atomic_int wakes, stop;
-    uint32_t first;
-    double t_last;
+    _Atomic uint32_t first;  /* atomics: the main thread reads them while */
+    _Atomic double t_last;   /* the workers run (ThreadSanitizer) */
 };
 
 static void *worker(void *arg)
@@ -192,8 +192,8 @@ static void *worker(void *arg)
         struct epoll_event ev;
         if (epoll_wait(w->ep, &ev, 1, 50) == 1) {
             if (atomic_fetch_add(&w->wakes, 1) == 0)
-                w->first = ev.events;
-            w->t_last = now_ms();
+                atomic_store(&w->first, ev.events);
+            atomic_store(&w->t_last, now_ms());
         }
     }
     return NULL;
@@ -215,11 +215,14 @@ static int oneshot_setup(struct pool *w, struct slow *sl, pthread_t t[2])
     for (int i = 0; i < 2; i++)
         pthread_create(&t[i], NULL, worker, w);
     CHECK(epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) == 0, "ADD");
-    for (double t0 = now_ms(); !atomic_load(&w->wakes) && now_ms() - t0 < 2000;)
+    /* first, not wakes: the worker counts its wake-up before it stores
+     * what it got */
+    for (double t0 = now_ms(); !atomic_load(&w->first) && now_ms() - t0 < 2000;)
         usleep(1000);
-    CHECK(atomic_load(&w->wakes) == 1 && w->first == (EPOLLOUT | EPOLLHUP),
+    CHECK(atomic_load(&w->wakes) == 1 &&
+              atomic_load(&w->first) == (EPOLLOUT | EPOLLHUP),
           "%d wake-ups, first 0x%x; want 1 with EPOLLOUT|EPOLLHUP",
-          atomic_load(&w->wakes), w->first);
+          atomic_load(&w->wakes), atomic_load(&w->first));
     slow_connect(sl, fd);
     double t0 = now_ms();
     usleep(300 * 1000);
@@ -234,7 +237,7 @@ static int oneshot_setup(struct pool *w, struct slow *sl, pthread_t t[2])
         pthread_join(t[i], NULL);
     CHECK(atomic_load(&w->wakes) == 1,
           "%d wake-ups, want 1 (the last %.0f ms after the connect began)",
-          atomic_load(&w->wakes), w->t_last - t0);
+          atomic_load(&w->wakes), atomic_load(&w->t_last) - t0);
     connected(sl, fd);
     return r == POLLOUT ? fd : -1;
 }

@@ -17,7 +17,7 @@ static struct resil_sock *sock_of(int fd)
     struct resil_sock *s = resil_sock_new(fd, AF_INET, SOCK_STREAM);
     cr_assert_not_null(s);
     /* never re-raced here: the tests swap by hand */
-    s->state = RS_PASSTHRU;
+    resil_sock_set_state(s, RS_PASSTHRU);
     return s;
 }
 

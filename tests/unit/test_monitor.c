@@ -144,7 +144,7 @@ Test(monitor, app_user_timeout_wins)
     unsigned ours = 3000;
     setsockopt(s->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ours, sizeof(ours));
     s->mon.ut_armed = true;
-    s->state = RS_DIRECT;
+    resil_sock_set_state(s, RS_DIRECT);
     /* the program's real call ran first, then the monitor's landed */
     int v = 12345;
     cr_assert_eq(
@@ -154,6 +154,6 @@ Test(monitor, app_user_timeout_wins)
     cr_expect_eq(opt(s->fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 12345);
     cr_expect_not(s->mon.ut_armed);
     cr_expect(s->app_opts & RESIL_APP_USER_TIMEOUT);
-    s->state = RS_FRESH;
+    resil_sock_set_state(s, RS_FRESH);
     done(s);
 }
