@@ -2,6 +2,7 @@
 #include <linux/sockios.h>
 #include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
 #include <netinet/in.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/ioctl.h>
 
@@ -163,12 +164,42 @@ static bool session_listed;
 /* A session's path: suspected at the first retransmission timeout with
  * data in flight (one RTO without an ACK), not after stall_ms: a resume
  * costs nothing the peer does not verify, and is how the session beats
- * TCP's own recovery (doc/session.md). */
-static bool session_suspect(const struct tcp_info *ti)
+ * TCP's own recovery (doc/session.md). len: what TCP_INFO filled, outq:
+ * bytes queued. */
+static bool session_suspect(const struct tcp_info *ti, socklen_t len,
+                            int outq)
 {
-    unsigned rto_ms = ti->tcpi_rto / 1000;
-    return ti->tcpi_unacked > 0 && ti->tcpi_backoff >= 1 &&
-           ti->tcpi_last_ack_recv >= (rto_ms > 200 ? rto_ms : 200);
+    /* the RTO before the timeouts doubled it (tcp_retransmit_timer):
+     * comparing with the doubled one waited a second RTO */
+    unsigned rto_ms = (ti->tcpi_rto >> (ti->tcpi_backoff < 31
+                                            ? ti->tcpi_backoff : 31)) / 1000;
+    if (ti->tcpi_backoff < 1 ||
+        ti->tcpi_last_ack_recv < (rto_ms > 200 ? rto_ms : 200))
+        return false;
+    if (ti->tcpi_unacked > 0)
+        return true;
+    /* Bytes queued, none in flight, the timer backing off: our segments
+     * are dropped before they leave (the link is down: the kernel counts
+     * none out and probes as for a zero window; measured on 6.x), or the
+     * peer's window is zero. An open window (tcpi_snd_wnd, Linux 5.4)
+     * says the first; in a zero window, two probes in a row without an
+     * answer say the path is gone (an answer resets the count: a peer
+     * whose program does not read is no failure). */
+    if (outq <= 0)
+        return false;
+    if (len >= offsetof(struct tcp_info, tcpi_snd_wnd) +
+                   sizeof(ti->tcpi_snd_wnd) &&
+        ti->tcpi_snd_wnd >= ti->tcpi_snd_mss)
+        return true;
+    return ti->tcpi_probes >= 2;
+}
+
+/* Our FIN is out and not acknowledged yet (FIN_WAIT1, CLOSING,
+ * LAST_ACK): a session's bytes before it may still be lost with the
+ * path, and the resume sends the FIN again. */
+static bool fin_unacked(int st)
+{
+    return st == 4 || st == 11 || st == 9;
 }
 
 static bool check(struct resil_sock *s, uint64_t now)
@@ -197,7 +228,8 @@ static bool check(struct resil_sock *s, uint64_t now)
     }
     memset(&ti, 0, sizeof(ti));
     if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
-        (ti.tcpi_state != TCP_ESTABLISHED && ti.tcpi_state != TCP_CLOSE_WAIT))
+        (ti.tcpi_state != TCP_ESTABLISHED && ti.tcpi_state != TCP_CLOSE_WAIT &&
+         !(s->sess && fin_unacked(ti.tcpi_state))))
         goto out;
     real.ioctl(s->fd, SIOCOUTQ, &outq);
     sess = s->sess && atomic_load(&s->sess->state) == RESIL_SESS_UP;
@@ -210,7 +242,7 @@ static bool check(struct resil_sock *s, uint64_t now)
     keep = true;
     if (sess) {
         session_listed = true;
-        suspect = session_suspect(&ti);
+        suspect = session_suspect(&ti, l, outq);
     }
     atomic_store(&s->mon.dirty, true);
     if (ti.tcpi_unacked == 0) {
