@@ -234,6 +234,62 @@ if want streams; then
     stream_check $TAG halfclose 32 "stream of 32 MiB, the client shut down writing (FIN queued), then its path blackholed; the server reads the stream, then EOF"
 fi
 
+# ------------------------------------------------------------ 2. redis
+# redis_incr TAG PORT N HOW [plain]: redis-cli -r N -i 0.005 INCR TAG
+# against the server on PORT, the path broken 1 s in (HOW none: not).
+# Sets RC, MS; the replies in WORK/TAG.out.
+redis_incr() {
+    local tag=$1 port=$2 n=$3 how=$4 envs=() t0 tmo=30
+    # shellcheck disable=SC2207
+    [ "${5:-}" != plain ] && envs=($(pre "$tag"))
+    [ "${5:-}" = plain ] && tmo=8
+    t0=$(now_ms)
+    tb_c timeout $tmo env "${envs[@]}" redis-cli -h "$ADDR" -p "$port" \
+        -r "$n" -i 0.005 INCR "$tag" >"$WORK/$tag.out" 2>"$WORK/$tag.err" &
+    local pid=$!
+    TB=
+    if [ "$how" != none ]; then
+        sleep 1
+        break_path "$ADDR" "$how"
+    fi
+    wait $pid
+    RC=$?
+    MS=$(( $(now_ms) - t0 ))
+    [ "$how" != none ] && heal
+}
+
+# Whether WORK/$1.out holds exactly the replies 1..N.
+replies_ok() {
+    seq "$2" | cmp -s - "$WORK/$1.out"
+}
+
+# The counter as the server has it (an ordinary redis-cli in the server's
+# namespace, not preloaded: an ordinary client on a session port).
+redis_get() { tb_s redis-cli -p "$1" GET "$2" 2>/dev/null; }
+
+if want redis || want plain || want ordinary; then
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-redis) redis-server --port $P_REDIS --save '' \
+        --appendonly no --protected-mode no >"$WORK/srv-redis.out" 2>&1
+    tb_bg_s redis-server --port $P_PREDIS --save '' --appendonly no \
+        --protected-mode no >"$WORK/srv-predis.out" 2>&1
+    check $(wait_ports $P_REDIS $P_PREDIS; echo $?) \
+        "bed: redis-server answers (session port $P_REDIS, plain $P_PREDIS)"
+fi
+
+if want redis; then
+    echo "--- redis-cli INCR loop against redis-server, the path broken mid-run"
+    for how in blackhole linkdown; do
+        TAG=r-$how N=400
+        redis_incr $TAG $P_REDIS $N $how
+        got=$(redis_get $P_REDIS $TAG)
+        ok=1
+        replies_ok $TAG $N && [ "$RC" = 0 ] && [ "$got" = "$N" ] && ok=0
+        check $ok "redis-cli -r $N INCR, path ${how/linkdown/link down}: every reply the previous plus one, the server's counter $got (exit $RC after $(fmt_s "$MS"), $(resumes "$WORK/$TAG.ev") resume(s); $(head -c 200 "$WORK/$TAG.err"))"
+        info "redis, path ${how/linkdown/link down}: $(resume_timing "$WORK/$TAG.ev" "$WORK/srv-redis.ev")"
+    done
+fi
+
 # ------------------------------------------------------------ 5. clients
 if want clients; then
     echo "--- client shapes: epoll loop, two threads blocked in send and recv"
