@@ -2,6 +2,7 @@
 #include <linux/sockios.h>
 #include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
 #include <netinet/in.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/ioctl.h>
 
@@ -177,12 +178,50 @@ static bool session_listed;
 /* A session's path: suspected at the first retransmission timeout with
  * data in flight (one RTO without an ACK), not after stall_ms: a resume
  * costs nothing the peer does not verify, and is how the session beats
- * TCP's own recovery (doc/session.md). */
-static bool session_suspect(const struct tcp_info *ti)
+ * TCP's own recovery (doc/session.md). len: what TCP_INFO filled, outq:
+ * bytes queued, out_ms: how long bytes have been in flight (as the ticks
+ * saw it: never more than the truth). */
+static bool session_suspect(const struct tcp_info *ti, socklen_t len,
+                            int outq, uint64_t out_ms)
 {
-    unsigned rto_ms = ti->tcpi_rto / 1000;
-    return ti->tcpi_unacked > 0 && ti->tcpi_backoff >= 1 &&
-           ti->tcpi_last_ack_recv >= (rto_ms > 200 ? rto_ms : 200);
+    /* the RTO before the timeouts doubled it (tcp_retransmit_timer):
+     * comparing with the doubled one waited a second RTO */
+    unsigned rto_ms = (ti->tcpi_rto >> (ti->tcpi_backoff < 31
+                                            ? ti->tcpi_backoff : 31)) / 1000;
+    if (ti->tcpi_last_ack_recv < (rto_ms > 200 ? rto_ms : 200))
+        return false;
+    /* in flight and unanswered for an RTO: the first RTO fired, or the
+     * bytes have been out that long (a request alone in flight gets a
+     * tail loss probe after ~200 ms and its first RTO only an RTO after
+     * that: suspected at +470 ms instead of +250 ms on the bed; a peer
+     * acknowledges within its delayed-ACK bound, 200 ms at most) */
+    if (ti->tcpi_unacked > 0 &&
+        (ti->tcpi_backoff >= 1 || out_ms >= (rto_ms > 200 ? rto_ms : 200)))
+        return true;
+    if (ti->tcpi_backoff < 1)
+        return false;
+    /* Bytes queued, none in flight, the timer backing off: our segments
+     * are dropped before they leave (the link is down: the kernel counts
+     * none out and probes as for a zero window; measured on 6.x), or the
+     * peer's window is zero. An open window (tcpi_snd_wnd, Linux 5.4)
+     * says the first; in a zero window, two probes in a row without an
+     * answer say the path is gone (an answer resets the count: a peer
+     * whose program does not read is no failure). */
+    if (outq <= 0)
+        return false;
+    if (len >= offsetof(struct tcp_info, tcpi_snd_wnd) +
+                   sizeof(ti->tcpi_snd_wnd) &&
+        ti->tcpi_snd_wnd >= ti->tcpi_snd_mss)
+        return true;
+    return ti->tcpi_probes >= 2;
+}
+
+/* Our FIN is out and not acknowledged yet (FIN_WAIT1, CLOSING,
+ * LAST_ACK): a session's bytes before it may still be lost with the
+ * path, and the resume sends the FIN again. */
+static bool fin_unacked(int st)
+{
+    return st == 4 || st == 11 || st == 9;
 }
 
 static bool check(struct resil_sock *s, uint64_t now)
@@ -217,7 +256,8 @@ static bool check(struct resil_sock *s, uint64_t now)
         goto out;
     memset(&ti, 0, sizeof(ti));
     if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
-        (ti.tcpi_state != TCP_ESTABLISHED && ti.tcpi_state != TCP_CLOSE_WAIT))
+        (ti.tcpi_state != TCP_ESTABLISHED && ti.tcpi_state != TCP_CLOSE_WAIT &&
+         !(s->sess && fin_unacked(ti.tcpi_state))))
         goto out;
     real.ioctl(s->fd, SIOCOUTQ, &outq);
     sess = s->sess && atomic_load(&s->sess->state) == RESIL_SESS_UP;
@@ -230,7 +270,9 @@ static bool check(struct resil_sock *s, uint64_t now)
     keep = true;
     if (sess) {
         session_listed = true;
-        suspect = session_suspect(&ti);
+        suspect = session_suspect(
+            &ti, l, outq,
+            s->mon.out_since ? (now - s->mon.out_since) / RESIL_MS : 0);
     }
     atomic_store(&s->mon.dirty, true);
     if (ti.tcpi_unacked == 0) {
@@ -284,8 +326,11 @@ uint64_t resil_monitor_tick(uint64_t now)
 {
     const struct resil_config *cfg = resil_config_get();
     uint64_t tick = (uint64_t)cfg->stall_ms * RESIL_MS / 4, wake;
-    /* sessions are suspected at one RTO (>= 200 ms): look every 50 ms */
-    if (session_listed && tick > 50 * RESIL_MS)
+    /* sessions are suspected at one RTO (>= 200 ms): look every 50 ms,
+     * also at a socket just marked (a request on a session that was idle
+     * waited for a 250 ms tick: suspected at +470 ms on the bed) */
+    if ((session_listed || atomic_load(&resil_sess_count) > 0) &&
+        tick > 50 * RESIL_MS)
         tick = 50 * RESIL_MS;
     bool active;
 

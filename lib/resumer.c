@@ -137,6 +137,18 @@ static resil_status_t write_all(int fd, const void *buf, size_t len,
     return RESIL_OK;
 }
 
+/* A session message in hex at trace level (a test replays a recorded
+ * RESUME; an operator can decode one by hand). */
+static void trace_msg(const char *what, int fd, const uint8_t *buf,
+                      size_t len)
+{
+    char hex[2 * RESIL_WIRE_MAX_LEN + 1];
+    if (resil_log_level < RESIL_LOG_TRACE)
+        return;
+    resil_sess_hex(buf, len, hex, sizeof(hex));
+    rtrace("resume: %s on fd %d: %s", what, fd, hex);
+}
+
 static void refuse(int fd, uint8_t reason)
 {
     uint8_t buf[RESIL_WIRE_MAX_LEN];
@@ -209,9 +221,7 @@ static int make_parked(struct resil_sock *s)
 static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
 {
     struct sockaddr unspec = {.sa_family = AF_UNSPEC};
-    struct tcp_info ti;
-    socklen_t l;
-    int fd = s->fd, q = 0, parked;
+    int fd = s->fd, parked;
     bool wlocked;
     resil_status_t st;
 
@@ -239,44 +249,25 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
             break;
         stash_add(x, buf, (size_t)n);
     }
-    memset(&ti, 0, sizeof(ti));
-    l = sizeof(ti);
     if (atomic_load(&x->state) == RESIL_SESS_UP &&
-        (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
-         real.ioctl(fd, SIOCINQ, &q) < 0 ||
-         ti.tcpi_bytes_received - (uint64_t)q !=
-             x->kbase_in + (r_total(x) - x->pos_in_base))) {
+        resil_sess_in_check(x, fd, NULL) < 0)
         /* a byte the hooks did not see (stdio, io_uring, raw syscall)
          * came off this connection: the stream cannot be resumed */
-        rdebug("fd %d: read: kernel %llu (received %llu, queued %d), "
-               "libresil %llu", fd,
-               (unsigned long long)(ti.tcpi_bytes_received - (uint64_t)q),
-               (unsigned long long)ti.tcpi_bytes_received, q,
-               (unsigned long long)(x->kbase_in + r_total(x) -
-                                    x->pos_in_base));
         resil_sess_untracked(x, "bytes were read that libresil did not see");
-    }
     pthread_mutex_unlock(&x->rmu);
     /* writers: a writer inside a call is waiting for buffer space on the
      * dead path; checking the counts needs none inside */
     wlocked = pthread_mutex_trylock(&x->wmu) == 0;
     if (wlocked && atomic_load(&x->state) == RESIL_SESS_UP) {
-        memset(&ti, 0, sizeof(ti));
-        l = sizeof(ti);
-        q = 0;
-        if (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
-            real.ioctl(fd, SIOCOUTQ, &q) < 0 ||
-            ti.tcpi_bytes_acked - x->syn + (uint64_t)q !=
-                x->kbase_out + (x->w - x->pos_out_base)) {
-            rdebug("fd %d: written: kernel %llu (acked %llu, queued %d), "
-                   "libresil %llu", fd,
-                   (unsigned long long)(ti.tcpi_bytes_acked - x->syn +
-                                        (uint64_t)q),
-                   (unsigned long long)ti.tcpi_bytes_acked, q,
-                   (unsigned long long)(x->kbase_out + x->w - x->pos_out_base));
+        int c = resil_sess_out_check(x, fd);
+        if (c < 0)
             resil_sess_untracked(x, "bytes were written that libresil did "
                                     "not see");
-        }
+        else if (c == 1)
+            /* our program shut down writing (shutdown() is no hook of
+             * ours: its FIN shows in the count): the new connection gets
+             * it again after the replay */
+            x->fin_out = true;
     }
     /* reset (never FIN: a FIN means the program closed its end); wakes a
      * blocked writer, whose partial count the hook records */
@@ -378,6 +369,7 @@ static resil_status_t switch_over(struct resil_sock *s, struct resil_sess *x,
      * ours: both sides replay at the same time); writers wait until the
      * replay is out, so that nothing is reordered */
     pthread_mutex_lock(&x->mu);
+    x->gen++;
     atomic_store(&x->replaying, true);
     atomic_store(&x->frozen, false);
     pthread_cond_broadcast(&x->cv);
@@ -540,8 +532,10 @@ static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
                               x->fin_in ? RESIL_RESUME_F_FIN : 0, nonce, req,
                               sizeof(req), &rlen);
     deadline = resil_now_ns() + EXCHANGE_MS * RESIL_MS;
-    if (st == RESIL_OK)
+    if (st == RESIL_OK) {
+        trace_msg("RESUME sent", fd, req, rlen);
         st = write_all(fd, req, rlen, deadline);
+    }
     if (st == RESIL_OK)
         st = read_msg(fd, ans, &alen, deadline);
     if (st != RESIL_OK) {
@@ -703,7 +697,11 @@ static void *responder(void *arg)
 
     resil_in_shim = 1;
     rdebug("resume listener: connection (fd %d)", in->fd);
-    if (read_msg(in->fd, req, &rlen, deadline) != RESIL_OK ||
+    if (read_msg(in->fd, req, &rlen, deadline) == RESIL_OK)
+        trace_msg("message received", in->fd, req, rlen);
+    else
+        rlen = 0;
+    if (rlen == 0 ||
         resil_wire_decode(req, rlen, &m, &werr) != RESIL_OK ||
         m.type != RESIL_MSG_RESUME) {
         rdebug("resume listener: a connection that is not a RESUME (%s)",
@@ -935,29 +933,36 @@ void resil_resumer_atfork_child(void)
 
 /* ---- the program's calls while a session is away ---- */
 
-int resil_resume_wait(struct resil_sock *s, bool wait, bool writer)
+int resil_resume_wait(struct resil_sock *s, bool wait, bool writer,
+                      const unsigned *failed_at)
 {
     struct resil_sess *x = s->sess;
     const struct resil_config *cfg = resil_config_get();
-    unsigned seen;
     int err = 0;
 
     pthread_mutex_lock(&x->mu);
-    seen = x->resumes;
     if (x->detached_ns == 0)
         x->detached_ns = resil_now_ns();
     for (;;) {
         uint64_t end = x->detached_ns +
                        (uint64_t)cfg->session_linger_ms * RESIL_MS;
+        bool moved = !x->frozen && !(writer && x->replaying);
         if (atomic_load(&x->state) == RESIL_SESS_BROKEN) {
             err = ECONNRESET;
             break;
         }
-        if (!x->frozen && !(writer && x->replaying) &&
-            (x->resumes != seen || x->busy == 0 || !writer)) {
-            /* resumed meanwhile, or nothing running: the call again (a
-             * reader as soon as the new connection is on the fd, a
-             * writer once the replay is out too) */
+        if (failed_at && x->gen == *failed_at && moved && x->busy == 0) {
+            /* the call met its connection's error and no resume runs
+             * (none could start: the session is not resumable): the
+             * error is the program's */
+            err = -1;
+            break;
+        }
+        /* the call again: a reader as soon as the new connection is on
+         * the fd, a writer once the replay is out too; a call that met
+         * the old connection's error only on a new connection (on the
+         * dead one it would meet a false EOF) */
+        if (moved && (!failed_at || x->gen != *failed_at)) {
             err = 0;
             break;
         }

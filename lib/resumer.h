@@ -13,6 +13,7 @@
 #ifndef RESIL_RESUMER_H
 #define RESIL_RESUMER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "table.h"
@@ -31,10 +32,15 @@ void resil_resume_start(struct resil_sock *s, const char *why);
 /* A data call on session socket s is to wait for a resume (a blocking
  * call, at most the linger time) or not (wait false): a reader until the
  * new connection is on the fd, a writer (writer true) until the replay is
- * out as well. Returns 0 when the call should be made again, else the
- * errno for the program (EAGAIN while a resume runs and the call must not
- * wait, ECONNRESET when the session is lost). No lock held. */
-int resil_resume_wait(struct resil_sock *s, bool wait, bool writer);
+ * out as well. failed_at: the call met its connection's error when
+ * x->gen was *failed_at; it then waits for a resume after that one
+ * (the dead connection would answer a false EOF), and when none runs the
+ * error stands. Returns 0 when the call should be made again, -1 when the
+ * error the call met is the program's, else the errno for the program
+ * (EAGAIN while a resume runs and the call must not wait, ECONNRESET when
+ * the session is lost). No lock held. */
+int resil_resume_wait(struct resil_sock *s, bool wait, bool writer,
+                      const unsigned *failed_at);
 
 /* The child of a fork: the listener and the workers are the parent's. */
 void resil_resumer_atfork_child(void);

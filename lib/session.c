@@ -16,6 +16,18 @@
 #include "session.h"
 #include "sys.h"
 
+/* include/net/tcp_states.h (not exported to user space) */
+enum {
+    ST_ESTABLISHED = 1,
+    ST_FIN_WAIT1 = 4,
+    ST_FIN_WAIT2 = 5,
+    ST_TIME_WAIT = 6,
+    ST_CLOSE = 7,
+    ST_CLOSE_WAIT = 8,
+    ST_LAST_ACK = 9,
+    ST_CLOSING = 11,
+};
+
 /* ---- process-wide ---- */
 
 atomic_int resil_sess_count;
@@ -294,8 +306,24 @@ static void ring_start(struct resil_sess *x, int fd)
                     RESIL_SESSION_TAIL_BYTES);
 }
 
+void resil_sess_hex(const void *buf, size_t n, char *out, size_t cap)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *b = buf;
+    size_t o = 0;
+
+    for (size_t i = 0; i < n && o + 2 < cap; i++) {
+        out[o++] = digits[b[i] >> 4];
+        out[o++] = digits[b[i] & 15];
+    }
+    if (cap > 0)
+        out[o] = '\0';
+}
+
 static void established(struct resil_sess *x, int fd, size_t in, size_t out)
 {
+    char id[2 * RESIL_WIRE_ID_LEN + 1];
+
     /* tcpi_bytes_acked counts our SYN where we opened the connection (the
      * passive side's SYN-ACK is not counted: measured on 6.x) */
     x->syn = x->role == RESIL_ROLE_CLIENT;
@@ -308,6 +336,11 @@ static void established(struct resil_sess *x, int fd, size_t in, size_t out)
         ring_start(x, fd);
     atomic_store(&x->state, RESIL_SESS_UP);
     index_add(x);
+    /* what a test (or an operator tracing one session) needs to find it
+     * at the resume listener (resumer.c logs the port) */
+    resil_sess_hex(x->keys.id, sizeof(x->keys.id), id, sizeof(id));
+    rdebug("fd %d: session id %s (%s), peer resume port %u", fd, id,
+           x->role == RESIL_ROLE_CLIENT ? "client" : "server", x->peer_port);
 }
 
 /* ---- client ---- */
@@ -533,11 +566,79 @@ static uint64_t acked_pos(struct resil_sess *x, int fd)
 {
     struct tcp_info ti;
     socklen_t l = sizeof(ti);
+    uint64_t a;
     memset(&ti, 0, sizeof(ti));
     if (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
         ti.tcpi_bytes_acked < x->syn + x->kbase_out)
         return 0;
-    return x->pos_out_base + (ti.tcpi_bytes_acked - x->syn - x->kbase_out);
+    a = x->pos_out_base + (ti.tcpi_bytes_acked - x->syn - x->kbase_out);
+    /* our FIN, once acknowledged, counts one more */
+    return a > x->ring.end ? x->ring.end : a;
+}
+
+/* TCP states (include/net/tcp_states.h) where our FIN has been queued
+ * (out) or the peer's received (in); TCP_CLOSE in both: a connection
+ * that ended (reset, timed out, or gone through TIME_WAIT) may have. */
+static bool fin_state(int st, bool out)
+{
+    if (out)
+        return st == ST_FIN_WAIT1 || st == ST_FIN_WAIT2 ||
+               st == ST_CLOSING || st == ST_LAST_ACK || st == ST_CLOSE ||
+               st == ST_TIME_WAIT;
+    return st == ST_CLOSE_WAIT || st == ST_CLOSING || st == ST_LAST_ACK ||
+           st == ST_CLOSE || st == ST_TIME_WAIT;
+}
+
+int resil_sess_in_check(struct resil_sess *x, int fd, int *state)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    int q = 0;
+    uint64_t k, mine = x->kbase_in + x->r +
+                       (x->stash_len - x->stash_off) - x->pos_in_base;
+
+    memset(&ti, 0, sizeof(ti));
+    if (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
+        real.ioctl(fd, SIOCINQ, &q) < 0)
+        return -1;
+    if (state)
+        *state = ti.tcpi_state;
+    k = ti.tcpi_bytes_received - (uint64_t)q;
+    if (k == mine)
+        return 0;
+    /* the peer's FIN takes one sequence number, counted as received */
+    if (k == mine + 1 && fin_state(ti.tcpi_state, false))
+        return 1;
+    rdebug("fd %d: read: kernel %llu (received %llu, queued %d), libresil "
+           "%llu", fd, (unsigned long long)k,
+           (unsigned long long)ti.tcpi_bytes_received, q,
+           (unsigned long long)mine);
+    return -1;
+}
+
+int resil_sess_out_check(struct resil_sess *x, int fd)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    int q = 0;
+    uint64_t k, mine = x->kbase_out + x->w - x->pos_out_base;
+
+    memset(&ti, 0, sizeof(ti));
+    if (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
+        real.ioctl(fd, SIOCOUTQ, &q) < 0)
+        return -1;
+    /* acknowledged (less our SYN) plus queued is every byte written,
+     * and our FIN once the program shut down writing */
+    k = ti.tcpi_bytes_acked - x->syn + (uint64_t)q;
+    if (k == mine)
+        return 0;
+    if (k == mine + 1 && fin_state(ti.tcpi_state, true))
+        return 1;
+    rdebug("fd %d: written: kernel %llu (acked %llu, queued %d), libresil "
+           "%llu", fd, (unsigned long long)k,
+           (unsigned long long)ti.tcpi_bytes_acked, q,
+           (unsigned long long)mine);
+    return -1;
 }
 
 void resil_sess_sent(struct resil_sess *x, int fd, const struct iovec *iov,

@@ -83,7 +83,9 @@ struct resil_sess {
     bool abort_init;          /* a client's RESUME wins over our attempt */
     bool detached;            /* frozen, the old connection put aside */
     int old_fd;               /* the old connection, aside (fds.h) */
-    unsigned resumes;         /* completed resumes (waiters compare) */
+    unsigned resumes;         /* completed resumes */
+    unsigned gen;             /* connections put on the fd by resumes
+                                 (a call that met an error compares) */
     uint64_t detached_ns;     /* when the path failed */
     struct resil_sock *sock;  /* the socket this state belongs to (weak:
                                  valid while indexed, resil_sock frees us) */
@@ -142,6 +144,14 @@ void resil_sess_untracked(struct resil_sess *x, const char *why);
  * the peer has. wmu is taken. */
 void resil_sess_trim(struct resil_sess *x, int fd);
 
+/* Our counts against the kernel's on fd, the session's connection:
+ * bytes received less those still queued (rmu held: the stash counts as
+ * received; *state, if not NULL, gets the TCP state), bytes written (wmu
+ * held). Returns 0 when they agree, 1 when they agree but for a FIN (in:
+ * the peer's, out: ours), -1 otherwise (or the kernel cannot be asked). */
+int resil_sess_in_check(struct resil_sess *x, int fd, int *state);
+int resil_sess_out_check(struct resil_sess *x, int fd);
+
 /* The session with this id where we have role, or NULL; a reference is
  * not taken: the caller holds the index lock (resil_sess_index_lock). */
 void resil_sess_index_lock(void);
@@ -159,6 +169,9 @@ bool resil_sess_listening(int fd);
  * accepted socket to classify). Returns RESIL_OK or RESIL_ENOMEM. */
 struct resil_sock;
 resil_status_t resil_sess_attach(struct resil_sock *s, int role);
+
+/* buf[0, n) in lower-case hex into out (NUL-terminated, cut to cap). */
+void resil_sess_hex(const void *buf, size_t n, char *out, size_t cap);
 
 /* Our addresses worth announcing for a connection on fd (global-scope
  * addresses of interfaces that are up; loopback ones when fd's local

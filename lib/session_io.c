@@ -117,14 +117,40 @@ static enum resil_sess_step done(struct resil_io *io, ssize_t rc, int e)
     return RESIL_SESS_DONE;
 }
 
-/* After a path error on an established session: resume, and wait for it
- * (blocking) or not. */
-static enum resil_sess_step away(struct resil_sock *s, struct resil_io *io,
-                                 int e)
+/* The generation of the connection on the fd (rmu or wmu held: no resume
+ * can put another one there meanwhile, its freeze needs them). */
+static unsigned gen_now(struct resil_sess *x)
 {
-    resil_resume_start(s, strerror(e));
-    e = resil_resume_wait(s, blocking(io->fd, io->flags), io->write);
-    return e ? done(io, -1, e) : RESIL_SESS_RETRY;
+    unsigned g;
+    pthread_mutex_lock(&x->mu);
+    g = x->gen;
+    pthread_mutex_unlock(&x->mu);
+    return g;
+}
+
+/* The real call answered (rc, e) on an established session's connection
+ * of generation gen, dead (why: an errno): resume, and wait for the new
+ * connection (blocking) or not. */
+static enum resil_sess_step away(struct resil_sock *s, struct resil_io *io,
+                                 int why, unsigned gen, ssize_t rc, int e)
+{
+    int w;
+
+    resil_resume_start(s, strerror(why));
+    w = resil_resume_wait(s, blocking(io->fd, io->flags), io->write, &gen);
+    if (w < 0) /* no resume: the answer is the program's */
+        return done(io, rc, e);
+    return w ? done(io, -1, w) : RESIL_SESS_RETRY;
+}
+
+/* A read of 0 bytes on a connection the kernel closed (reset, timed out)
+ * with no FIN from the peer in its count: after its error was taken, a
+ * dead connection reads as EOF. rmu held. */
+static bool dead_eof(struct resil_sess *x, int fd)
+{
+    int st = 0;
+    /* include/net/tcp_states.h: TCP_CLOSE is 7 */
+    return resil_sess_in_check(x, fd, &st) == 0 && st == 7;
 }
 
 static enum resil_sess_step read_pre(struct resil_sock *s,
@@ -137,7 +163,7 @@ static enum resil_sess_step read_pre(struct resil_sock *s,
     pthread_mutex_lock(&x->rmu);
     if (atomic_load(&x->frozen)) {
         pthread_mutex_unlock(&x->rmu);
-        e = resil_resume_wait(s, blocking(io->fd, io->flags), false);
+        e = resil_resume_wait(s, blocking(io->fd, io->flags), false, NULL);
         return e ? done(io, -1, e) : RESIL_SESS_RETRY;
     }
     st = due(x, io->fd);
@@ -183,11 +209,17 @@ static enum resil_sess_step read_post(struct resil_sock *s,
             if (io->flags & MSG_TRUNC)
                 resil_sess_untracked(x, "MSG_TRUNC discarded bytes");
             resil_sess_received(x, io->iov, io->iovcnt, (size_t)n);
+        } else if (n == 0 && io->len > 0 && !x->fin_in && x->resumable &&
+                   dead_eof(x, io->fd)) {
+            unsigned g = gen_now(x);
+            pthread_mutex_unlock(&x->rmu);
+            return away(s, io, ECONNRESET, g, n, e);
         } else if (n == 0 && io->len > 0) {
             x->fin_in = true;
         } else if (n < 0 && path_error(e) && x->resumable) {
+            unsigned g = gen_now(x);
             pthread_mutex_unlock(&x->rmu);
-            return away(s, io, e);
+            return away(s, io, e, g, n, e);
         }
     }
     pthread_mutex_unlock(&x->rmu);
@@ -230,7 +262,7 @@ static enum resil_sess_step write_pre(struct resil_sock *s,
     pthread_mutex_lock(&x->wmu);
     if (atomic_load(&x->frozen) || atomic_load(&x->replaying)) {
         pthread_mutex_unlock(&x->wmu);
-        e = resil_resume_wait(s, blocking(io->fd, io->flags), true);
+        e = resil_resume_wait(s, blocking(io->fd, io->flags), true, NULL);
         return e ? done(io, -1, e) : RESIL_SESS_RETRY;
     }
     io->locked = true;
@@ -256,8 +288,9 @@ static enum resil_sess_step write_post(struct resil_sock *s,
             pthread_mutex_unlock(&x->wmu);
             return RESIL_SESS_RETRY;
         } else if (n < 0 && path_error(e) && x->resumable) {
+            unsigned g = gen_now(x);
             pthread_mutex_unlock(&x->wmu);
-            return away(s, io, e);
+            return away(s, io, e, g, n, e);
         }
     }
     pthread_mutex_unlock(&x->wmu);

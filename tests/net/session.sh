@@ -1,21 +1,30 @@
 #!/bin/bash
 # Session-layer scenarios on the two-uplink test bed (scripts/testbed.sh):
 # both ends preloaded with RESIL_SESSION, the active path blackholed (or
-# its link taken down) mid-transfer, real programs.
+# its link taken down) mid-transfer, real programs; each compared with what
+# plain TCP does.
 #
-#   tests/net/session.sh BUILD_DIR
+#   tests/net/session.sh BUILD_DIR [SECTION...]
 #
-# One line per check; the last line is "session: N passed, M failed"; exit
+# Sections (all by default): streams redis socat shapes clients plain
+# ordinary attack stdio.
+#
+# One line per check; INFO lines are measurements (failover: the time from
+# the failure to the stream moving again, from the receiver's timestamped
+# progress lines); the last line is "session: N passed, M failed"; exit
 # status non-zero on any failure. Needs root. Fails (never skips) when the
 # test bed cannot be built. libresil's configuration goes only into the
 # environment of the programs under test.
 
 set -u
-BUILD=${1:?usage: tests/net/session.sh BUILD_DIR}
+BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
+shift
+SECTIONS=${*:-streams redis socat shapes clients plain ordinary attack stdio}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
 PY=/usr/bin/python3
+T_START=$EPOCHREALTIME
 
 PASS=0
 FAIL=0
@@ -25,6 +34,7 @@ info() { echo "INFO  $*"; }
 check() { if [ "$1" -eq 0 ]; then pass "$2"; else fail "$2"; fi; }
 now_ms() { local t=$EPOCHREALTIME; echo $(( ${t/./} / 1000 )); }
 fmt_s() { printf "%d.%02d s" $(($1 / 1000)) $(($1 % 1000 / 10)); }
+want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 if [ ! -f "$LIB" ]; then
     fail "setup: $BUILD/libresil.so not found (run make)"
@@ -45,7 +55,7 @@ on_exit() {
         echo "session: $PASS passed, $FAIL failed"
         exit 1
     fi
-    [ "$FAIL" -eq 0 ] && rm -rf "$WORK"
+    [ "$FAIL" -eq 0 ] && [ -z "${KEEP:-}" ] && rm -rf "$WORK"
 }
 trap on_exit EXIT
 trap 'exit 130' INT
@@ -54,81 +64,260 @@ trap 'exit 143' TERM
 TB_QUIET=1 TB_NO_TRAP=1
 tb_up
 info "bed $TB_ID: $TB_C/$TB_S, server addresses $TB_ADDRS"
+ADDR=$TB_FIRST4 # the clients' destination; its uplink is the one broken
 
-P_STREAM=7400 P_REDIS=7401 P_PLAIN=7402
-SESS="*:$P_STREAM,*:$P_REDIS"
-# the environment of a preloaded program of either end
-pre() { # TAG: env assignments for a preloaded run whose logs go to WORK/TAG
-    echo LD_PRELOAD="$LIB" RESIL_SESSION="$SESS" RESIL_LOG_LEVEL=info \
-        RESIL_LOG_FILE="$WORK/$1.log" RESIL_EVENTS="$WORK/$1.ev" \
-        RESIL_FAIL_TIMEOUT_MS=3000
+# Ports. Session ports are 74xx, matched by RESIL_SESSION at both ends;
+# 75xx are the same servers without libresil.
+P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
+P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407
+P_PSTREAM=7500 P_PREDIS=7501 P_PBANNER=7506
+SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407"
+
+# The environment of a preloaded program of either end; logs go to
+# WORK/TAG.log and events to WORK/TAG.ev.
+pre() { # TAG [LEVEL]
+    echo LD_PRELOAD="$LIB" RESIL_SESSION="$SESS" \
+        RESIL_LOG_LEVEL="${2:-debug}" RESIL_LOG_FILE="$WORK/$1.log" \
+        RESIL_EVENTS="$WORK/$1.ev" RESIL_FAIL_TIMEOUT_MS=3000
 }
 
-# servers: preloaded (session) and plain, same program
-# shellcheck disable=SC2046
-tb_bg_s env $(pre srv-stream) PACE_MS=50 "$PY" "$HERE/stream.py" serve \
-    $P_STREAM >"$WORK/srv-stream.out" 2>&1
-tb_bg_s env PACE_MS=50 "$PY" "$HERE/stream.py" serve $P_PLAIN \
-    >"$WORK/srv-plain.out" 2>&1
-ready=1
-for i in $(seq 50); do
-    ready=1
-    for p in $P_STREAM $P_PLAIN; do
-        tb_c "$PY" -c "import socket,sys; socket.create_connection(('$TB_FIRST4',$p),1).close()" \
-            2>/dev/null || ready=0
+# Wait until every given port of the server accepts (from the client ns).
+wait_ports() {
+    local i p ok
+    for i in $(seq 50); do
+        ok=1
+        for p in "$@"; do
+            tb_c "$PY" -c "import socket; socket.create_connection(('$ADDR',$p),1).close()" \
+                2>/dev/null || ok=0
+        done
+        [ $ok = 1 ] && return 0
+        sleep 0.2
     done
-    [ $ready = 1 ] && break
-    sleep 0.2
-done
-check $((1 - ready)) "bed: stream servers answer (session port $P_STREAM, plain $P_PLAIN)"
+    return 1
+}
 
-# Which server address a client connection is on: its "peer" line.
-peer_of() { sed -n 's/^peer \(.*\)/\1/p' "$1" | head -n1 | sed 's/^::ffff://'; }
-
-# stream_case TAG DIR MIB HOW [pre|plain]: a verified stream of MIB MiB in
-# DIR (send: client to server, recv: server to client, both), the path it
-# uses broken 1 s in (HOW: blackhole|linkdown). Sets RC, MS, FAILOVER_MS.
-stream_case() {
-    local tag=$1 dir=$2 mib=$3 how=$4 mode=${5:-pre} port=$P_STREAM envs=()
-    [ "$mode" = plain ] && port=$P_PLAIN
-    # shellcheck disable=SC2207
-    [ "$mode" = pre ] && envs=($(pre "$tag"))
-    local t0 tb pa
-    t0=$(now_ms)
-    local tmo=40
-    [ "$mode" = plain ] && tmo=8
-    tb_c timeout $tmo env "${envs[@]}" PACE_MS=50 "$PY" "$HERE/stream.py" \
-        client "$TB_FIRST4" "$port" "$dir" "$mib" >"$WORK/$tag.out" 2>&1 &
-    local pid=$!
-    sleep 1
-    pa=$(peer_of "$WORK/$tag.out")
-    tb=$(now_ms)
-    if [ "$how" = linkdown ]; then
-        tb_link_down "$(tb_uplink_of "$pa")" 2>/dev/null
+# Break the path to address $1 (HOW: blackhole|linkdown); sets TB (ms).
+break_path() {
+    TB=$(now_ms)
+    if [ "$2" = linkdown ]; then
+        tb_link_down "$(tb_uplink_of "$1")" 2>/dev/null
     else
-        tb_blackhole_addr "$pa" 2>/dev/null
+        tb_blackhole_addr "$1" 2>/dev/null
+    fi
+}
+
+# Undo every failure; forget neighbours the kernel marked failed while a
+# link was down (a connect would meet EHOSTUNREACH for a while).
+heal() {
+    tb_heal 2>/dev/null
+    ip -n "$TB_C" neigh flush all 2>/dev/null
+    ip -n "$TB_S" neigh flush all 2>/dev/null
+}
+
+# Failover seen by a receiver: among the progress lines of TAG ($2) in
+# file $1 ("progress TAG K T_MS"), the longest pause that ended after the
+# failure at $3; prints "MS_FROM_FAILURE PAUSE_MS" (empty if none).
+failover_of() {
+    awk -v tag="$2" -v tb="$3" '$1 == "progress" && $2 == tag {
+            if (prev && $4 > tb && $4 - prev > best) { best = $4 - prev; end = $4 }
+            prev = $4 }
+        END { if (end) print end - tb, best }' "$1" 2>/dev/null
+}
+
+# Sum of "resume" events in the given event files.
+resumes() {
+    cat "$@" 2>/dev/null | grep -c '"event":"resume"'
+}
+
+# The last resume its initiator reports in the given event files, relative
+# to the failure at $TB: "suspected at +A ms, resumed at +B ms (X ms)".
+resume_timing() {
+    cat "$@" 2>/dev/null | grep '"event":"resume"' | grep '"initiator":true' |
+        sort | tail -n1 |
+        sed -n 's/^{"ts":\([0-9]*\)\.\([0-9]*\),.*"ms":\([0-9.]*\).*/\1\2 \3/p' |
+        awk -v tb="$TB" '{ end = $1 / 1000 - tb
+            if (end < 0) print "no resume after the failure"
+            else printf "suspected at +%d ms, resumed at +%d ms", end - $2, end }'
+}
+
+# ------------------------------------------------------------ servers
+# shellcheck disable=SC2046
+start_servers() {
+    tb_bg_s env $(pre srv-stream) PACE_MS=50 "$PY" "$HERE/stream.py" serve \
+        $P_STREAM >"$WORK/srv-stream.out" 2>&1
+    tb_bg_s env PACE_MS=50 "$PY" "$HERE/stream.py" serve $P_PSTREAM \
+        >"$WORK/srv-pstream.out" 2>&1
+}
+start_servers
+check $(wait_ports $P_STREAM $P_PSTREAM; echo $?) \
+    "bed: stream servers answer (session port $P_STREAM, plain $P_PSTREAM)"
+
+# stream_case TAG DIR MIB HOW [MODE [PORT]]: a verified stream of MIB MiB
+# in DIR (send: client to server, recv: server to client, both), the path
+# it uses broken 1 s in (HOW: blackhole|linkdown|none). MODE: pre (both
+# ends preloaded), plain (neither), nb (preloaded, the epoll client).
+# Sets RC, MS, FO (failover "MS PAUSE" at the receiver, or empty).
+stream_case() {
+    local tag=$1 dir=$2 mib=$3 how=$4 mode=${5:-pre} port=${6:-$P_STREAM}
+    local envs=() extra=() t0 pa lp tmo=40 srvout=$WORK/srv-stream.out
+    [ "$mode" = plain ] && { [ "$port" = $P_STREAM ] && port=$P_PSTREAM; tmo=8; }
+    [ "$port" = $P_PSTREAM ] && srvout=$WORK/srv-pstream.out
+    [ -n "${SRVOUT:-}" ] && srvout=$SRVOUT
+    # shellcheck disable=SC2207
+    [ "$mode" != plain ] && envs=($(pre "$tag"))
+    [ "$mode" = nb ] && extra=(nb)
+    t0=$(now_ms)
+    tb_c timeout $tmo env "${envs[@]}" PACE_MS=50 "$PY" "$HERE/stream.py" \
+        client "$ADDR" "$port" "$dir" "$mib" "${extra[@]}" \
+        >"$WORK/$tag.out" 2>&1 &
+    local pid=$!
+    TB=
+    if [ "$how" != none ]; then
+        if [ "$dir" = halfclose ]; then
+            # once the client shut down writing, its FIN queued
+            for _ in $(seq 100); do
+                grep -q '^shutdown' "$WORK/$tag.out" && break
+                sleep 0.05
+            done
+        else
+            sleep 1
+        fi
+        pa=$(sed -n 's/^peer \(.*\)/\1/p' "$WORK/$tag.out" | head -n1)
+        [ -n "$pa" ] && break_path "${pa#::ffff:}" "$how"
     fi
     wait $pid
     RC=$?
     MS=$(( $(now_ms) - t0 ))
-    tb_heal 2>/dev/null
-    FAILOVER_MS=$(awk -v tb="$tb" '$1 == "resume" { print $2 - tb; exit }' \
-        "$WORK/$tag.out" 2>/dev/null)
+    [ "$how" != none ] && heal
+    FO=
+    if [ -n "$TB" ]; then
+        lp=$(sed -n 's/^local \(.*\)/\1/p' "$WORK/$tag.out" | head -n1)
+        case $dir in
+            send|halfclose) FO=$(failover_of "$srvout" "server:$lp" "$TB") ;;
+            *) FO=$(failover_of "$WORK/$tag.out" client "$TB") ;;
+        esac
+    fi
 }
 
-echo "--- verified streams, the active path broken mid-transfer"
-for dir in send recv; do
-    stream_case "s-$dir" $dir 64 blackhole
-    ok=1
-    grep -q "^ok client $dir 64" "$WORK/s-$dir.out" && [ "$RC" = 0 ] && ok=0
-    ev=$(grep -c '"event":"resume"' "$WORK"/s-$dir.ev "$WORK"/srv-stream.ev \
-        2>/dev/null | awk -F: '{ n += $2 } END { print n + 0 }')
-    check $ok "stream $dir 64 MiB, path blackholed: complete and verified (exit $RC after $(fmt_s "$MS"), $ev resume event(s)) $(grep FAIL "$WORK/s-$dir.out" | head -1)"
-done
-stream_case s-plain send 64 blackhole plain
-check $([ "$RC" != 0 ] && echo 0 || echo 1) \
-    "stream send without libresil: fails or hangs (exit $RC after $(fmt_s "$MS"))"
+# The server's verdict on the connection from the client of TAG: its
+# "ok server:PORT ..." or "FAIL ..." line.
+server_says() { # TAG [SERVER_OUT]
+    local lp
+    lp=$(sed -n 's/^local \(.*\)/\1/p' "$WORK/$1.out" | head -n1)
+    grep -E "^(ok|FAIL) server:$lp( |:)" "${2:-$WORK/srv-stream.out}" | head -n1
+}
+
+stream_check() { # TAG DIR MIB WHAT
+    local tag=$1 dir=$2 mib=$3 what=$4 ok=1 ev fo pause
+    grep -q "^ok client $dir $mib" "$WORK/$tag.out" && [ "$RC" = 0 ] &&
+        server_says "$tag" "${SRVOUT:-}" | grep -q "^ok" && ok=0
+    ev=$(resumes "$WORK/$tag.ev")
+    check $ok "$what: complete and verified at both ends (exit $RC after $(fmt_s "$MS"), $ev resume(s) at the client) $(grep FAIL "$WORK/$tag.out" | head -1) $(server_says "$tag" "${SRVOUT:-}" | grep FAIL)"
+    if [ -n "$FO" ]; then
+        read -r fo pause <<<"$FO"
+        info "$what: failover $fo ms from the failure to the stream moving again (receiver paused $pause ms; $(resume_timing "$WORK/$tag.ev" "$WORK"/srv-*.ev))"
+    fi
+}
+
+# ------------------------------------------------------------ 1. streams
+if want streams; then
+    echo "--- verified streams, the active path broken mid-transfer"
+    for how in blackhole linkdown; do
+        for dir in send recv; do
+            TAG=s-$dir-$how
+            stream_case $TAG $dir 64 $how
+            stream_check $TAG $dir 64 "stream $dir 64 MiB, path ${how/linkdown/link down}"
+        done
+    done
+    TAG=s-halfclose
+    stream_case $TAG halfclose 32 blackhole
+    stream_check $TAG halfclose 32 "stream of 32 MiB, the client shut down writing (FIN queued), then its path blackholed; the server reads the stream, then EOF"
+fi
+
+# ------------------------------------------------------------ 2. redis
+# redis_incr TAG PORT N HOW [plain]: redis-cli -r N -i 0.005 INCR TAG
+# against the server on PORT, the path broken 1 s in (HOW none: not).
+# Sets RC, MS; the replies in WORK/TAG.out.
+redis_incr() {
+    local tag=$1 port=$2 n=$3 how=$4 envs=() t0 tmo=30
+    # shellcheck disable=SC2207
+    [ "${5:-}" != plain ] && envs=($(pre "$tag"))
+    [ "${5:-}" = plain ] && tmo=8
+    t0=$(now_ms)
+    tb_c timeout $tmo env "${envs[@]}" redis-cli -h "$ADDR" -p "$port" \
+        -r "$n" -i 0.005 INCR "$tag" >"$WORK/$tag.out" 2>"$WORK/$tag.err" &
+    local pid=$!
+    TB=
+    if [ "$how" != none ]; then
+        sleep 1
+        break_path "$ADDR" "$how"
+    fi
+    wait $pid
+    RC=$?
+    MS=$(( $(now_ms) - t0 ))
+    [ "$how" != none ] && heal
+}
+
+# Whether WORK/$1.out holds exactly the replies 1..N.
+replies_ok() {
+    seq "$2" | cmp -s - "$WORK/$1.out"
+}
+
+# The counter as the server has it (an ordinary redis-cli in the server's
+# namespace, not preloaded: an ordinary client on a session port).
+redis_get() { tb_s redis-cli -p "$1" GET "$2" 2>/dev/null; }
+
+if want redis || want plain || want ordinary; then
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-redis) redis-server --port $P_REDIS --save '' \
+        --appendonly no --protected-mode no >"$WORK/srv-redis.out" 2>&1
+    tb_bg_s redis-server --port $P_PREDIS --save '' --appendonly no \
+        --protected-mode no >"$WORK/srv-predis.out" 2>&1
+    check $(wait_ports $P_REDIS $P_PREDIS; echo $?) \
+        "bed: redis-server answers (session port $P_REDIS, plain $P_PREDIS)"
+fi
+
+if want redis; then
+    echo "--- redis-cli INCR loop against redis-server, the path broken mid-run"
+    for how in blackhole linkdown; do
+        TAG=r-$how N=400
+        redis_incr $TAG $P_REDIS $N $how
+        got=$(redis_get $P_REDIS $TAG)
+        ok=1
+        replies_ok $TAG $N && [ "$RC" = 0 ] && [ "$got" = "$N" ] && ok=0
+        check $ok "redis-cli -r $N INCR, path ${how/linkdown/link down}: every reply the previous plus one, the server's counter $got (exit $RC after $(fmt_s "$MS"), $(resumes "$WORK/$TAG.ev") resume(s); $(head -c 200 "$WORK/$TAG.err"))"
+        info "redis, path ${how/linkdown/link down}: $(resume_timing "$WORK/$TAG.ev" "$WORK/srv-redis.ev")"
+    done
+fi
+
+# ------------------------------------------------------------ 5. clients
+if want clients; then
+    echo "--- client shapes: epoll loop, two threads blocked in send and recv"
+    TAG=c-nb-both
+    stream_case $TAG both 32 blackhole nb
+    stream_check $TAG both 32 "non-blocking epoll client, both ways 32 MiB, path blackholed"
+    TAG=c-nb-recv
+    stream_case $TAG recv 32 blackhole nb
+    stream_check $TAG recv 32 "non-blocking epoll client, receiving 32 MiB, path blackholed"
+    TAG=c-both
+    stream_case $TAG both 32 blackhole
+    stream_check $TAG both 32 "blocking client, recv() in one thread and send in another, 32 MiB each way, path blackholed"
+fi
+
+# ------------------------------------------------------------ 6. plain TCP
+if want plain; then
+    echo "--- the same without libresil (the bed bites)"
+    stream_case p-send send 64 blackhole plain
+    check $([ "$RC" != 0 ] && echo 0 || echo 1) \
+        "stream send without libresil, path blackholed: fails or hangs (exit $RC after $(fmt_s "$MS"))"
+    stream_case p-recv recv 64 linkdown plain
+    check $([ "$RC" != 0 ] && echo 0 || echo 1) \
+        "stream recv without libresil, link down: fails or hangs (exit $RC after $(fmt_s "$MS"))"
+fi
 
 FINISHED=1
+total=$(( $(now_ms) - ${T_START/./} / 1000 ))
+echo "session: total time $(fmt_s $total)"
+[ "$FAIL" -eq 0 ] || echo "session: logs kept in $WORK"
 echo "session: $PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
