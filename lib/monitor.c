@@ -252,8 +252,11 @@ static bool check(struct resil_sock *s, uint64_t now)
     /* the usual answer, nothing unacknowledged (an unarmed socket then
      * needs nothing more), for one cheap call instead of two */
     if (!s->mon.ut_armed && real.ioctl(s->fd, SIOCOUTQ, &outq) == 0 &&
-        outq == 0)
+        outq == 0) {
+        /* an idle session keeps no replay bytes: the peer has them */
+        trim = s->sess && atomic_load(&s->sess->state) == RESIL_SESS_UP;
         goto out;
+    }
     memset(&ti, 0, sizeof(ti));
     if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
         (ti.tcpi_state != TCP_ESTABLISHED && ti.tcpi_state != TCP_CLOSE_WAIT &&
