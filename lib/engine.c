@@ -1,8 +1,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -248,30 +251,56 @@ static void stop_thread(int wake_fd)
         pthread_cond_wait(&E.cv, &E.mu);
 }
 
-int resil_thread_start(void *(*fn)(void *), void *arg)
+struct thread_start {
+    void *(*fn)(void *);
+    void *arg;
+    char name[16];
+};
+
+/* Named as the thread's first act: ps -L, top -H and /proc/PID/task show
+ * which threads are libresil's (and a test can tell them from a
+ * sanitizer's). */
+static void *thread_main(void *p)
 {
+    struct thread_start st = *(struct thread_start *)p;
+
+    free(p);
+    (void)prctl(PR_SET_NAME, st.name, 0, 0, 0);
+    return st.fn(st.arg);
+}
+
+int resil_thread_start(const char *name, void *(*fn)(void *), void *arg)
+{
+    struct thread_start *st = malloc(sizeof(*st));
     sigset_t all, old;
     pthread_attr_t at;
     pthread_t t;
     int rc;
 
+    if (st == NULL)
+        return ENOMEM;
+    st->fn = fn;
+    st->arg = arg;
+    snprintf(st->name, sizeof(st->name), "%s", name);
     /* our threads must never take a signal meant for the program */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&at, 256 * 1024);
-    rc = pthread_create(&t, &at, fn, arg);
+    rc = pthread_create(&t, &at, thread_main, st);
     if (rc == EINVAL) {
         /* the program's static TLS does not fit a small stack (glibc puts
          * it there): the default size then */
         pthread_attr_destroy(&at);
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        rc = pthread_create(&t, &at, fn, arg);
+        rc = pthread_create(&t, &at, thread_main, st);
     }
     pthread_attr_destroy(&at);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        free(st);
     return rc;
 }
 
@@ -300,7 +329,7 @@ resil_status_t resil_engine_start(void)
             goto fail;
     }
     E.gen++;
-    rc = resil_thread_start(engine_main, (void *)(uintptr_t)E.gen);
+    rc = resil_thread_start("resil-engine", engine_main, (void *)(uintptr_t)E.gen);
     if (rc != 0) {
         /* once per process: every connect of a program that cannot make
          * threads would otherwise say it again */

@@ -40,10 +40,10 @@ void resil_engine_unlock(void);
  * Returns RESIL_OK or RESIL_ESYS. */
 resil_status_t resil_engine_start(void);
 
-/* Start a detached thread of libresil's own (all signals blocked, a small
- * stack when the program's TLS allows). Returns 0 or pthread_create's
- * error. */
-int resil_thread_start(void *(*fn)(void *), void *arg);
+/* Start a detached thread of libresil's own, named name (at most 15
+ * characters, "resil-..."), all signals blocked, a small stack when the
+ * program's TLS allows. Returns 0 or pthread_create's error. */
+int resil_thread_start(const char *name, void *(*fn)(void *), void *arg);
 
 /* Make the engine thread recompute its deadlines now. Any thread. */
 void resil_engine_wake(void);

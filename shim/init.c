@@ -76,8 +76,16 @@ static void *global_of(const char *name)
 }
 
 /* Resolve real.f, store it, and give the function to call. */
-#define RESOLVE(f) (real.f = next_of(#f, (void *)f))
-#define RESOLVE_GLOBAL(f) (real.f = global_of(#f))
+#define RESOLVE_NOW(f) (real.f = next_of(#f, (void *)f))
+#define RESOLVE_GLOBAL_NOW(f) (real.f = global_of(#f))
+#ifdef __SANITIZE_THREAD__
+static void resolve_all_once(void);
+#define RESOLVE(f) (resolve_all_once(), real.f)
+#define RESOLVE_GLOBAL(f) (resolve_all_once(), real.f)
+#else
+#define RESOLVE(f) RESOLVE_NOW(f)
+#define RESOLVE_GLOBAL(f) RESOLVE_GLOBAL_NOW(f)
+#endif
 
 static int lazy_socket(int domain, int type, int protocol)
 {
@@ -428,6 +436,74 @@ struct resil_real real = {
     .ioctl = lazy_ioctl,
 };
 
+#ifdef __SANITIZE_THREAD__
+/* Under ThreadSanitizer only: every entry resolved before main(). GCC
+ * calls through an _Atomic function pointer with a plain load (checked:
+ * __tsan_read8, not __tsan_atomic64_load), so TSan would report each
+ * first call's store against another thread's call. On x86-64 that load
+ * is one aligned mov and cannot tear (the same reasoning as ld.so's lazy
+ * binding of the GOT), but TSan cannot know it; resolving the whole table
+ * at the first call (the constructor, or an earlier library's constructor
+ * calling a hook), once, keeps its reports to races of libresil's own
+ * logic. */
+static void resolve_all(void)
+{
+    (void)RESOLVE_NOW(socket);
+    (void)RESOLVE_NOW(connect);
+    (void)RESOLVE_NOW(bind);
+    (void)RESOLVE_NOW(listen);
+    (void)RESOLVE_NOW(accept);
+    (void)RESOLVE_NOW(accept4);
+    (void)RESOLVE_NOW(close);
+    (void)RESOLVE_NOW(fcntl);
+    (void)RESOLVE_NOW(fcntl64);
+    (void)RESOLVE_NOW(dup);
+    (void)RESOLVE_NOW(dup2);
+    (void)RESOLVE_NOW(dup3);
+    (void)RESOLVE_NOW(setsockopt);
+    (void)RESOLVE_NOW(getsockopt);
+    (void)RESOLVE_NOW(epoll_ctl);
+    (void)RESOLVE_NOW(epoll_wait);
+    (void)RESOLVE_NOW(epoll_pwait);
+    (void)RESOLVE_NOW(epoll_pwait2);
+    (void)RESOLVE_NOW(poll);
+    (void)RESOLVE_NOW(__poll_chk);
+    (void)RESOLVE_NOW(ppoll);
+    (void)RESOLVE_NOW(select);
+    (void)RESOLVE_NOW(pselect);
+    (void)RESOLVE_NOW(getaddrinfo);
+    (void)RESOLVE_NOW(gethostbyname);
+    (void)RESOLVE_NOW(gethostbyname2);
+    (void)RESOLVE_NOW(gethostbyname_r);
+    (void)RESOLVE_NOW(gethostbyname2_r);
+    (void)RESOLVE_NOW(read);
+    (void)RESOLVE_NOW(readv);
+    (void)RESOLVE_NOW(recv);
+    (void)RESOLVE_NOW(recvfrom);
+    (void)RESOLVE_NOW(recvmsg);
+    (void)RESOLVE_NOW(__read_chk);
+    (void)RESOLVE_NOW(__recv_chk);
+    (void)RESOLVE_NOW(__recvfrom_chk);
+    (void)RESOLVE_NOW(write);
+    (void)RESOLVE_NOW(writev);
+    (void)RESOLVE_NOW(send);
+    (void)RESOLVE_NOW(sendto);
+    (void)RESOLVE_NOW(sendmsg);
+    (void)RESOLVE_NOW(sendfile);
+    (void)RESOLVE_NOW(sendfile64);
+    (void)RESOLVE_GLOBAL_NOW(getsockname);
+    (void)RESOLVE_GLOBAL_NOW(getpeername);
+    (void)RESOLVE_GLOBAL_NOW(shutdown);
+    (void)RESOLVE_GLOBAL_NOW(ioctl);
+}
+
+static void resolve_all_once(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, resolve_all);
+}
+#endif
+
 /* close_range and closefrom, NULL where libc lacks them: their hooks test
  * them, so they are looked up before the test, once. */
 static pthread_once_t optional_once = PTHREAD_ONCE_INIT;
@@ -529,6 +605,9 @@ __attribute__((constructor)) static void resil_ctor(int argc, char **argv,
     /* glibc hands constructors main's arguments: the environment without
      * a relocation for `environ` (a symbol look-up at every start) */
     (void)argc, (void)argv;
+#ifdef __SANITIZE_THREAD__
+    resolve_all_once();
+#endif
     for (char **e = envp; e && *e; e++)
         if (strncmp(*e, "RESIL_", 6) == 0) {
             resil_init();

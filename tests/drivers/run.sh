@@ -85,7 +85,8 @@ elif [ "${RESIL_SAN:-0}" = tsan ]; then
     # thread to race; TSan's runtime takes its own locks around fork (its
     # allocator is fork-safe, unlike gcc 12's ASan: the fork subtests
     # skipped under ASan run here, and pass).
-    SAN_ENV=(TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1:die_after_fork=0)
+    SAN_ENV=(TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1:die_after_fork=0
+             DRV_TSAN=1)
     # Only the runs with libresil: without it TSan would check nothing of
     # ours (the plain runs prove the drivers' expectations against the
     # kernel, which the uninstrumented run does).
