@@ -55,7 +55,7 @@ static bool spawn(void *(*fn)(void *), void *arg)
     }
     L.workers++;
     pthread_mutex_unlock(&L.mu);
-    rc = resil_thread_start(fn, arg);
+    rc = resil_thread_start("resil-resume", fn, arg);
     if (rc != 0) {
         pthread_mutex_lock(&L.mu);
         L.workers--;
@@ -319,8 +319,14 @@ static void lose(struct resil_sock *s, struct resil_sess *x, const char *why)
 {
     char a[RESIL_ADDRSTRLEN];
     resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
-    rwarn("fd %d: session to %s lost: %s; the program gets ECONNRESET", s->fd,
-          a, why);
+    /* the peer no longer has the session (its program closed or reset
+     * the connection, or exited): what plain TCP's reset says too */
+    if (strcmp(why, resil_refuse_str(RESIL_REFUSE_UNKNOWN)) == 0)
+        rinfo("fd %d: session to %s ended: the peer no longer has it; the "
+              "program gets ECONNRESET", s->fd, a);
+    else
+        rwarn("fd %d: session to %s lost: %s; the program gets ECONNRESET",
+              s->fd, a, why);
     resil_event("resume_failed", s->fd, "\"peer\":\"%s\",\"why\":\"%s\"", a,
                 why);
     atomic_store(&x->state, RESIL_SESS_BROKEN);
@@ -669,7 +675,15 @@ void resil_resume_start(struct resil_sock *s, const char *why)
         pthread_mutex_lock(&x->mu);
         x->busy = 0;
         pthread_mutex_unlock(&x->mu);
-        rwarn("fd %d: cannot start a resume thread", s->fd);
+        /* once per process: a burst of failures (every peer of a busy
+         * server resetting at once) would flood the log */
+        static atomic_bool told;
+        if (!atomic_exchange(&told, true))
+            rwarn("fd %d: cannot start a resume thread (%d at work); the "
+                  "program gets its connection's own error (further "
+                  "cases at debug level)", s->fd, RESIL_RESUME_WORKERS);
+        else
+            rdebug("fd %d: cannot start a resume thread", s->fd);
     }
 }
 
@@ -899,7 +913,7 @@ uint16_t resil_resumer_port(void)
                      ? ((struct sockaddr_in6 *)&ss)->sin6_port
                      : ((struct sockaddr_in *)&ss)->sin_port);
     atomic_store(&L.pins, 1); /* the acceptor's, for its lifetime */
-    if ((rc = resil_thread_start(acceptor, NULL)) != 0) {
+    if ((rc = resil_thread_start("resil-listen", acceptor, NULL)) != 0) {
         atomic_store(&L.pins, 0);
         port = 0;
         errno = rc;
