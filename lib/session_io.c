@@ -143,6 +143,26 @@ static enum resil_sess_step away(struct resil_sock *s, struct resil_io *io,
     return w ? done(io, -1, w) : RESIL_SESS_RETRY;
 }
 
+/* away(), from a post half holding mu (rmu or wmu). A connection that a
+ * resume replaced while the call was inside it (the freeze goes on without
+ * a writer blocked in a call, and resets the old connection under it) is
+ * no failure of the new one: the call goes again there. Resuming then
+ * would have started a resume of the healthy new connection (a server's
+ * stream stopped 9 s on the bench's receive-only failover). */
+static enum resil_sess_step away_locked(struct resil_sock *s,
+                                        struct resil_sess *x,
+                                        pthread_mutex_t *mu,
+                                        struct resil_io *io, int why,
+                                        ssize_t rc, int e)
+{
+    unsigned g = gen_now(x);
+
+    pthread_mutex_unlock(mu);
+    if (g != io->gen)
+        return RESIL_SESS_RETRY;
+    return away(s, io, why, g, rc, e);
+}
+
 /* A read of 0 bytes on a connection the kernel closed (reset, timed out)
  * with no FIN from the peer in its count: after its error was taken, a
  * dead connection reads as EOF. rmu held. */
@@ -190,6 +210,7 @@ static enum resil_sess_step read_pre(struct resil_sock *s,
         return done(io, n, 0);
     }
     io->locked = true;
+    io->gen = gen_now(x);
     return RESIL_SESS_CALL;
 }
 
@@ -211,15 +232,11 @@ static enum resil_sess_step read_post(struct resil_sock *s,
             resil_sess_received(x, io->iov, io->iovcnt, (size_t)n);
         } else if (n == 0 && io->len > 0 && !x->fin_in && x->resumable &&
                    dead_eof(x, io->fd)) {
-            unsigned g = gen_now(x);
-            pthread_mutex_unlock(&x->rmu);
-            return away(s, io, ECONNRESET, g, n, e);
+            return away_locked(s, x, &x->rmu, io, ECONNRESET, n, e);
         } else if (n == 0 && io->len > 0) {
             x->fin_in = true;
         } else if (n < 0 && path_error(e) && x->resumable) {
-            unsigned g = gen_now(x);
-            pthread_mutex_unlock(&x->rmu);
-            return away(s, io, e, g, n, e);
+            return away_locked(s, x, &x->rmu, io, e, n, e);
         }
     }
     pthread_mutex_unlock(&x->rmu);
@@ -266,6 +283,7 @@ static enum resil_sess_step write_pre(struct resil_sock *s,
         return e ? done(io, -1, e) : RESIL_SESS_RETRY;
     }
     io->locked = true;
+    io->gen = gen_now(x);
     return RESIL_SESS_CALL;
 }
 
@@ -288,9 +306,7 @@ static enum resil_sess_step write_post(struct resil_sock *s,
             pthread_mutex_unlock(&x->wmu);
             return RESIL_SESS_RETRY;
         } else if (n < 0 && path_error(e) && x->resumable) {
-            unsigned g = gen_now(x);
-            pthread_mutex_unlock(&x->wmu);
-            return away(s, io, e, g, n, e);
+            return away_locked(s, x, &x->wmu, io, e, n, e);
         }
     }
     pthread_mutex_unlock(&x->wmu);

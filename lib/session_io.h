@@ -26,6 +26,7 @@ struct resil_io {
     const char *untracked;     /* bytes move without passing through iov
                                   (sendfile): why, for the log */
     bool locked;               /* between pre and post: rmu or wmu held */
+    unsigned gen;              /* the connection (x->gen) the call went to */
     ssize_t rc;                /* RESIL_SESS_DONE: the call's result */
     int err;                   /* and its errno */
 };
