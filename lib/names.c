@@ -13,21 +13,28 @@ struct ent {
 
 static struct ent tab[RESIL_NAMES_SLOTS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+/* Slots [0, used) were ever filled (in order): every connect looks the
+ * table up, and most processes never resolve a name. Written under mu. */
+static int used;
 
-/* Caller holds mu. The entry for name, created (replacing the least
- * recently recorded one) when create is set. */
+/* Caller holds mu. The entry for name, created (in a slot never used, or
+ * replacing the least recently recorded one) when create is set. */
 static struct ent *find_name(const char *name, bool create)
 {
-    struct ent *oldest = &tab[0];
-    for (int i = 0; i < RESIL_NAMES_SLOTS; i++) {
+    struct ent *oldest = NULL;
+    for (int i = 0; i < used; i++) {
         if ((tab[i].n > 0 || tab[i].ndns > 0 || tab[i].dns_at) &&
             strcasecmp(tab[i].name, name) == 0)
             return &tab[i];
-        if (tab[i].at < oldest->at)
+        if (oldest == NULL || tab[i].at < oldest->at)
             oldest = &tab[i];
     }
     if (!create)
         return NULL;
+    if (used < RESIL_NAMES_SLOTS) {
+        oldest = &tab[used];
+        __atomic_store_n(&used, used + 1, __ATOMIC_RELAXED);
+    }
     memset(oldest, 0, sizeof(*oldest));
     strcpy(oldest->name, name);
     return oldest;
@@ -109,8 +116,12 @@ int resil_names_lookup(const struct resil_ip *ip, char *name, size_t namelen,
     struct ent *best = NULL;
     int n = 0;
 
+    /* nothing ever recorded: no lock (a name recorded this instant is
+     * found by the next look-up, as if it came a moment later) */
+    if (__atomic_load_n(&used, __ATOMIC_RELAXED) == 0)
+        return 0;
     pthread_mutex_lock(&mu);
-    for (int i = 0; i < RESIL_NAMES_SLOTS; i++) {
+    for (int i = 0; i < used; i++) {
         struct ent *e = &tab[i];
         bool hit = false;
         if (best && e->at <= best->at)
@@ -155,5 +166,6 @@ void resil_names_clear(void)
 {
     pthread_mutex_lock(&mu);
     memset(tab, 0, sizeof(tab));
+    __atomic_store_n(&used, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&mu);
 }
