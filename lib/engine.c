@@ -278,11 +278,17 @@ fail:
     return RESIL_ESYS;
 }
 
+bool resil_engine_running(void)
+{
+    return __atomic_load_n(&E.running, __ATOMIC_RELAXED);
+}
+
 void resil_engine_release(void)
 {
     pthread_mutex_lock(&E.mu);
-    if (atomic_load(&resil_races_active) == 0) {
-        /* nothing is parked, no lookup serves a race */
+    /* nothing parked, no lookup serves a race, no socket waits to be
+     * looked at (conn.c) */
+    if (atomic_load(&resil_races_active) == 0 && resil_conn_idle()) {
         resil_dns_cancel();
         resil_park_release();
         /* the engine itself, unless the monitor needs it; and unless

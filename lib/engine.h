@@ -40,6 +40,10 @@ void resil_engine_unlock(void);
  * Returns RESIL_OK or RESIL_ESYS. */
 resil_status_t resil_engine_start(void);
 
+/* Whether an engine thread serves this process (a hint: any thread, no
+ * lock; resil_engine_start() under the lock is the answer). */
+bool resil_engine_running(void);
+
 /* Make the engine thread recompute its deadlines now. Any thread. */
 void resil_engine_wake(void);
 

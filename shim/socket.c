@@ -48,11 +48,9 @@ RESIL_EXPORT int socket(int domain, int type, int protocol)
     if ((domain == AF_INET || domain == AF_INET6) &&
         (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) == SOCK_STREAM &&
         (protocol == 0 || protocol == IPPROTO_TCP)) {
+        /* its identity (SO_COOKIE, resil_sock_is_ours) is read when a swap
+         * may come (conn.h), not for every socket */
         s = resil_sock_new(fd, domain, type);
-        /* its identity: a swap never touches the number once the program
-         * closed the socket behind our back (resil_sock_is_ours) */
-        if (s)
-            s->cookie = resil_sock_cookie(fd);
         if (s == NULL || resil_table_set(fd, s) != RESIL_OK) {
             resil_sock_unref(s);
             if (resil_config_get()->strict) {
@@ -162,15 +160,28 @@ RESIL_EXPORT int getsockopt(int fd, int level, int name, void *val,
     int err;
 
     RESIL_INIT();
+    if (resil_in_shim || !resil_table_has(fd))
+        return real.getsockopt(fd, level, name, val, len);
     /* SO_ERROR reads an error libresil holds for the socket (a failed
-     * race's, a failed re-race's) once, like the kernel's sk_err */
-    if (!resil_in_shim && level == SOL_SOCKET && name == SO_ERROR && val &&
-        len && *len >= sizeof(int) && resil_table_has(fd) &&
-        resil_conn_take_error(fd, &err)) {
+     * race's, a failed re-race's) once, like the kernel's sk_err; and
+     * never the failure of a race's first attempt while the race goes
+     * on */
+    if (level == SOL_SOCKET && name == SO_ERROR && val && len &&
+        *len >= sizeof(int) &&
+        (resil_conn_take_error(fd, &err) ||
+         (atomic_load_explicit(&resil_conn_inplace, memory_order_relaxed) &&
+          resil_conn_first_sockerr(fd, &err)))) {
         *(int *)val = err;
         *len = sizeof(int);
         return 0;
     }
+    /* keepalive is sized an attempt delay after the connect: a program
+     * that looks first sees it sized */
+    if ((level == SOL_SOCKET && name == SO_KEEPALIVE) ||
+        (level == IPPROTO_TCP &&
+         (name == TCP_KEEPIDLE || name == TCP_KEEPINTVL ||
+          name == TCP_KEEPCNT)))
+        resil_conn_ka_now(fd);
     return real.getsockopt(fd, level, name, val, len);
 }
 
@@ -178,7 +189,7 @@ RESIL_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
     struct resil_sock *s;
     int err = 0;
-    bool no_wait = false;
+    bool no_wait = false, tried_first = false;
     resil_status_t st;
 
     RESIL_INIT();
@@ -202,7 +213,31 @@ again:
     switch (s->state) {
     case RS_FRESH:
         break;
+    case RS_TRYING:
+        if (s->try_blocking) {
+            /* another thread's blocking connect() holds it: the kernel's
+             * answer for a connect in progress */
+            err = EALREADY;
+            goto report;
+        }
+        /* fall through */
     case RS_RACING:
+        if (!tried_first && atomic_load(&s->inplace)) {
+            /* the fd holds the race's first attempt: the kernel's answer,
+             * unless that is its failure while the race goes on */
+            pthread_mutex_unlock(&s->mu);
+            resil_in_shim++;
+            st = resil_conn_first_connect(s, sa, len, &err);
+            resil_in_shim--;
+            if (st != RESIL_OK) {
+                tried_first = true; /* not (any more): look again */
+                goto again;
+            }
+            resil_sock_unref(s);
+            goto result;
+        }
+        if (s->state == RS_TRYING)
+            goto pass;
         /* re-racing a connection the program had: to it, still connected */
         err = s->rerace ? EISCONN : EALREADY;
         if (s->rerace || no_wait || !resil_io_blocking(fd, 0))
