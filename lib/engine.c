@@ -154,8 +154,10 @@ static void *engine_main(void *arg)
         pthread_mutex_unlock(&E.mu);
         /* the monitor's system calls (one pair per socket with bytes in
          * flight) run without the engine lock: a close() or a connect()
-         * never waits for them */
-        wake = min_u64(wake, resil_monitor_tick(now));
+         * never waits for them. Its clock is read now: it stamps when it
+         * first saw bytes in flight, and the ticks above (the sockets
+         * due since their connect, conn.c) take their time */
+        wake = min_u64(wake, resil_monitor_tick(resil_now_ns()));
         now = resil_now_ns();
         /* nothing timed: no race (its attempts wait for events), no
          * lookup, the monitor idle (a mark wakes or starts us) */
@@ -349,11 +351,17 @@ fail:
     return RESIL_ESYS;
 }
 
+bool resil_engine_running(void)
+{
+    return __atomic_load_n(&E.running, __ATOMIC_RELAXED);
+}
+
 void resil_engine_release(void)
 {
     pthread_mutex_lock(&E.mu);
-    if (atomic_load(&resil_races_active) == 0) {
-        /* nothing is parked, no lookup serves a race */
+    /* nothing parked, no lookup serves a race, no socket waits to be
+     * looked at (conn.c) */
+    if (atomic_load(&resil_races_active) == 0 && resil_conn_idle()) {
         resil_dns_cancel();
         resil_park_release();
         /* the engine itself, unless the monitor needs it; and unless
