@@ -30,6 +30,8 @@
 
 /* include/net/tcp_states.h; netinet/tcp.h clashes with linux/tcp.h */
 #define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
 #define MS RESIL_MS
 
@@ -64,6 +66,19 @@ struct resil_race_ctx {
                                   open for the program (its errno is the
                                   race's: resil_race_error_att), or -1 */
     bool kept_connecting;      /* it failed a connect in progress */
+    bool inplace;              /* attempt 0 is the program's own socket and
+                                  the fd still holds it; fds[0] is our
+                                  duplicate of it, which the engine watches
+                                  (conn.h) */
+    bool dup0;                 /* fds[0] duplicates the program's socket:
+                                  its engine registration must be deleted
+                                  before it is closed (epoll keys on the
+                                  file, which lives on) */
+    bool att0_held;            /* attempt 0's error was read by us and never
+                                  shown: emulated if its socket is kept */
+    bool att0_unknown;         /* attempt 0 failed while a data call was in
+                                  flight on it, which reports the errno
+                                  (resil_conn_first_failed) */
     /* a re-race: the dead connection, put back when the re-race fails,
      * with the error its data call met */
     int orig_fd, orig_err;
@@ -82,12 +97,26 @@ struct resil_race_ctx {
 static struct resil_race_ctx *races; /* engine lock */
 atomic_int resil_races_active;
 atomic_int resil_conn_errors;
+atomic_int resil_conn_inplace;
+
+/* What attempt 0 on the program's own socket has come to (first_settle). */
+enum first_res {
+    FIRST_RUNNING, /* still connecting, or nothing to do */
+    FIRST_WON,     /* connected: s is RS_CONNECTED, or its race is won */
+    FIRST_PARKED,  /* failed, the race goes on: the fd holds a socket in
+                      progress */
+    FIRST_FAILED,  /* failed, and that is the outcome: the fd holds it */
+};
 
 static int gather(const struct resil_ip *target, char *name, size_t namelen,
                   struct resil_ip *out, int max);
 static void dns_start(struct resil_race_ctx *c);
 static void attempt_event(struct resil_watch *w, uint32_t events,
                           uint64_t now);
+static void pend_push(struct resil_sock *s, bool engine_locked);
+static enum first_res first_settle(struct resil_sock *s, int err, bool shown,
+                                   bool disconnected, uint64_t now);
+static void heal(void);
 
 /* Cancellation stays off in our code (conn.h): restored at the end of the
  * block that used NO_CANCEL, and only the waits turn it back on. */
@@ -125,10 +154,24 @@ static bool has_pending(struct resil_sock *s)
     return atomic_load_explicit(&s->pending_err, memory_order_relaxed) != 0;
 }
 
+/* s->inplace, counted for the hooks. s->mu held. */
+static void set_inplace(struct resil_sock *s, bool on)
+{
+    if (atomic_load_explicit(&s->inplace, memory_order_relaxed) == on)
+        return;
+    atomic_store(&s->inplace, on);
+    if (on)
+        atomic_fetch_add(&resil_conn_inplace, 1);
+    else
+        atomic_fetch_sub(&resil_conn_inplace, 1);
+}
+
 static void ctx_unref(struct resil_race_ctx *c) /* engine lock held */
 {
     if (--c->refs > 0)
         return;
+    if (c->dup0 && c->fds[0] >= 0)
+        resil_engine_del(c->fds[0]);
     for (int i = 0; i < RESIL_RACE_MAX; i++)
         resil_fds_close(&c->fds[i]);
     resil_fds_close(&c->donefd);
@@ -276,12 +319,6 @@ static void format_tried(struct resil_race_ctx *c, char *buf, size_t len)
     }
 }
 
-/* The race is decided. engine lock held; takes s->mu for the swap. What
- * goes onto the program's fd: the winner; when every attempt failed, the
- * kept failed attempt (its error pending, emulated); when a re-race
- * failed, the program's own dead connection, with the error its data
- * call met pending: the error and the socket the program would have had
- * without libresil. */
 /* A session destination's winner: the HELLO goes out first (session.h).
  * s->mu held. */
 static void hello(struct resil_sock *s, int fd)
@@ -295,6 +332,14 @@ static void hello(struct resil_sock *s, int fd)
     }
 }
 
+/* The race is decided. engine lock held; takes s->mu for the swap. What
+ * goes onto the program's fd: the winner; when every attempt failed, the
+ * kept failed attempt (its error pending, emulated); when a re-race
+ * failed, the program's own dead connection, with the error its data
+ * call met pending: the error and the socket the program would have had
+ * without libresil. Attempt 0 still on the fd (c->inplace) stays there
+ * when it is the one that goes there (never a session destination's:
+ * those always race from a parked fd, resil_conn_connect). */
 static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
 {
     struct resil_sock *s = c->s;
@@ -302,7 +347,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     char name[2 * RESIL_NAME_LEN];
     int err = 0, fd = -1, pend = 0, keep, swap_err = 0;
     uint32_t since = 0;
-    bool connecting = false, restore = false, gone;
+    bool connecting = false, restore = false, stay = false, gone;
     resil_status_t st = RESIL_ESYS; /* nothing put on the fd yet */
 
     /* the attempt socket that goes onto the fd; a failed re-race puts
@@ -319,12 +364,26 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     if (winner_idx >= 0) {
         struct resil_attempt *w = &c->r.att[winner_idx];
         resil_health_win(&w->ip, now - w->started_ns, now);
-        fd = resil_fds_take(&c->fds[winner_idx]);
-        since = c->optseq[winner_idx];
-        resil_engine_del(fd);
+        if (winner_idx == 0 && c->inplace) {
+            /* the program's own socket won: it is on the fd already */
+            stay = true;
+            close_attempt(c, 0);
+        } else {
+            fd = resil_fds_take(&c->fds[winner_idx]);
+            since = c->optseq[winner_idx];
+            resil_engine_del(fd);
+        }
     } else {
         err = resil_race_errno(&c->r);
-        if (c->rerace && c->orig_fd >= 0) {
+        if (c->kept == 0 && c->inplace) {
+            /* attempt 0 failed on the fd, and its error is the race's:
+             * the program's own failed socket stays; the error is pending
+             * unless the call that met it shows it */
+            stay = true;
+            connecting = c->kept_connecting;
+            pend = c->att0_held ? err : 0;
+            close_attempt(c, 0);
+        } else if (c->rerace && c->orig_fd >= 0) {
             fd = resil_fds_take(&c->orig_fd);
             since = c->orig_optseq;
             pend = c->orig_err;
@@ -379,7 +438,17 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     }
     pthread_mutex_lock(&s->mu);
     gone = resil_sock_closed(s);
-    if (fd >= 0 && !gone) {
+    if (stay && !gone) {
+        if (resil_sock_is_ours(s)) {
+            st = RESIL_OK;
+        } else {
+            /* closed behind our back: the number is not ours to touch
+             * (logged below, after s->mu) */
+            atomic_store_explicit(&s->closed, true, memory_order_relaxed);
+            resil_table_take_if(s->fd, s);
+            st = RESIL_ENOENT;
+        }
+    } else if (fd >= 0 && !gone) {
         replay_opts(s, fd, since);
         if (s->bind_shared && !restore) {
             int v = app_reuseaddr(s);
@@ -394,17 +463,25 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
         st = resil_swap_in(s, fd);
         swap_err = errno;
     } else {
-        resil_fds_close_fd(fd);
+        if (fd >= 0)
+            resil_fds_close_fd(fd);
         if (gone)
             st = RESIL_ENOENT;
     }
     s->rerace = false;
+    set_inplace(s, false);
     if (st == RESIL_OK && winner_idx >= 0) {
         resil_sock_set_state(s, RS_CONNECTED);
         s->cur_ip = c->r.att[winner_idx].ip;
         s->connected_ns = now;
-        s->fail_connecting = c->won_connecting;
+        /* a winner reset right after its handshake goes through the
+         * kernel's error path on the next connect(); a clean one's next
+         * connect() is the kernel's own (0 once, then EISCONN) */
+        s->fail_connecting = c->won_err != 0 && c->won_connecting;
         set_pending(s, c->won_err);
+        /* a connection that took a race: sized now (conn.h) */
+        atomic_store(&s->ka_due, false);
+        resil_monitor_tune(s, s->fd);
     } else if (st == RESIL_OK && restore) {
         resil_sock_set_state(s, c->orig_state);
         set_pending(s, pend);
@@ -414,8 +491,9 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
         set_pending(s, pend);
     } else {
         if (st == RESIL_ESYS) {
-            /* fd still holds the parked socket: disconnected, it polls
-             * as an unconnected socket and nobody waits on it for ever */
+            /* fd still holds the parked socket (or attempt 0, still
+             * connecting): disconnected, it polls as an unconnected socket
+             * and nobody waits on it for ever */
             resil_unpark(s->fd);
             resil_sock_set_state(s, RS_FRESH);
         }
@@ -523,7 +601,6 @@ static void start_attempt(struct resil_race_ctx *c, int i, uint64_t now)
         attempt_failed(c, i, e, now, false);
         return;
     }
-    resil_monitor_tune(s, fd);
     pthread_mutex_unlock(&s->mu);
     if (real.connect(fd, (struct sockaddr *)&sa, len) == 0) {
         c->won_err = settle(c, i, &c->won_connecting);
@@ -664,19 +741,44 @@ static void wait_cancelled(void *arg)
  * not a handler running inside that very wait: on the thread's own stack
  * (not a sigaltstack) and above the wait's frame (stacks grow down), the
  * frame is gone. */
+/* The first attempt of a blocking connect() in progress on this thread,
+ * with SO_SNDTIMEO set to the attempt delay: a cancellation or a handler
+ * that siglongjmps out of it leaves it to the engine (fast_abandon), the
+ * way the engine takes a non-blocking one. */
+struct fastrec {
+    struct resil_sock *s;
+    bool restore;       /* SO_SNDTIMEO to put back */
+    struct timeval app; /* the program's (zero: none) */
+};
+static __thread struct fastrec fast;
+static __thread uintptr_t fast_frame;
+static void fast_abandon(struct fastrec r);
+
 static void heal(void)
 {
     stack_t ss;
     char here;
+    bool w, f;
 
-    if (jumped.c == NULL || (uintptr_t)&here <= jumped_frame ||
-        sigaltstack(NULL, &ss) < 0 || (ss.ss_flags & SS_ONSTACK))
+    w = jumped.c != NULL && (uintptr_t)&here > jumped_frame;
+    f = fast.s != NULL && (uintptr_t)&here > fast_frame;
+    if ((!w && !f) || sigaltstack(NULL, &ss) < 0 ||
+        (ss.ss_flags & SS_ONSTACK))
         return;
-    struct waitrec w = jumped;
-    jumped.c = NULL;
-    rdebug("a wait was left by a jump out of a signal handler; dropping "
-           "its race");
-    drop_wait(w);
+    if (w) {
+        struct waitrec wr = jumped;
+        jumped.c = NULL;
+        rdebug("a wait was left by a jump out of a signal handler; "
+               "dropping its race");
+        drop_wait(wr);
+    }
+    if (f) {
+        struct fastrec fr = fast;
+        fast.s = NULL;
+        rdebug("fd %d: a connect was left by a jump out of a signal "
+               "handler; the engine takes it", fr.s->fd);
+        fast_abandon(fr);
+    }
 }
 
 /* Wait for c (the caller holds a reference; dropped here only when the
@@ -711,21 +813,28 @@ static int wait_race(struct resil_race_ctx *c, int timeout_ms, int cs,
     return err;
 }
 
-/* A blocking connect() waits for race c of s (the caller's reference to c,
- * counted in c->waiters, is dropped here). Returns what connect() reports:
- * 0, the race's errno, EINTR, or timeout_err when SO_SNDTIMEO expires
- * first. */
-static int race_wait(struct resil_sock *s, struct resil_race_ctx *c,
-                     const struct sockaddr *sa, socklen_t len,
-                     int timeout_err, int cs)
+/* fd's SO_SNDTIMEO in ms, -1 for none. */
+static int sndtimeo_ms(int fd)
 {
     struct timeval tv;
     socklen_t tl = sizeof(tv);
-    int err, timeout_ms = -1;
 
-    if (real.getsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) == 0 &&
+    if (real.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) == 0 &&
         (tv.tv_sec || tv.tv_usec))
-        timeout_ms = (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+        return (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+    return -1;
+}
+
+/* A blocking connect() waits for race c of s (the caller's reference to c,
+ * counted in c->waiters, is dropped here) at most timeout_ms (-1: no
+ * limit). Returns what connect() reports: 0, the race's errno, EINTR, or
+ * timeout_err when the time is up first. */
+static int race_wait(struct resil_sock *s, struct resil_race_ctx *c,
+                     const struct sockaddr *sa, socklen_t len,
+                     int timeout_err, int timeout_ms, int cs)
+{
+    int err;
+
     err = wait_race(c, timeout_ms, cs, true);
     if (err == EINPROGRESS)
         err = timeout_err;
@@ -769,7 +878,7 @@ resil_status_t resil_conn_wait(struct resil_sock *s, const struct sockaddr *sa,
     resil_engine_unlock();
     /* the kernel: EALREADY when SO_SNDTIMEO expires on a connect already
      * in progress */
-    *err = race_wait(s, c, sa, len, EALREADY, cs);
+    *err = race_wait(s, c, sa, len, EALREADY, sndtimeo_ms(s->fd), cs);
     return RESIL_OK;
 }
 
@@ -805,11 +914,68 @@ resil_status_t resil_conn_connect_failed(struct resil_sock *s,
     return RESIL_OK;
 }
 
-/* Start a race for s toward ip:port. engine lock and s->mu held. On
- * success s is RS_RACING and *out (when not NULL) holds a reference to the
- * ctx for waiting, counted as a blocking connect()'s unless rerace.
- * RESIL_ENOENT when the program closed s meanwhile, else RESIL_ENOMEM or
- * RESIL_ESYS. */
+/* A new race context for s toward port (engine lock and s->mu held), no
+ * candidate added yet. NULL when it cannot be made: no memory, or no
+ * descriptor for its done eventfd and one attempt. */
+static struct resil_race_ctx *ctx_new(struct resil_sock *s, uint16_t port,
+                                      bool rerace, uint64_t start_ns)
+{
+    struct resil_race_ctx *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    for (int i = 0; i < RESIL_RACE_MAX; i++)
+        c->fds[i] = -1;
+    c->kept = -1;
+    c->orig_fd = -1;
+    /* blocking: wait_done() reads it (and writes it back) */
+    c->donefd = eventfd(0, EFD_CLOEXEC);
+    if (c->donefd < 0 ||
+        resil_fds_own(&c->donefd, c->donefd, RESIL_FD_WAKE, &c->done_pins) !=
+            RESIL_OK ||
+        !resil_fds_spare(c->donefd)) {
+        resil_fds_close(&c->donefd);
+        free(c);
+        return NULL;
+    }
+    c->port = port;
+    c->start_ns = start_ns;
+    c->rerace = rerace;
+    c->s = s;
+    resil_sock_ref(s);
+    c->refs = 1;
+    return c;
+}
+
+/* c runs: on s, in the engine's list (engine lock and s->mu held), its
+ * DNS lookup started unless dns is false (the caller did). *out (when not
+ * NULL) gets a reference for waiting, counted as a blocking connect()'s
+ * unless c re-races. */
+static void ctx_start(struct resil_race_ctx *c, struct resil_race_ctx **out,
+                      bool dns)
+{
+    struct resil_sock *s = c->s;
+
+    c->refs += out != NULL;
+    c->waiters = out != NULL && !c->rerace;
+    s->race = c;
+    resil_sock_set_state(s, RS_RACING);
+    s->rerace = c->rerace;
+    atomic_fetch_add(&resil_races_active, 1);
+    c->next = races;
+    races = c;
+    if (dns)
+        dns_start(c);
+    if (out)
+        *out = c;
+    resil_engine_wake();
+}
+
+/* Start a race for s toward ip:port, every attempt on a socket of our own
+ * (the fd holds a parked socket: a re-race, a session destination).
+ * engine lock and s->mu held. On success s is RS_RACING and *out (when
+ * not NULL) holds a reference to the ctx for waiting. RESIL_ENOENT when
+ * the program closed s meanwhile, else RESIL_ESYS. */
 static resil_status_t race_begin(struct resil_sock *s,
                                  const struct resil_ip *ip, uint16_t port,
                                  bool rerace, struct resil_race_ctx **out)
@@ -823,23 +989,9 @@ static resil_status_t race_begin(struct resil_sock *s,
      * connect() and close()): no race may outlive the close */
     if (resil_sock_closed(s))
         return RESIL_ENOENT;
-    c = calloc(1, sizeof(*c));
+    c = ctx_new(s, port, rerace, now);
     if (c == NULL)
-        return RESIL_ENOMEM;
-    for (int i = 0; i < RESIL_RACE_MAX; i++)
-        c->fds[i] = -1;
-    c->kept = -1;
-    c->orig_fd = -1;
-    /* blocking: wait_done() reads it (and writes it back) */
-    c->donefd = eventfd(0, EFD_CLOEXEC);
-    if (c->donefd < 0 ||
-        resil_fds_own(&c->donefd, c->donefd, RESIL_FD_WAKE, &c->done_pins) !=
-            RESIL_OK ||
-        !resil_fds_spare(c->donefd)) {
-        resil_fds_close(&c->donefd);
-        free(c);
         return RESIL_ESYS;
-    }
     n = gather(ip, c->name, sizeof(c->name), cand, RESIL_RACE_MAX);
     resil_race_init(&c->r, s->family, s->v6only,
                     (uint64_t)resil_config_get()->attempt_delay_ms * MS, now);
@@ -847,82 +999,982 @@ static resil_status_t race_begin(struct resil_sock *s,
      * cache says otherwise */
     for (int i = 0; i < n; i++)
         resil_race_add(&c->r, &cand[i], now);
-    c->port = port;
-    c->start_ns = now;
-    c->rerace = rerace;
-    c->s = s;
-    resil_sock_ref(s);
-    c->refs = 1 + (out != NULL);
-    c->waiters = out != NULL && !rerace;
-    s->race = c;
-    resil_sock_set_state(s, RS_RACING);
-    s->rerace = rerace;
-    atomic_fetch_add(&resil_races_active, 1);
-    c->next = races;
-    races = c;
-    dns_start(c);
-    if (out)
-        *out = c;
-    resil_engine_wake();
+    ctx_start(c, out, true);
     return RESIL_OK;
 }
 
-resil_status_t resil_conn_connect(struct resil_sock *s,
-                                  const struct sockaddr *sa, socklen_t len,
-                                  int *err)
+/* Attempt 0, the program's own socket, failed (engine lock and s->mu
+ * held): put a socket in progress on the fd, so that the program sees a
+ * connect in progress while the other attempts run; the failed one stays
+ * open in c->fds[0] when it is kept. A fresh socket with the program's
+ * options (and its bind), parked (swap.h). */
+static resil_status_t park_fd(struct resil_race_ctx *c)
 {
-    struct resil_ip ip, cand[RESIL_RACE_MAX];
-    struct resil_race_ctx *c = NULL;
-    char name[RESIL_NAME_LEN];
-    uint16_t port;
-    int fl, n;
-    resil_status_t st;
-    NO_CANCEL(cs);
+    struct resil_sock *s = c->s;
+    int park = real.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-    heal();
-    if (!resil_ip_from_sa(sa, len, &ip, &port) || port == 0)
-        goto passthru;
-    if ((s->family == AF_INET && sa->sa_family != AF_INET) ||
-        (s->family == AF_INET6 && sa->sa_family != AF_INET6))
-        goto passthru;
-    /* a scoped (link-local) address names one interface: nothing to race,
-     * and struct resil_ip would lose the scope */
-    if (sa->sa_family == AF_INET6 &&
-        ((const struct sockaddr_in6 *)sa)->sin6_scope_id != 0)
-        goto passthru;
-    pthread_mutex_lock(&s->mu);
-    s->peer_ip = ip;
-    s->peer_port = port;
-    s->reraces = 0;
-    /* a connect clears the socket's error (tcp_connect_init) */
-    set_pending(s, 0);
-    if (s->fastopen) {
-        pthread_mutex_unlock(&s->mu);
-        goto passthru;
+    if (park < 0 ||
+        resil_fds_own(&park, park, RESIL_FD_SOCK, NULL) != RESIL_OK)
+        return RESIL_ESYS;
+    replay_opts(s, park, 0);
+    /* getsockname() names the program's bound address while it races */
+    if (s->bound && bind_attempt(c, park) == 0 && s->bind_shared) {
+        int v = app_reuseaddr(s);
+        real.setsockopt(park, SOL_SOCKET, SO_REUSEADDR, &v, sizeof(v));
     }
-    pthread_mutex_unlock(&s->mu);
+    if (resil_park(park, s->family, s->v6only) != RESIL_OK) {
+        resil_fds_close(&park);
+        return RESIL_ESYS;
+    }
+    if (resil_swap_in_keep(s, resil_fds_take(&park)) != RESIL_OK)
+        return RESIL_ESYS;
+    c->inplace = false;
+    set_inplace(s, false);
+    return RESIL_OK;
+}
 
-    resil_engine_lock();
-    n = gather(&ip, name, sizeof(name), cand, RESIL_RACE_MAX);
-    /* a session destination always goes through the engine: it writes
-     * the HELLO on the winner before the program can write a byte */
-    pthread_mutex_lock(&s->mu);
-    s->want_sess = resil_sess_wanted(&ip, port, name);
-    pthread_mutex_unlock(&s->mu);
-    if (!resil_config_get()->race ||
-        (n == 1 && !s->want_sess &&
-         (name[0] == '\0' || !resil_config_get()->dns))) {
-        /* nothing to race: the real connect, plus failure detection */
-        resil_engine_unlock();
-        pthread_mutex_lock(&s->mu);
-        resil_sock_set_state(s, resil_config_get()->race ? RS_DIRECT
-                                                         : RS_PASSTHRU);
-        s->cur_ip = ip;
-        if (resil_config_get()->race)
-            resil_monitor_tune(s, s->fd);
-        pthread_mutex_unlock(&s->mu);
+/* Give up the other attempts of c (engine lock held): attempt 0's failure
+ * on the fd could not be hidden, so it is the outcome. */
+static void give_up(struct resil_race_ctx *c, uint64_t now)
+{
+    for (int i = 1; i < c->r.started; i++)
+        if (c->r.att[i].state == RESIL_ATT_RUNNING) {
+            close_attempt(c, i);
+            resil_race_failed(&c->r, i, ECONNABORTED, now);
+        }
+    c->r.n = c->r.started;
+    c->r.more_coming = 0;
+    c->n_held = 0;
+}
+
+/* Attempt 0 of c failed on the fd (engine lock and s->mu held) with err,
+ * 0 when its error is still in the socket; held: the program has not seen
+ * err. The fd is parked first, then the error read (through our
+ * duplicate): the swap must see the failed socket as the program's
+ * readiness call saw it (a stale report, epoll.h), and a data call in
+ * flight on it must find the error, not a closed socket (a write would
+ * get EPIPE and SIGPIPE); with one in flight it is left for that call to
+ * report (resil_conn_first_failed). Returns FIRST_PARKED, or FIRST_FAILED
+ * when that ends the race (the caller finishes it, s->mu released). */
+static enum first_res att0_fail(struct resil_race_ctx *c, int err, bool held,
+                                bool connecting, uint64_t now)
+{
+    struct resil_sock *s = c->s;
+    enum first_res res = FIRST_PARKED;
+    socklen_t l = sizeof(int);
+    int best;
+
+    /* an unknown errno ranks last until it is known */
+    resil_race_failed(&c->r, 0, err ? err : ECONNABORTED, now);
+    resil_engine_del(c->fds[0]);
+    if (resil_race_finished(&c->r) && c->n_held == 0) {
+        res = FIRST_FAILED;
+    } else if (park_fd(c) != RESIL_OK) {
+        rwarn("fd %d: cannot park the socket after its first attempt "
+              "failed; the other attempts are given up", s->fd);
+        give_up(c, now);
+        res = FIRST_FAILED;
+    }
+    /* parked, or the outcome of a running race (whose waiters need its
+     * errno): read it; a failed start (parking failed) leaves it to the
+     * program */
+    if (err == 0 && c->fds[0] >= 0 && atomic_load(&s->io_busy) == 0 &&
+        (res == FIRST_PARKED || s->race == c) &&
+        real.getsockopt(c->fds[0], SOL_SOCKET, SO_ERROR, &err, &l) == 0 &&
+        err != 0) {
+        held = true;
+        c->r.att[0].err = err;
+    }
+    c->att0_unknown = err == 0;
+    c->att0_held = held && err != 0;
+    /* only the socket of the attempt whose errno is reported stays */
+    best = resil_race_error_att(&c->r);
+    if (best == 0) {
+        if (c->kept > 0)
+            close_attempt(c, c->kept);
+        c->kept = 0;
+        c->kept_connecting = connecting;
+    } else {
+        close_attempt(c, 0); /* our duplicate; the fd is the program's */
+    }
+    return res;
+}
+
+/* Start the race of s with attempt 0 on the program's own socket, which
+ * connect()ed to s->cur_ip at t0 and is still connecting (err0 < 0), or
+ * failed with err0 (0: unknown; held0: the program has not seen it;
+ * connecting0: still SS_CONNECTING). engine lock and s->mu held. The
+ * others start an attempt delay after t0, or at once when attempt 0
+ * failed. RESIL_OK (s is RS_RACING; *out, when not NULL, holds a
+ * reference for waiting), RESIL_EUNSUPP (nothing else can win: the
+ * program's connect is the whole story) or RESIL_ESYS. */
+static resil_status_t race_inplace(struct resil_sock *s, uint64_t t0, int err0,
+                                   bool held0, bool connecting0,
+                                   struct resil_race_ctx **out)
+{
+    const struct resil_config *cfg = resil_config_get();
+    struct resil_ip cand[RESIL_RACE_MAX];
+    struct resil_race_ctx *c;
+    uint64_t now = resil_now_ns(), w;
+    int n;
+
+    if (resil_sock_closed(s) || !cfg->race)
+        return RESIL_EUNSUPP;
+    if (resil_engine_start() != RESIL_OK)
+        return RESIL_ESYS;
+    c = ctx_new(s, s->peer_port, false, t0);
+    if (c == NULL)
+        return RESIL_ESYS;
+    resil_race_init(&c->r, s->family, s->v6only,
+                    (uint64_t)cfg->attempt_delay_ms * MS, t0);
+    resil_race_add(&c->r, &s->cur_ip, t0);
+    (void)resil_race_next(&c->r, t0, &w); /* attempt 0: since t0 */
+    n = gather(&s->peer_ip, c->name, sizeof(c->name), cand, RESIL_RACE_MAX);
+    for (int i = 0; i < n; i++)
+        resil_race_add(&c->r, &cand[i], now);
+    if (c->r.n == 1 && (c->name[0] == '\0' || !cfg->dns) && err0 < 0) {
+        ctx_unref(c);
         return RESIL_EUNSUPP;
     }
+    /* its identity, read here where fd is the program's socket for sure */
+    if (s->cookie == 0)
+        s->cookie = resil_sock_cookie(s->fd);
+    if (resil_fds_dup(&c->fds[0], s->fd, RESIL_FD_SOCK) != RESIL_OK) {
+        ctx_unref(c);
+        return RESIL_ESYS;
+    }
+    c->dup0 = true;
+    c->optseq[0] = s->opt_seq;
+    c->inplace = true;
+    set_inplace(s, true);
+    c->aw[0].c = c;
+    c->aw[0].i = 0;
+    c->aw[0].w.fn = attempt_event;
+    /* late answers may save a connect whose only known address failed */
+    dns_start(c);
+    if (c->r.n == 1 && c->r.more_coming == 0 && err0 >= 0) {
+        /* nothing else to try: attempt 0's failure is the outcome */
+        c->inplace = false;
+        close_attempt(c, 0);
+        ctx_unref(c);
+        return RESIL_EUNSUPP;
+    }
+    if (err0 < 0) {
+        if (resil_engine_add(c->fds[0], EPOLLOUT, &c->aw[0].w) != RESIL_OK) {
+            ctx_unref(c);
+            return RESIL_ESYS;
+        }
+    } else if (att0_fail(c, err0, held0, connecting0, now) != FIRST_PARKED) {
+        /* nothing else to try, or no parking: the program sees attempt
+         * 0's failure */
+        c->inplace = false;
+        c->cancelled = true; /* for DNS answers still to come */
+        close_attempt(c, 0);
+        ctx_unref(c);
+        return RESIL_EUNSUPP;
+    }
+    ctx_start(c, out, false);
+    if (resil_log_level >= RESIL_LOG_DEBUG) {
+        char a[RESIL_ADDRSTRLEN];
+        rdebug("fd %d: first attempt to %s %s after %.1f ms; racing %d "
+               "candidates", s->fd,
+               resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a)),
+               err0 < 0 ? "still connecting" : "failed",
+               (double)(now - t0) / 1e6, c->r.n);
+    }
+    return RESIL_OK;
+}
+
+/* The racing-unavailable fallback: a plain connect from now on. release:
+ * give our descriptors back (engine lock not held). */
+static void fallback(struct resil_sock *s, bool release)
+{
+    char d[RESIL_ADDRSTRLEN];
+
+    if (release)
+        resil_engine_release();
+    rwarn("fd %d: racing unavailable; plain connect", s->fd);
+    resil_event("fallback", s->fd,
+                "\"dst\":\"%s\",\"reason\":\"racing unavailable\"",
+                resil_ip_format(&s->peer_ip, s->peer_port, d, sizeof(d)));
+}
+
+/* Attempt 0 connected before any race started (s->mu held). */
+static void first_won(struct resil_sock *s, uint64_t rtt_ns, uint64_t now)
+{
+    resil_sock_set_state(s, RS_CONNECTED);
+    s->connected_ns = now;
+    s->try_blocking = false;
+    s->fail_connecting = false;
+    set_inplace(s, false);
+    atomic_store(&s->ka_due, true);
+    resil_health_win(&s->cur_ip, rtt_ns, now);
+}
+
+/* The "connect" event of a connect its first candidate won (no lock).
+ * Only formatted for the events file or the info summary. */
+static void first_event(struct resil_sock *s, uint64_t ms_ns)
+{
+    char a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN], nm[RESIL_NAME_LEN];
+    char name[2 * RESIL_NAME_LEN];
+    struct resil_ip tmp[1];
+
+    if (!resil_events_enabled() && resil_log_level < RESIL_LOG_INFO)
+        return;
+    resil_ip_format(&s->cur_ip, -1, a, sizeof(a));
+    resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
+    nm[0] = '\0';
+    resil_names_lookup(&s->peer_ip, nm, sizeof(nm), tmp, 1);
+    resil_json_str(nm, name, sizeof(name));
+    rdebug("fd %d: first attempt %s:%u won after %.1f ms", s->fd, a,
+           s->peer_port, (double)ms_ns / 1e6);
+    resil_event("connect", s->fd,
+                "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
+                "\"tried\":[\"%s\"],\"winner\":\"%s\",\"ms\":%.3f",
+                dst, name, s->peer_port, a, a, (double)ms_ns / 1e6);
+}
+
+/* ---- sockets to look at again an attempt delay after their connect ----
+ * A first attempt on the program's socket (RS_TRYING, non-blocking) races
+ * if it has not connected by then; a connection still open then gets its
+ * keepalive sized (and its SO_COOKIE read). The connect pushes the socket
+ * on a lock-free stack (one CAS, a reference); the engine takes the stack
+ * on its turns, keeps the sockets in connect order and looks at those due,
+ * waking at most every PEND_TICK while any waits. IDLE on the stack means
+ * that the engine waits for none: only the push that replaces it wakes
+ * (or starts) the engine. A connection per request is closed long before
+ * it is due: it costs the push and, on the engine, an unlock and unref. */
+#define PEND_TICK_NS (10 * MS)
+/* Free descriptors the engine must leave the program when it starts for
+ * this list alone (as many as a race needs, and one): below that, a
+ * connect settles its socket at once instead (fds.h, README). */
+#define PEND_HEADROOM 8
+static char pend_idle_mark;
+#define PEND_IDLE ((struct resil_sock *)&pend_idle_mark)
+static _Atomic(struct resil_sock *) pend_stack = PEND_IDLE;
+static struct resil_sock *pend_head, *pend_tail; /* engine lock */
+static uint64_t pend_woke;                      /* engine lock */
+
+static uint64_t pend_delay(void)
+{
+    return (uint64_t)resil_config_get()->attempt_delay_ms * MS;
+}
+
+/* Keepalive sized, identity read (s->mu held, s connected). */
+static void ka_settle(struct resil_sock *s)
+{
+    if (!atomic_load(&s->ka_due))
+        return;
+    atomic_store(&s->ka_due, false);
+    if (s->cookie == 0)
+        s->cookie = resil_sock_cookie(s->fd);
+    resil_monitor_tune(s, s->fd);
+}
+
+/* s without the engine: a first attempt stays the plain connect it is, a
+ * connection gets its keepalive now. engine_locked: the caller holds the
+ * engine lock (and gives the engine up itself). */
+static void pend_settle(struct resil_sock *s, bool engine_locked)
+{
+    bool fell = false;
+
+    atomic_store(&s->pend_listed, false);
+    pthread_mutex_lock(&s->mu);
+    if (!resil_sock_closed(s)) {
+        if (resil_sock_state(s) == RS_TRYING && !s->try_blocking) {
+            resil_sock_set_state(s, RS_DIRECT);
+            set_inplace(s, false);
+            atomic_store(&s->ka_due, true);
+            fell = true;
+        }
+        if (resil_sock_connected(s))
+            ka_settle(s);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (fell)
+        fallback(s, !engine_locked);
+    resil_sock_unref(s);
+}
+
+static bool fds_headroom(int fd, int want)
+{
+    int got[PEND_HEADROOM], n = 0;
+
+    while (n < want && n < PEND_HEADROOM &&
+           (got[n] = real.fcntl(fd, F_DUPFD_CLOEXEC, 0)) >= 0)
+        n++;
+    for (int i = 0; i < n; i++)
+        real.close(got[i]);
+    return n == want;
+}
+
+/* The push that found the list idle: wake the engine, or start it. When
+ * it cannot serve the list (no thread, or too few descriptors left to
+ * start one), whatever was pushed is settled here. */
+static void pend_kick(int fd)
+{
+    struct resil_sock *top;
+    resil_status_t st = RESIL_OK;
+
+    /* under the engine lock: an idle engine decides to leave under it
+     * (resil_conn_busy), so that either it sees the push, or we see that
+     * it left (a wake-up of a thread on its way out would be lost) */
+    resil_engine_lock();
+    if (!resil_engine_running())
+        st = fds_headroom(fd, PEND_HEADROOM) ? resil_engine_start()
+                                             : RESIL_ESYS;
+    resil_engine_unlock();
+    if (st == RESIL_OK) {
+        resil_engine_wake();
+        return;
+    }
+    /* nobody will take the stack: settle it ourselves, and leave it idle
+     * so that the next push tries again */
+    top = atomic_exchange(&pend_stack, PEND_IDLE);
+    while (top != NULL && top != PEND_IDLE) {
+        struct resil_sock *nx = top->pend_next;
+        pend_settle(top, false);
+        top = nx;
+    }
+}
+
+/* Have s looked at an attempt delay after s->conn_ns (any thread). */
+static void pend_push(struct resil_sock *s, bool engine_locked)
+{
+    struct resil_sock *old;
+
+    if (atomic_exchange(&s->pend_listed, true))
+        return; /* listed: it will be looked at anyway */
+    resil_sock_ref(s);
+    old = atomic_load_explicit(&pend_stack, memory_order_relaxed);
+    do
+        s->pend_next = old == PEND_IDLE ? NULL : old;
+    while (!atomic_compare_exchange_weak_explicit(
+        &pend_stack, &old, s, memory_order_release, memory_order_relaxed));
+    if (old != PEND_IDLE && resil_engine_running())
+        return;
+    if (engine_locked)
+        resil_engine_wake(); /* a race holds the engine up */
+    else
+        pend_kick(s->fd);
+}
+
+/* A first attempt not connected an attempt delay after its connect: the
+ * race starts, with it in place (engine lock held). Else what it came to
+ * (first_settle). */
+static void first_due(struct resil_sock *s, uint64_t now)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    resil_status_t st = RESIL_OK;
+    bool start;
+
+    pthread_mutex_lock(&s->mu);
+    start = !resil_sock_closed(s) && resil_sock_state(s) == RS_TRYING &&
+            !s->try_blocking && atomic_load(&s->inplace) &&
+            resil_sock_is_ours(s);
+    memset(&ti, 0, sizeof(ti));
+    if (start && real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
+        (ti.tcpi_state == TCP_SYN_SENT || ti.tcpi_state == TCP_SYN_RECV)) {
+        st = race_inplace(s, s->conn_ns, -1, false, true, NULL);
+        if (st != RESIL_OK) {
+            /* the program's connect goes on alone, as without libresil */
+            set_inplace(s, false);
+            resil_sock_set_state(s, RS_DIRECT);
+            atomic_store(&s->ka_due, true);
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (st == RESIL_ESYS)
+            fallback(s, false);
+        return;
+    }
+    pthread_mutex_unlock(&s->mu);
+    (void)first_settle(s, 0, false, false, now);
+}
+
+/* The engine looks at s, due (engine lock held). */
+static void pend_look(struct resil_sock *s, uint64_t now)
+{
+    bool trying;
+
+    atomic_store(&s->pend_listed, false);
+    pthread_mutex_lock(&s->mu);
+    trying = !resil_sock_closed(s) && resil_sock_state(s) == RS_TRYING &&
+             !s->try_blocking;
+    pthread_mutex_unlock(&s->mu);
+    if (trying)
+        first_due(s, now);
+    pthread_mutex_lock(&s->mu);
+    if (!resil_sock_closed(s) && resil_sock_connected(s))
+        ka_settle(s);
+    pthread_mutex_unlock(&s->mu);
+    resil_sock_unref(s);
+}
+
+/* The list's turn (engine lock held): returns its next deadline. */
+static uint64_t pend_tick(uint64_t now)
+{
+    uint64_t delay = pend_delay(), due;
+    struct resil_sock *top, *rev = NULL;
+
+    top = atomic_load_explicit(&pend_stack, memory_order_acquire);
+    if (top == PEND_IDLE)
+        return UINT64_MAX; /* nothing listed either */
+    top = atomic_exchange_explicit(&pend_stack, NULL, memory_order_acquire);
+    /* the stack is newest first: the list keeps connect order */
+    while (top != NULL && top != PEND_IDLE) {
+        struct resil_sock *nx = top->pend_next;
+        top->pend_next = rev;
+        rev = top;
+        top = nx;
+    }
+    if (rev) {
+        if (pend_tail)
+            pend_tail->pend_next = rev;
+        else
+            pend_head = rev;
+        for (pend_tail = rev; pend_tail->pend_next;)
+            pend_tail = pend_tail->pend_next;
+    }
+    while (pend_head) {
+        struct resil_sock *s = pend_head;
+        /* conn_ns: written under s->mu, at the connect */
+        due = __atomic_load_n(&s->conn_ns, __ATOMIC_RELAXED) + delay;
+        if (due > now)
+            break;
+        pend_head = s->pend_next;
+        if (pend_head == NULL)
+            pend_tail = NULL;
+        pend_look(s, now);
+    }
+    if (pend_head) {
+        /* coarse: a connect per request must not wake us per connect */
+        due = __atomic_load_n(&pend_head->conn_ns, __ATOMIC_RELAXED) + delay;
+        pend_woke = now;
+        return due > now + PEND_TICK_NS ? due : now + PEND_TICK_NS;
+    }
+    {
+        struct resil_sock *expect = NULL;
+        if (atomic_compare_exchange_strong(&pend_stack, &expect, PEND_IDLE))
+            return UINT64_MAX;
+    }
+    return now; /* pushed meanwhile: take it on the next turn */
+}
+
+bool resil_conn_idle(void)
+{
+    return atomic_load_explicit(&pend_stack, memory_order_acquire) ==
+           PEND_IDLE;
+}
+
+/* Every socket waiting on the list settled now (engine lock held). */
+static void pend_flush(void)
+{
+    struct resil_sock *top =
+        atomic_exchange_explicit(&pend_stack, PEND_IDLE, memory_order_acquire);
+
+    while (top != NULL && top != PEND_IDLE) {
+        struct resil_sock *nx = top->pend_next;
+        pend_settle(top, true);
+        top = nx;
+    }
+    while (pend_head) {
+        struct resil_sock *s = pend_head;
+        pend_head = s->pend_next;
+        pend_settle(s, true);
+    }
+    pend_tail = NULL;
+}
+
+/* ---- the first attempt, on the program's own socket ---- */
+
+/* What attempt 0 on s's fd has come to; engine lock held, s->mu not.
+ * err: the error a hook's call consumed from it (0: none, we look
+ * ourselves); shown: that call shows err to the program unless we hide
+ * it; disconnected: the call was connect(), which left the socket
+ * unconnected. Acts on it: a race won or finished, a race started or the
+ * fd parked (enum first_res). */
+static enum first_res first_settle(struct resil_sock *s, int err, bool shown,
+                                   bool disconnected, uint64_t now)
+{
+    struct resil_race_ctx *c = NULL;
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    enum first_res res = FIRST_RUNNING;
+    bool held, won = false, fin = false, ev = false;
+    uint64_t rtt = 0;
+
+    pthread_mutex_lock(&s->mu);
+    if (resil_sock_closed(s) || !atomic_load(&s->inplace) || s->try_blocking)
+        goto out;
+    if (resil_sock_state(s) == RS_RACING) {
+        c = s->race;
+        if (c == NULL || !c->inplace || c->finished || c->cancelled)
+            goto out;
+    } else if (resil_sock_state(s) != RS_TRYING) {
+        goto out;
+    }
+    if (!resil_sock_is_ours(s)) {
+        /* closed behind our back: its number is not ours to look at */
+        atomic_store_explicit(&s->closed, true, memory_order_relaxed);
+        resil_table_take_if(s->fd, s);
+        set_inplace(s, false);
+        goto out;
+    }
+    memset(&ti, 0, sizeof(ti));
+    if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0)
+        goto out;
+    /* still connecting: no outcome yet (an error a call met then is not
+     * the connect's: the kernel reports an ICMP error or a timeout and
+     * leaves SYN_SENT under the socket lock, in one go) */
+    if (ti.tcpi_state == TCP_SYN_SENT || ti.tcpi_state == TCP_SYN_RECV)
+        goto out;
+    /* a failure's error is read after parking (att0_fail) */
+    held = err != 0 && !shown;
+    /* the SYN was acknowledged: the handshake completed (bytes_acked
+     * counts the SYN). What came after (a reset) is the program's own
+     * socket's: the kernel reports it, as without libresil, and a
+     * connection that died unused may be re-raced like any other. */
+    if (ti.tcpi_state != TCP_CLOSE || ti.tcpi_bytes_acked >= 1) {
+        won = true;
+        rtt = (uint64_t)ti.tcpi_rtt * 1000;
+    }
+    if (won && c == NULL) {
+        first_won(s, rtt, now);
+        ev = true;
+        res = FIRST_WON;
+    } else if (won) {
+        bool connecting = true;
+        c->won_err = 0;
+        if (ti.tcpi_state != TCP_CLOSE && (c->waiters > 0 || c->rerace)) {
+            /* a blocking connect() waits for it: it leaves the socket
+             * connected, as the kernel's own does (settle()) */
+            struct sockaddr_storage sa;
+            socklen_t len = resil_ip_to_sa(&s->cur_ip, c->port, s->family,
+                                           &sa);
+            if (real.connect(s->fd, (struct sockaddr *)&sa, len) == 0 ||
+                errno == EISCONN)
+                connecting = false;
+        }
+        c->won_connecting = connecting;
+        resil_race_won(&c->r, 0, now);
+        fin = true;
+        res = FIRST_WON;
+    } else if (c == NULL) {
+        /* failed before any race: the race starts now, the others at
+         * once */
+        resil_status_t st = race_inplace(s, s->conn_ns, err, held,
+                                         !disconnected, NULL);
+        if (st == RESIL_OK) {
+            res = FIRST_PARKED;
+        } else {
+            /* no other candidate (or no race to be had): the failure is
+             * the program's, as without libresil */
+            set_inplace(s, false);
+            if (disconnected) {
+                resil_sock_set_state(s, RS_FRESH);
+            } else {
+                resil_sock_set_state(s, RS_FAILED);
+                s->fail_connecting = true;
+                set_pending(s, held ? err : 0);
+            }
+            res = FIRST_FAILED;
+        }
+    } else {
+        res = att0_fail(c, err, held, !disconnected, now);
+        fin = res == FIRST_FAILED;
+    }
+out:
+    pthread_mutex_unlock(&s->mu);
+    if (fin && !c->finished)
+        finish(c, c->r.winner, now);
+    if (ev)
+        first_event(s, rtt);
+    return res;
+}
+
+/* ---- connect(): the first attempt on the program's own socket ---- */
+
+/* connect() failed at once with e: a failure toward the destination
+ * (another candidate may do better), or one of the program's socket or
+ * call, which no candidate changes. */
+static bool dest_error(int e)
+{
+    switch (e) {
+    case EISCONN:
+    case EALREADY:
+    case EINPROGRESS:
+    case EINTR:
+    case EBADF:
+    case ENOTSOCK:
+    case EINVAL:
+    case EFAULT:
+    case EAFNOSUPPORT:
+    case EPROTOTYPE:
+    case EOPNOTSUPP:
+    case EAGAIN: /* no local port left */
+    case ENOBUFS:
+    case ENOMEM:
+        return false;
+    default:
+        return true;
+    }
+}
+
+/* The program's connect() met e, no failure of the destination: the
+ * kernel's answer, and s goes on as its socket says (s->mu held). */
+static void not_dest(struct resil_sock *s, int e)
+{
+    set_inplace(s, false);
+    s->try_blocking = false;
+    /* connected or connecting behind our back: the kernel's from now on */
+    resil_sock_set_state(s, e == EISCONN || e == EALREADY ? RS_DIRECT
+                                                          : RS_FRESH);
+}
+
+/* The program's own SO_SNDTIMEO, from its options (no system call): true
+ * with *tv when it set a non-zero one. s->mu held. */
+static bool app_sndtimeo(const struct resil_sock *s, struct timeval *tv)
+{
+    for (const struct resil_sockopt *o = s->opts; o; o = o->next)
+        if (o->level == SOL_SOCKET &&
+            (o->name == SO_SNDTIMEO_OLD || o->name == SO_SNDTIMEO_NEW) &&
+            o->len >= sizeof(*tv)) {
+            memcpy(tv, o->val, sizeof(*tv));
+            return tv->tv_sec != 0 || tv->tv_usec != 0;
+        }
+    return false;
+}
+
+static uint64_t tv_ns(const struct timeval *tv)
+{
+    return (uint64_t)tv->tv_sec * 1000000000ull +
+           (uint64_t)tv->tv_usec * 1000ull;
+}
+
+static int ns_to_ms(int64_t ns)
+{
+    if (ns <= 0)
+        return 1;
+    return (int)((ns + (int64_t)MS - 1) / (int64_t)MS);
+}
+
+/* A blocking connect with SO_SNDTIMEO set fails with EINTR after any
+ * signal handler (sock_intr_errno), where the program's own, untimed
+ * connect would be restarted after a handler with SA_RESTART and after a
+ * stop and continue (signal(7)). Which signal it was cannot be known:
+ * restart when every handler this thread may run has SA_RESTART (exactly
+ * what the kernel does then); else EINTR (exactly that, for a program
+ * whose handlers lack SA_RESTART, like the alarm() connect timeout; a
+ * program with handlers of both kinds also gets EINTR for one with
+ * SA_RESTART: README). The signals of a fault (and of abort()) go to the
+ * thread that caused it, never one asleep in connect(): their handlers
+ * (crash reporters, sanitizers) do not count. Only on that rare path: up
+ * to 64 sigaction(). */
+static bool signal_restarts(void)
+{
+    sigset_t blocked;
+
+    if (pthread_sigmask(SIG_BLOCK, NULL, &blocked) != 0)
+        sigemptyset(&blocked);
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV ||
+            sig == SIGBUS || sig == SIGFPE || sig == SIGILL ||
+            sig == SIGTRAP || sig == SIGSYS || sig == SIGABRT ||
+            sigismember(&blocked, sig) == 1 || sigaction(sig, NULL, &sa) != 0)
+            continue; /* glibc's own signals answer EINVAL */
+        if (!(sa.sa_flags & SA_SIGINFO) &&
+            (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+            continue;
+        if (!(sa.sa_flags & SA_RESTART))
+            return false;
+    }
+    return true;
+}
+
+static void put_sndtimeo(struct resil_sock *s, const struct timeval *tv)
+{
+    pthread_mutex_lock(&s->mu);
+    if (!resil_sock_closed(s))
+        real.setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, tv, sizeof(*tv));
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void fast_abandon(struct fastrec r)
+{
+    RESIL_KEEP_ERRNO();
+    bool push = false;
+
+    if (r.restore)
+        put_sndtimeo(r.s, &r.app);
+    pthread_mutex_lock(&r.s->mu);
+    if (!resil_sock_closed(r.s) && resil_sock_state(r.s) == RS_TRYING &&
+        r.s->try_blocking) {
+        /* connecting on: the engine races it when it is due */
+        r.s->try_blocking = false;
+        set_inplace(r.s, true);
+        push = true;
+    }
+    pthread_mutex_unlock(&r.s->mu);
+    if (push)
+        pend_push(r.s, false);
+    resil_sock_unref(r.s);
+}
+
+static void fast_cancelled(void *arg)
+{
+    struct fastrec *r = arg;
+    fast.s = NULL;
+    fast_abandon(*r);
+}
+
+/* connect(fd) once, the kernel's own blocking connect, bounded by tmo
+ * (NULL: the program's own SO_SNDTIMEO holds), outside the recursion
+ * guard and cancellable like the program's own (conn.h). Returns 0 or an
+ * errno. */
+static int timed_connect(struct resil_sock *s, const struct sockaddr *sa,
+                         socklen_t len, const struct timeval *tmo,
+                         const struct timeval *app, int cs)
+{
+    struct fastrec r = {.s = s, .restore = tmo != NULL}, outer;
+    uintptr_t outer_frame;
+    int depth = resil_in_shim, rc, e;
+
+    if (app)
+        r.app = *app;
+    if (tmo)
+        real.setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, tmo, sizeof(*tmo));
+    resil_sock_ref(s);
+    outer = fast;
+    outer_frame = fast_frame;
+    fast = r;
+    fast_frame = (uintptr_t)&r;
+    resil_in_shim = 0;
+    pthread_cleanup_push(fast_cancelled, &r);
+    pthread_setcancelstate(cs, NULL);
+    rc = real.connect(s->fd, sa, len);
+    e = errno;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    pthread_cleanup_pop(0);
+    resil_in_shim = depth;
+    fast = outer;
+    fast_frame = outer_frame;
+    if (tmo)
+        put_sndtimeo(s, &r.app);
+    resil_sock_unref(s);
+    return rc == 0 ? 0 : e;
+}
+
+/* Blocking connect() of s to its first candidate sa (s RS_TRYING with
+ * try_blocking, since t0): the kernel waits for it up to the attempt
+ * delay; only then, or when it fails first, does a race start, with it in
+ * place, and the connect waits for that race as it would for its own. */
+static resil_status_t connect_blocking(struct resil_sock *s,
+                                       const struct sockaddr *sa,
+                                       socklen_t len, uint64_t t0, int cs,
+                                       int *err)
+{
+    uint64_t delay = pend_delay(), now;
+    struct timeval app = {0}, tmo;
+    struct resil_race_ctx *c = NULL;
+    bool has_app, own;
+    int e, wait_ms;
+    resil_status_t st;
+
+    pthread_mutex_lock(&s->mu);
+    has_app = app_sndtimeo(s, &app);
+    pthread_mutex_unlock(&s->mu);
+    /* the program's timeout comes first: its own connect, as it is */
+    own = has_app && tv_ns(&app) <= delay;
+    for (;;) {
+        uint64_t left;
+        now = resil_now_ns();
+        left = now - t0 < delay ? delay - (now - t0) : 0;
+        if (own) {
+            e = timed_connect(s, sa, len, NULL, NULL, cs);
+        } else {
+            /* SO_SNDTIMEO runs on the timer wheel, whose coarser levels
+             * fire up to 1/8 late (250 ms fired at 260-284 ms here, HZ
+             * 250): ask for 7/8 of what is left, then for the rest, which
+             * a fine level times */
+            uint64_t ask = left > 8 * MS ? left - left / 8 : left;
+            if (ask < MS)
+                ask = MS;
+            tmo.tv_sec = (time_t)(ask / 1000000000ull);
+            tmo.tv_usec = (suseconds_t)((ask % 1000000000ull + 999) / 1000);
+            e = timed_connect(s, sa, len, &tmo, &app, cs);
+            now = resil_now_ns();
+            if ((e == EINPROGRESS || e == EALREADY) &&
+                now - t0 + MS < delay)
+                continue; /* the rest of the delay */
+        }
+        if (e != EINTR || own || !signal_restarts())
+            break;
+    }
+    now = resil_now_ns();
+    if (e == 0) {
+        pthread_mutex_lock(&s->mu);
+        if (resil_sock_state(s) == RS_TRYING)
+            first_won(s, now - t0, now);
+        pthread_mutex_unlock(&s->mu);
+        first_event(s, now - t0);
+        pend_push(s, false); /* keepalive, an attempt delay from now */
+        *err = 0;
+        return RESIL_OK;
+    }
+    if (e != EINPROGRESS && e != EALREADY && e != EINTR && !dest_error(e)) {
+        pthread_mutex_lock(&s->mu);
+        not_dest(s, e);
+        pthread_mutex_unlock(&s->mu);
+        *err = e;
+        return RESIL_OK;
+    }
+    /* still connecting (a timeout, or a signal that ends the call), or
+     * failed at once (the kernel disconnected the socket): the race */
+    resil_engine_lock();
+    pthread_mutex_lock(&s->mu);
+    s->try_blocking = false;
+    if (resil_sock_closed(s) || resil_sock_state(s) != RS_TRYING) {
+        /* the program closed it meanwhile (a handler) */
+        pthread_mutex_unlock(&s->mu);
+        resil_engine_unlock();
+        *err = e;
+        return RESIL_OK;
+    }
+    if (e == EINPROGRESS || e == EALREADY || e == EINTR)
+        st = race_inplace(s, t0, -1, false, true,
+                          e == EINTR || own ? NULL : &c);
+    else
+        st = race_inplace(s, t0, e, true, false, &c);
+    if (st != RESIL_OK) {
+        set_inplace(s, false);
+        resil_sock_set_state(s, e == EINPROGRESS || e == EALREADY ||
+                                        e == EINTR
+                                    ? RS_DIRECT
+                                    : RS_FRESH);
+        atomic_store(&s->ka_due, true);
+    }
+    pthread_mutex_unlock(&s->mu);
+    resil_engine_unlock();
+    if (st != RESIL_OK) {
+        if (st == RESIL_ESYS)
+            fallback(s, true);
+        if (resil_sock_state(s) == RS_DIRECT) {
+            pend_push(s, false);
+            if (e == EINPROGRESS || e == EALREADY) {
+                if (own) {
+                    *err = EINPROGRESS;
+                    return RESIL_OK;
+                }
+                /* the kernel waits on for the rest (the program's own
+                 * SO_SNDTIMEO): EALREADY for EINPROGRESS at its end */
+                return RESIL_EUNSUPP;
+            }
+        }
+        *err = e; /* EINTR, or the kernel's failure: as without us */
+        return RESIL_OK;
+    }
+    if (c == NULL) {
+        /* the race goes on; connect() says what the kernel's said */
+        *err = e == EALREADY ? EINPROGRESS : e;
+        return RESIL_OK;
+    }
+    /* the program's own timeout counts from its call (socket(7)) */
+    wait_ms = -1;
+    if (has_app)
+        wait_ms = ns_to_ms((int64_t)tv_ns(&app) - (int64_t)(now - t0));
+    *err = race_wait(s, c, sa, len, EINPROGRESS, wait_ms, cs);
+    return RESIL_OK;
+}
+
+/* Non-blocking connect() of s to its first candidate sa: EINPROGRESS at
+ * once, and the engine looks at it again when it is due. */
+static resil_status_t connect_nonblocking(struct resil_sock *s,
+                                          const struct sockaddr *sa,
+                                          socklen_t len, uint64_t t0,
+                                          int *err)
+{
+    resil_status_t st;
+    int rc, e;
+
+    rc = real.connect(s->fd, sa, len);
+    e = errno;
+    if (rc == 0) {
+        uint64_t now = resil_now_ns();
+        pthread_mutex_lock(&s->mu);
+        if (resil_sock_state(s) == RS_TRYING)
+            first_won(s, now - t0, now);
+        pthread_mutex_unlock(&s->mu);
+        first_event(s, now - t0);
+        pend_push(s, false);
+        *err = 0;
+        return RESIL_OK;
+    }
+    if (e == EINPROGRESS) {
+        bool push = false;
+        pthread_mutex_lock(&s->mu);
+        if (!resil_sock_closed(s) && resil_sock_state(s) == RS_TRYING) {
+            /* its identity: the engine must never look at a number the
+             * program closed behind our back and reused */
+            if (s->cookie == 0)
+                s->cookie = resil_sock_cookie(s->fd);
+            s->try_blocking = false;
+            set_inplace(s, true);
+            push = true;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (push)
+            pend_push(s, false);
+        *err = EINPROGRESS;
+        return RESIL_OK;
+    }
+    if (!dest_error(e)) {
+        pthread_mutex_lock(&s->mu);
+        not_dest(s, e);
+        pthread_mutex_unlock(&s->mu);
+        *err = e;
+        return RESIL_OK;
+    }
+    /* failed at once (no route...): the race starts, the fd parked */
+    resil_engine_lock();
+    pthread_mutex_lock(&s->mu);
+    st = resil_sock_state(s) == RS_TRYING
+             ? race_inplace(s, t0, e, true, false, NULL)
+             : RESIL_EUNSUPP;
+    if (st != RESIL_OK && resil_sock_state(s) == RS_TRYING) {
+        set_inplace(s, false);
+        /* unconnected: the next connect is new */
+        resil_sock_set_state(s, RS_FRESH);
+    }
+    pthread_mutex_unlock(&s->mu);
+    resil_engine_unlock();
+    *err = st == RESIL_OK ? EINPROGRESS : e;
+    return RESIL_OK;
+}
+
+/* A session destination's connect: the race from a parked fd, every
+ * attempt on a socket of our own, so that finish() writes the HELLO on
+ * the winner before the program can write a byte (the first attempt in
+ * place would let the program's bytes go first). EINPROGRESS at once, or
+ * a blocking wait like the kernel's. */
+static resil_status_t connect_parked(struct resil_sock *s,
+                                     const struct resil_ip *ip, uint16_t port,
+                                     const struct sockaddr *sa, socklen_t len,
+                                     int cs, int *err)
+{
+    struct resil_race_ctx *c = NULL;
+    resil_status_t st;
+    int fl;
+
+    resil_engine_lock();
+    /* its identity, read while fd is the program's socket for sure: the
+     * swap must never touch the number once the program closed it behind
+     * our back */
+    pthread_mutex_lock(&s->mu);
+    if (s->cookie == 0)
+        s->cookie = resil_sock_cookie(s->fd);
+    pthread_mutex_unlock(&s->mu);
     if (resil_engine_start() != RESIL_OK ||
         resil_park(s->fd, s->family, s->v6only) != RESIL_OK) {
         resil_engine_unlock();
@@ -932,7 +1984,8 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     st = RESIL_ESYS;
     if (fl >= 0) {
         pthread_mutex_lock(&s->mu);
-        st = race_begin(s, &ip, port, false, (fl & O_NONBLOCK) ? NULL : &c);
+        s->cur_ip = *ip;
+        st = race_begin(s, ip, port, false, (fl & O_NONBLOCK) ? NULL : &c);
         pthread_mutex_unlock(&s->mu);
     }
     if (st == RESIL_ENOENT) {
@@ -956,7 +2009,7 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     }
     /* blocking connect: wait like the kernel would, SO_SNDTIMEO included
      * (socket(7): it then fails with EINPROGRESS) */
-    *err = race_wait(s, c, sa, len, EINPROGRESS, cs);
+    *err = race_wait(s, c, sa, len, EINPROGRESS, sndtimeo_ms(s->fd), cs);
     return RESIL_OK;
 
 direct:
@@ -970,22 +2023,306 @@ direct:
     }
     pthread_mutex_lock(&s->mu);
     resil_sock_set_state(s, RS_DIRECT);
-    s->cur_ip = ip;
+    s->cur_ip = *ip;
+    atomic_store(&s->ka_due, false);
     resil_monitor_tune(s, s->fd);
     pthread_mutex_unlock(&s->mu);
-    rwarn("fd %d: racing unavailable; plain connect", s->fd);
-    {
-        char d[RESIL_ADDRSTRLEN];
-        resil_event("fallback", s->fd,
-                    "\"dst\":\"%s\",\"reason\":\"racing unavailable\"",
-                    resil_ip_format(&ip, port, d, sizeof(d)));
-    }
+    fallback(s, false);
     return RESIL_EUNSUPP;
+}
+
+resil_status_t resil_conn_connect(struct resil_sock *s,
+                                  const struct sockaddr *sa, socklen_t len,
+                                  int *err)
+{
+    const struct resil_config *cfg = resil_config_get();
+    struct resil_ip ip, cand[RESIL_RACE_MAX], first;
+    struct sockaddr_storage fss;
+    const struct sockaddr *fsa = sa;
+    socklen_t flen = len;
+    char name[RESIL_NAME_LEN];
+    uint16_t port;
+    uint64_t now;
+    int fl, n, fi;
+    bool want;
+    NO_CANCEL(cs);
+
+    heal();
+    if (!resil_ip_from_sa(sa, len, &ip, &port) || port == 0)
+        goto passthru;
+    if ((s->family == AF_INET && sa->sa_family != AF_INET) ||
+        (s->family == AF_INET6 && sa->sa_family != AF_INET6))
+        goto passthru;
+    /* a scoped (link-local) address names one interface: nothing to race,
+     * and struct resil_ip would lose the scope */
+    if (sa->sa_family == AF_INET6 &&
+        ((const struct sockaddr_in6 *)sa)->sin6_scope_id != 0)
+        goto passthru;
+    if (!cfg->race)
+        goto passthru;
+    now = resil_now_ns();
+    n = gather(&ip, name, sizeof(name), cand, RESIL_RACE_MAX);
+    /* a session destination always goes through the engine, from a
+     * parked fd: it writes the HELLO on the winner before the program can
+     * write a byte (asked before s->mu: the first one sets sessions up,
+     * which may log) */
+    want = cfg->n_session > 0 && resil_sess_wanted(&ip, port, name);
+    pthread_mutex_lock(&s->mu);
+    s->peer_ip = ip;
+    s->peer_port = port;
+    s->reraces = 0;
+    __atomic_store_n(&s->conn_ns, now, __ATOMIC_RELAXED);
+    /* a connect clears the socket's error (tcp_connect_init) */
+    set_pending(s, 0);
+    if (s->fastopen) {
+        pthread_mutex_unlock(&s->mu);
+        goto passthru;
+    }
+    s->want_sess = want;
+    if (!want && n == 1 && (name[0] == '\0' || !cfg->dns)) {
+        /* nothing to race: the real connect, plus failure detection
+         * (keepalive sized an attempt delay from now) */
+        resil_sock_set_state(s, RS_DIRECT);
+        s->cur_ip = ip;
+        atomic_store(&s->ka_due, true);
+        pthread_mutex_unlock(&s->mu);
+        pend_push(s, false);
+        return RESIL_EUNSUPP;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (want)
+        return connect_parked(s, &ip, port, sa, len, cs, err);
+    /* the race's first candidate (race.h: recent winners, the program's
+     * own choice, its name's order, recent failures last) */
+    fi = resil_race_first(cand, n, s->family, s->v6only, now);
+    if (fi < 0)
+        goto passthru; /* no candidate the socket can reach */
+    first = cand[fi];
+    if (!resil_ip_equal(&first, &ip)) {
+        flen = resil_ip_to_sa(&first, port, s->family, &fss);
+        fsa = (const struct sockaddr *)&fss;
+    }
+    fl = real.fcntl(s->fd, F_GETFL);
+    if (fl < 0)
+        goto passthru;
+    if (cfg->strict && (fl & O_NONBLOCK) && !resil_engine_running()) {
+        resil_status_t st;
+        resil_engine_lock();
+        st = resil_engine_start();
+        resil_engine_unlock();
+        if (st != RESIL_OK) {
+            /* strict mode: an internal failure is an error, not plain TCP */
+            rerror("fd %d: cannot race (engine unavailable); failing the "
+                   "connect (strict)", s->fd);
+            *err = EAGAIN;
+            return RESIL_OK;
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    s->cur_ip = first;
+    resil_sock_set_state(s, RS_TRYING);
+    s->try_blocking = true; /* ours until the connect() returns */
+    s->fail_connecting = false;
+    pthread_mutex_unlock(&s->mu);
+    if (fl & O_NONBLOCK)
+        return connect_nonblocking(s, fsa, flen, now, err);
+    return connect_blocking(s, fsa, flen, now, cs, err);
+
 passthru:
     pthread_mutex_lock(&s->mu);
     resil_sock_set_state(s, RS_PASSTHRU);
     pthread_mutex_unlock(&s->mu);
     return RESIL_EUNSUPP;
+}
+
+resil_status_t resil_conn_first_connect(struct resil_sock *s,
+                                        const struct sockaddr *sa,
+                                        socklen_t len, int *err)
+{
+    struct resil_race_ctx *c = NULL;
+    resil_status_t st = RESIL_ENOENT;
+    int fl, rc, e;
+    bool ok;
+    NO_CANCEL(cs);
+
+    heal();
+    resil_engine_lock();
+    pthread_mutex_lock(&s->mu);
+    ok = !resil_sock_closed(s) && atomic_load(&s->inplace) &&
+         !s->try_blocking &&
+         (resil_sock_state(s) == RS_TRYING ||
+          (resil_sock_state(s) == RS_RACING && s->race && s->race->inplace &&
+           !s->race->rerace));
+    fl = ok ? real.fcntl(s->fd, F_GETFL) : -1;
+    if (fl < 0) {
+        pthread_mutex_unlock(&s->mu);
+        resil_engine_unlock();
+        return RESIL_ENOENT;
+    }
+    if (!(fl & O_NONBLOCK)) {
+        /* blocking: the kernel waits for a connect in progress (the usual
+         * retry after EINTR); so do we, for the race */
+        if (resil_sock_state(s) == RS_TRYING) {
+            st = race_inplace(s, s->conn_ns, -1, false, true, &c);
+            if (st != RESIL_OK) {
+                set_inplace(s, false);
+                resil_sock_set_state(s, RS_DIRECT);
+                atomic_store(&s->ka_due, true);
+            }
+        } else {
+            c = s->race;
+            c->refs++;
+            c->waiters++;
+            st = RESIL_OK;
+        }
+        pthread_mutex_unlock(&s->mu);
+        resil_engine_unlock();
+        if (st != RESIL_OK)
+            return RESIL_ENOENT; /* the real connect waits, as plain */
+        /* the kernel: EALREADY when SO_SNDTIMEO expires on a connect
+         * already in progress */
+        *err = race_wait(s, c, sa, len, EALREADY, sndtimeo_ms(s->fd), cs);
+        return RESIL_OK;
+    }
+    /* non-blocking: what the kernel's socket says, unless that is attempt
+     * 0's failure and the race goes on */
+    rc = real.connect(s->fd, sa, len);
+    e = rc == 0 ? 0 : errno;
+    pthread_mutex_unlock(&s->mu);
+    if (e == 0 || e == EISCONN) {
+        (void)first_settle(s, 0, false, false, resil_now_ns());
+        *err = e;
+    } else if (e == EALREADY || e == EINPROGRESS) {
+        *err = e;
+    } else {
+        enum first_res r = first_settle(s, e, true, true, resil_now_ns());
+        *err = r == FIRST_PARKED ? EALREADY : e;
+    }
+    resil_engine_unlock();
+    return RESIL_OK;
+}
+
+bool resil_conn_first_sockerr(int fd, int *err)
+{
+    struct resil_sock *s = resil_table_get(fd);
+    socklen_t l = sizeof(int);
+    bool ok;
+    int e = 0;
+
+    if (s == NULL)
+        return false;
+    if (!atomic_load(&s->inplace)) {
+        resil_sock_unref(s);
+        return false;
+    }
+    /* read under s->mu, as we read attempt 0's error ourselves (att0_fail):
+     * never both at once. The program's own call on its fd (whose identity
+     * first_settle checks before acting on an error). */
+    pthread_mutex_lock(&s->mu);
+    ok = !resil_sock_closed(s) && atomic_load(&s->inplace) &&
+         !s->try_blocking &&
+         real.getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &e, &l) == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (ok && e != 0) {
+        NO_CANCEL(cs);
+        (void)cs;
+        heal();
+        resil_engine_lock();
+        if (first_settle(s, e, true, false, resil_now_ns()) == FIRST_PARKED)
+            e = 0; /* a connect in progress, as far as the program sees */
+        resil_engine_unlock();
+    }
+    resil_sock_unref(s);
+    *err = e;
+    return ok;
+}
+
+bool resil_conn_first_failed(struct resil_sock *s, int err)
+{
+    struct resil_race_ctx *c;
+    bool hide = false;
+    NO_CANCEL(cs);
+
+    (void)cs;
+    heal();
+    resil_engine_lock();
+    if (atomic_load(&s->inplace)) {
+        hide = first_settle(s, err, true, false, resil_now_ns()) ==
+               FIRST_PARKED;
+    } else {
+        /* parked while this call was in flight on attempt 0: its error
+         * is the one the engine could not read */
+        pthread_mutex_lock(&s->mu);
+        c = resil_sock_state(s) == RS_RACING ? s->race : NULL;
+        if (c && c->att0_unknown && !c->finished && !c->cancelled) {
+            c->r.att[0].err = err;
+            c->att0_unknown = false;
+            hide = true;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    resil_engine_unlock();
+    return hide;
+}
+
+void resil_conn_first_done(struct resil_sock *s)
+{
+    uint64_t now = resil_now_ns(), took = 0;
+    bool ev = false, racing;
+
+    pthread_mutex_lock(&s->mu);
+    racing = resil_sock_state(s) == RS_RACING;
+    if (!resil_sock_closed(s) && resil_sock_state(s) == RS_TRYING &&
+        !s->try_blocking && atomic_load(&s->inplace)) {
+        took = now - s->conn_ns;
+        first_won(s, took, now);
+        ev = true;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (ev) {
+        first_event(s, took);
+    } else if (racing) {
+        NO_CANCEL(cs);
+        (void)cs;
+        heal();
+        resil_engine_lock();
+        (void)first_settle(s, 0, false, false, now);
+        resil_engine_unlock();
+    }
+}
+
+struct resil_sock *resil_conn_io_begin(int fd)
+{
+    struct resil_sock *s = resil_table_get(fd);
+
+    if (s == NULL)
+        return NULL;
+    if (!atomic_load(&s->inplace)) {
+        resil_sock_unref(s);
+        return NULL;
+    }
+    atomic_fetch_add(&s->io_busy, 1);
+    return s;
+}
+
+void resil_conn_io_end(struct resil_sock *s)
+{
+    atomic_fetch_sub(&s->io_busy, 1);
+}
+
+void resil_conn_ka_now(int fd)
+{
+    struct resil_sock *s = resil_table_get(fd);
+
+    if (s == NULL)
+        return;
+    if (atomic_load(&s->ka_due)) {
+        pthread_mutex_lock(&s->mu);
+        if (!resil_sock_closed(s) && resil_sock_connected(s))
+            ka_settle(s);
+        pthread_mutex_unlock(&s->mu);
+    }
+    resil_sock_unref(s);
 }
 
 resil_status_t resil_conn_disconnect(struct resil_sock *s,
@@ -1035,6 +2372,8 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
         s->fail_connecting = false;
         s->reraces = 0;
         s->eof_seen = false;
+        s->try_blocking = false;
+        set_inplace(s, false);
     }
     pthread_mutex_unlock(&s->mu);
     resil_engine_unlock();
@@ -1044,25 +2383,52 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
     return RESIL_OK;
 }
 
+/* A first attempt the program closes before anything looked at it: its
+ * "connect" event when it had connected (only for the events file or the
+ * info summary: one TCP_INFO, the fd still open). */
+static void first_closed(struct resil_sock *s)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+
+    if (!resil_events_enabled() && resil_log_level < RESIL_LOG_INFO)
+        return;
+    memset(&ti, 0, sizeof(ti));
+    if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
+        ti.tcpi_bytes_acked >= 1)
+        first_event(s, (uint64_t)ti.tcpi_rtt * 1000);
+}
+
 void resil_conn_forget(struct resil_sock *s)
 {
-    bool racing;
-    NO_CANCEL(cs);
+    bool racing, trying;
 
-    (void)cs;
-    heal();
     /* s->mu only, never the engine lock: a close() must not wait for the
-     * engine's turn (its log and event writes, a swap of another socket).
-     * A race of s is stopped by the engine itself (step() sees s->closed);
-     * none can begin after this (race_begin() looks at s->closed under
-     * s->mu), and a race that ends meanwhile finds s->closed in finish(),
-     * under s->mu, before it touches the fd. */
+     * engine's turn (its log and event writes, a swap of another socket),
+     * and a connection per request closes here without touching it. A
+     * race of s is stopped by the engine itself (step() sees s->closed);
+     * none can begin after this (race_begin() and race_inplace() look at
+     * s->closed under s->mu), and a race that ends meanwhile finds
+     * s->closed in finish(), under s->mu, before it touches the fd. A
+     * first attempt on the list is dropped when the engine looks at it
+     * (pend_look). */
     pthread_mutex_lock(&s->mu);
     atomic_store_explicit(&s->closed, true, memory_order_relaxed);
+    /* RS_RACING, not s->race: that is the engine's (cancel_ctx clears it
+     * under the engine lock alone); under s->mu the state says the same */
     racing = resil_sock_state(s) == RS_RACING;
+    trying = resil_sock_state(s) == RS_TRYING &&
+             atomic_load_explicit(&s->inplace, memory_order_relaxed);
     s->rerace = false;
     set_pending(s, 0);
+    set_inplace(s, false);
     pthread_mutex_unlock(&s->mu);
+    if (trying) {
+        /* its event is written (no cancellation point may act there) */
+        NO_CANCEL(cs);
+        (void)cs;
+        first_closed(s);
+    }
     if (racing)
         resil_engine_wake(); /* the engine drops the race */
 }
@@ -1228,6 +2594,29 @@ bool resil_conn_dead_unused(struct resil_sock *s, bool pollerr)
     bool maybe;
     NO_CANCEL(cs);
 
+    if (atomic_load_explicit(&s->inplace, memory_order_relaxed)) {
+        bool hide;
+        /* attempt 0 on the fd: an ICMP error or a timeout is reported
+         * just before the socket leaves SYN_SENT (tcp_v4_err,
+         * tcp_write_err); a reset after it (tcp_reset) */
+        for (int i = 0; pollerr && i < 20; i++) {
+            memset(&ti, 0, sizeof(ti));
+            l = sizeof(ti);
+            if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
+                ti.tcpi_state != TCP_SYN_SENT)
+                break;
+            struct timespec d = {.tv_nsec = 100000};
+            nanosleep(&d, NULL);
+        }
+        heal();
+        resil_engine_lock();
+        hide = first_settle(s, 0, false, false, resil_now_ns()) ==
+               FIRST_PARKED;
+        resil_engine_unlock();
+        if (hide || atomic_load(&s->inplace))
+            return hide;
+        /* connected, and died since: as any connection */
+    }
     /* a first look (rerace() checks again under the engine lock): only on
      * an error or hang-up event, so the lock costs nothing that counts */
     pthread_mutex_lock(&s->mu);
@@ -1271,6 +2660,11 @@ static void attempt_event(struct resil_watch *w, uint32_t events, uint64_t now)
     if (fd < 0 || c->finished || c->cancelled ||
         c->r.att[i].state != RESIL_ATT_RUNNING)
         return;
+    if (i == 0 && c->inplace) {
+        /* the program's own socket: looked at the way its hooks do */
+        (void)first_settle(c->s, 0, false, false, now);
+        return;
+    }
     real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
     if (err == 0)
         err = settle(c, i, &connecting);
@@ -1350,10 +2744,9 @@ static void dns_start(struct resil_race_ctx *c)
 
 uint64_t resil_conn_tick(uint64_t now)
 {
-    uint64_t wake = UINT64_MAX;
+    uint64_t wake = UINT64_MAX, w;
 
     for (struct resil_race_ctx *c = races, *nx; c; c = nx) {
-        uint64_t w;
         nx = c->next;
         w = step(c, now);
         if (w < wake)
@@ -1361,13 +2754,36 @@ uint64_t resil_conn_tick(uint64_t now)
         if (c->finished || c->cancelled)
             list_remove(c);
     }
-    return wake;
+    w = pend_tick(now);
+    return w < wake ? w : wake;
+}
+
+/* In the child of a fork: a first attempt in progress stays the parent's
+ * (its race, its engine), like a race in flight. */
+static void fork_child_sock(struct resil_sock *s, void *arg)
+{
+    (void)arg;
+    if (atomic_load(&s->inplace) || resil_sock_state(s) == RS_TRYING) {
+        resil_sock_set_state(s, RS_FAILED);
+        s->fail_connecting = false;
+        s->try_blocking = false;
+        atomic_store(&s->inplace, false);
+        set_pending(s, ECONNABORTED);
+    }
+    atomic_store(&s->pend_listed, false);
+    atomic_store(&s->io_busy, 0);
 }
 
 void resil_conn_atfork_child(void)
 {
     /* a wait the forking thread jumped out of belongs to the parent */
     jumped.c = NULL;
+    fast.s = NULL;
+    /* the list's references stay with the parent (leaked here) */
+    atomic_store(&pend_stack, PEND_IDLE);
+    pend_head = pend_tail = NULL;
+    resil_table_foreach(fork_child_sock, NULL);
+    atomic_store(&resil_conn_inplace, 0);
     for (struct resil_race_ctx *c = races, *nx; c; c = nx) {
         nx = c->next;
         pthread_mutex_init(&c->s->mu, NULL);
@@ -1404,12 +2820,14 @@ void resil_conn_abort_all(int err)
             resil_sock_set_state(s, RS_FAILED);
             s->fail_connecting = false;
             s->rerace = false;
+            set_inplace(s, false);
             set_pending(s, err);
         }
         pthread_mutex_unlock(&s->mu);
         if (c->donefd >= 0)
             (void)!real.write(c->donefd, &one, sizeof(one));
     }
+    pend_flush();
 }
 
 void resil_conn_hold_error(struct resil_sock *s, int err)
@@ -1419,5 +2837,8 @@ void resil_conn_hold_error(struct resil_sock *s, int err)
 
 bool resil_conn_busy(void)
 {
-    return races != NULL;
+    /* the list's pushes wake (or start) the engine only when they find
+     * it idle: the engine leaves only when it is (checked under the
+     * engine lock, which pend_kick takes) */
+    return races != NULL || !resil_conn_idle();
 }

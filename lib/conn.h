@@ -1,16 +1,39 @@
 /* libresil: connection races on the program's sockets.
  *
  * A connect() to an address with alternatives (its name's other addresses,
- * DNS answers, an alternate group) parks the program's socket (swap.h) and
- * races every candidate on sockets of our own (race.h decides the order
- * and the timing, the engine thread runs it); the winner is swapped onto
- * the program's fd. When every attempt fails, the socket of the attempt
- * whose errno is reported goes there instead: after its error it behaves
- * as the kernel's own failed socket does, and the error itself, which the
- * engine had to read, is emulated until the program consumes it (SO_ERROR,
- * its next data call, connect again), like the kernel's sk_err. A
- * connection that dies before carrying a byte is raced again the same way,
- * once per connect().
+ * DNS answers, an alternate group) is first the plain connect of the
+ * program's own socket to the race's first candidate (race.h orders them):
+ * a first candidate that answers within the attempt delay costs what a
+ * plain connect costs, with no other socket, no engine thread and no swap.
+ * Only when it has not connected after the attempt delay, or fails first,
+ * does the race start, with the program's socket as attempt 0 and the
+ * other candidates on sockets of our own (the engine thread runs them);
+ * the winner, when it is not attempt 0, is swapped onto the program's fd
+ * (swap.h). While attempt 0 runs on the fd ("in place", s->inplace) the
+ * program must never see its failure while other attempts may still win:
+ * the hooks that could show it first (poll, epoll and select results,
+ * SO_ERROR, data calls, connect again) check and park the fd at once
+ * (a socket in progress is swapped in), as the engine does when it sees
+ * the failure itself. A blocking connect() waits for the first candidate
+ * in the kernel (SO_SNDTIMEO set to the attempt delay for that one call);
+ * a non-blocking one returns EINPROGRESS at once and the engine looks at
+ * the socket again after the attempt delay (a lock-free list it scans on
+ * a coarse tick while connects are happening: no wake-up per connect).
+ * When every attempt fails, the socket of the attempt whose errno is
+ * reported goes onto the fd: after its error it behaves as the kernel's
+ * own failed socket does, and the error itself, when we had to read it,
+ * is emulated until the program consumes it (SO_ERROR, its next data call,
+ * connect again), like the kernel's sk_err. A connection that dies before
+ * carrying a byte is raced again the same way, once per connect().
+ *
+ * A session destination (session.h) is the exception: its connect always
+ * races from a parked fd, every attempt on a socket of our own, so that
+ * the HELLO goes out on the winner before the program can write a byte.
+ *
+ * The same list sizes keepalive (resil_monitor_tune) on connections still
+ * open an attempt delay after their connect: a connection per request
+ * never pays those four system calls; reading a keepalive option sizes it
+ * at once, so the program never sees the difference.
  *
  * The shim calls the resil_conn_* functions with no lock held; they return
  * at once except where a blocking socket must wait like the kernel would.
@@ -38,6 +61,10 @@ extern atomic_int resil_races_active;
 /* Sockets with an emulated pending error (s->pending_err): when zero, data
  * hooks need not look for one. */
 extern atomic_int resil_conn_errors;
+
+/* Sockets whose fd holds a race's attempt 0, connecting (s->inplace): when
+ * zero, no hook needs to look for one. */
+extern atomic_int resil_conn_inplace;
 
 /* At most this many transparent re-races per connect(). One: a re-race
  * routes around one dead path, and the race that makes it already tries
@@ -82,8 +109,45 @@ resil_status_t resil_conn_disconnect(struct resil_sock *s,
                                      const struct sockaddr *sa, socklen_t len,
                                      int *err);
 
+/* connect() again on s while its fd holds attempt 0 (RS_TRYING, or
+ * RS_RACING with s->inplace): what the kernel's socket answers, unless
+ * that is attempt 0's failure while the race goes on (EALREADY then, as
+ * for a connect in progress); a blocking socket waits for the race.
+ * RESIL_OK with *err (0 or an errno), or RESIL_ENOENT when s is not in
+ * that state (any more): the caller looks at s->state again. */
+resil_status_t resil_conn_first_connect(struct resil_sock *s,
+                                        const struct sockaddr *sa,
+                                        socklen_t len, int *err);
+
+/* getsockopt(SO_ERROR) on fd: when fd's socket is attempt 0 in place,
+ * true with *err what the program reads (0 while the race goes on after
+ * attempt 0 failed); false otherwise (the caller asks the kernel). */
+bool resil_conn_first_sockerr(int fd, int *err);
+
+/* A data call on s, whose fd held attempt 0, failed with err (consumed by
+ * the call). True when that was attempt 0's failure and the race goes on:
+ * the fd now holds a socket in progress, the caller retries on it. False:
+ * the call reports err (the race ended with it, or it was no failure of
+ * attempt 0). */
+bool resil_conn_first_failed(struct resil_sock *s, int err);
+
+/* A data call moved bytes on s in RS_TRYING: its connect completed. */
+void resil_conn_first_done(struct resil_sock *s);
+
+/* Data hooks, while resil_conn_inplace: around the real call on fd, so
+ * that attempt 0's error is never read behind a call that may meet it.
+ * begin returns s (a reference, the call counted) when fd holds attempt
+ * 0, else NULL; end takes what begin returned. */
+struct resil_sock *resil_conn_io_begin(int fd);
+void resil_conn_io_end(struct resil_sock *s);
+
+/* getsockopt of a keepalive option on fd: size keepalive now if it is
+ * still due (the program reads what it would have read at once). */
+void resil_conn_ka_now(int fd);
+
 /* The program closes s->fd: mark s closed (nothing of ours touches the
- * number any more), and have the engine stop its race. Takes s->mu, never
+ * number any more), and have the engine stop its race (a first attempt on
+ * the list is dropped when the engine looks at it). Takes s->mu, never
  * the engine lock. */
 void resil_conn_forget(struct resil_sock *s);
 
@@ -116,19 +180,28 @@ resil_status_t resil_conn_path_error(struct resil_sock *s, int err,
 /* A readiness call reported an error (pollerr) or hang-up on s. When s is
  * dead (TCP state CLOSE) and never carried a byte, it is re-raced at once
  * (non-blocking) and true is returned: the event is stale, the fd already
- * holds a socket in progress. Otherwise false; nothing is consumed. */
+ * holds a socket in progress. The same when s's fd held attempt 0 and
+ * that failed while the race goes on (the fd is parked). Otherwise false;
+ * nothing is consumed. */
 bool resil_conn_dead_unused(struct resil_sock *s, bool pollerr);
 
-/* A race is in flight (its attempts may wait for events only). Engine
- * lock held. */
+/* A race is in flight (its attempts may wait for events only), or a
+ * socket waits to be looked at: the engine must not leave. Engine lock
+ * held. */
 bool resil_conn_busy(void);
 
-/* Advance every race; returns the next deadline. Engine thread, engine
- * lock held. */
+/* Advance every race and look at the sockets due since their connect;
+ * returns the next deadline. Engine thread, engine lock held. */
 uint64_t resil_conn_tick(uint64_t now_ns);
 
+/* True when no socket waits to be looked at (races are counted in
+ * resil_races_active): the engine may stop. Engine lock held. */
+bool resil_conn_idle(void);
+
 /* Fail every race in flight with err (the engine lost a descriptor it
- * cannot do without). Engine lock held. */
+ * cannot do without); the sockets waiting to be looked at are settled at
+ * once (keepalive sized, a first attempt left to the kernel). Engine lock
+ * held. */
 void resil_conn_abort_all(int err);
 
 /* Hold err for s, to be reported once like a pending socket error (the

@@ -30,7 +30,9 @@ static struct {
                            engine state (races, c-ares) */
     pthread_cond_t cv;  /* the engine thread came back from epoll_wait, or
                            left */
-    bool running;       /* an engine thread serves this process */
+    bool running;       /* an engine thread serves this process: written
+                           under mu (set_running), read without it by
+                           resil_engine_running */
     unsigned gen;       /* bumped per engine thread started or stopped */
     unsigned alive;     /* gen of the thread that may still use epfd, or 0 */
     unsigned turns;     /* returns from epoll_wait */
@@ -65,6 +67,13 @@ uint64_t resil_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* E.running, written under E.mu: atomic, as resil_engine_running reads it
+ * without the lock */
+static void set_running(bool on)
+{
+    __atomic_store_n(&E.running, on, __ATOMIC_RELAXED);
 }
 
 void resil_engine_lock(void)
@@ -154,8 +163,10 @@ static void *engine_main(void *arg)
         pthread_mutex_unlock(&E.mu);
         /* the monitor's system calls (one pair per socket with bytes in
          * flight) run without the engine lock: a close() or a connect()
-         * never waits for them */
-        wake = min_u64(wake, resil_monitor_tick(now));
+         * never waits for them. Its clock is read now: it stamps when it
+         * first saw bytes in flight, and the ticks above (the sockets
+         * due since their connect, conn.c) take their time */
+        wake = min_u64(wake, resil_monitor_tick(resil_now_ns()));
         now = resil_now_ns();
         /* nothing timed: no race (its attempts wait for events), no
          * lookup, the monitor idle (a mark wakes or starts us) */
@@ -194,7 +205,7 @@ static void *engine_main(void *arg)
             rwarn("engine descriptor lost (%s); engine thread exits",
                   strerror(err));
             if (E.gen == gen) {
-                E.running = false;
+                set_running(false);
                 resil_fds_forget(E.epfd);
                 resil_fds_forget(E.wakefd);
             }
@@ -206,7 +217,7 @@ static void *engine_main(void *arg)
             /* still nothing: leave (epoll set and eventfd stay for the
              * next start) */
             if (E.gen == gen)
-                E.running = false;
+                set_running(false);
             break;
         }
         now = resil_now_ns();
@@ -237,7 +248,7 @@ static void stop_thread(int wake_fd)
 {
     unsigned g = E.alive;
 
-    E.running = false;
+    set_running(false);
     if (g == 0)
         return;
     E.gen++;
@@ -341,7 +352,7 @@ resil_status_t resil_engine_start(void)
         goto fail;
     }
     E.alive = E.gen;
-    E.running = true;
+    set_running(true);
     return RESIL_OK;
 fail:
     /* without a thread they serve nothing: the program gets them back */
@@ -349,11 +360,17 @@ fail:
     return RESIL_ESYS;
 }
 
+bool resil_engine_running(void)
+{
+    return __atomic_load_n(&E.running, __ATOMIC_RELAXED);
+}
+
 void resil_engine_release(void)
 {
     pthread_mutex_lock(&E.mu);
-    if (atomic_load(&resil_races_active) == 0) {
-        /* nothing is parked, no lookup serves a race */
+    /* nothing parked, no lookup serves a race, no socket waits to be
+     * looked at (conn.c) */
+    if (atomic_load(&resil_races_active) == 0 && resil_conn_idle()) {
         resil_dns_cancel();
         resil_park_release();
         /* the engine itself, unless the monitor needs it; and unless
@@ -512,7 +529,7 @@ void resil_engine_atfork_child(void)
     resil_conn_atfork_child();
     resil_monitor_atfork_child();
     resil_dns_atfork_child();
-    E.running = false;
+    set_running(false);
     E.alive = 0;
     E.waiting = false;
     close_fds();

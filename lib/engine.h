@@ -45,6 +45,10 @@ resil_status_t resil_engine_start(void);
  * program's TLS allows. Returns 0 or pthread_create's error. */
 int resil_thread_start(const char *name, void *(*fn)(void *), void *arg);
 
+/* Whether an engine thread serves this process (a hint: any thread, no
+ * lock; resil_engine_start() under the lock is the answer). */
+bool resil_engine_running(void);
+
 /* Make the engine thread recompute its deadlines now. Any thread. */
 void resil_engine_wake(void);
 

@@ -12,6 +12,10 @@ struct ent {
 static struct ent tab[RESIL_HEALTH_SLOTS];
 static uint64_t ttl = 30ull * 1000000000ull;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+/* Slots [0, used) were ever filled (in order): every raced connect looks
+ * up its candidates, and a process talks to few addresses. Written under
+ * mu. */
+static int used;
 
 void resil_health_set_ttl(uint64_t ttl_ns)
 {
@@ -22,7 +26,7 @@ void resil_health_set_ttl(uint64_t ttl_ns)
 static struct ent *find(const struct resil_ip *ip, int create, uint64_t now)
 {
     struct ent *victim = NULL; /* a free slot, else the least recent one */
-    for (int i = 0; i < RESIL_HEALTH_SLOTS; i++) {
+    for (int i = 0; i < used; i++) {
         struct ent *e = &tab[i];
         if (e->used && resil_ip_equal(&e->ip, ip))
             return e;
@@ -32,6 +36,10 @@ static struct ent *find(const struct resil_ip *ip, int create, uint64_t now)
     }
     if (!create)
         return NULL;
+    if (used < RESIL_HEALTH_SLOTS && (victim == NULL || victim->used)) {
+        victim = &tab[used];
+        __atomic_store_n(&used, used + 1, __ATOMIC_RELAXED);
+    }
     memset(victim, 0, sizeof(*victim));
     victim->used = 1;
     victim->ip = *ip;
@@ -65,6 +73,10 @@ enum resil_health_tier resil_health_tier(const struct resil_ip *ip,
                                          uint64_t now_ns, uint64_t *rtt_ns)
 {
     enum resil_health_tier t = RESIL_TIER_NEUTRAL;
+    /* nothing ever recorded: no lock (as if a record of this instant came
+     * a moment later) */
+    if (__atomic_load_n(&used, __ATOMIC_RELAXED) == 0)
+        return t;
     pthread_mutex_lock(&mu);
     struct ent *e = find(ip, 0, now_ns);
     if (e && e->fail_at && now_ns - e->fail_at < ttl)
@@ -92,5 +104,6 @@ void resil_health_clear(void)
 {
     pthread_mutex_lock(&mu);
     memset(tab, 0, sizeof(tab));
+    __atomic_store_n(&used, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&mu);
 }

@@ -464,10 +464,12 @@ void resil_monitor_app_opt(struct resil_sock *s, int level, int name,
         s->mon.ut_armed = false;
         return;
     }
-    /* on a connected socket keepalive was sized at connect time (or not
-     * at all, if the program had switched it off): size it again around
-     * the program's new choice */
-    if (resil_sock_connected(s) && bit != RESIL_APP_KEEPALIVE_OFF)
+    /* on a connected socket keepalive was sized already (or not at all,
+     * if the program had switched it off): size it again around the
+     * program's new choice; when it is still due (conn.h), it will be
+     * sized around it then */
+    if (resil_sock_connected(s) && bit != RESIL_APP_KEEPALIVE_OFF &&
+        !atomic_load_explicit(&s->ka_due, memory_order_relaxed))
         resil_monitor_tune(s, s->fd);
 }
 

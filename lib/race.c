@@ -111,6 +111,30 @@ int resil_race_add(struct resil_race *r, const struct resil_ip *ip,
     return -1;
 }
 
+int resil_race_first(const struct resil_ip *c, int n, int family,
+                     bool v6only, uint64_t now_ns)
+{
+    const struct resil_race probe = {.family = family, .v6only = v6only};
+    struct resil_attempt best = {.tier = 0}, a;
+    int bi = -1;
+
+    /* sort_waiting's order: its stable sort puts the first of the best
+     * keys first, and the interleaving starts with that one's family */
+    for (int i = 0; i < n; i++) {
+        bool dup = false;
+        for (int j = 0; j < i && !dup; j++)
+            dup = resil_ip_equal(&c[j], &c[i]);
+        if (dup || !reachable(&probe, &c[i]))
+            continue;
+        a.tier = (int)resil_health_tier(&c[i], now_ns, &a.rtt_ns);
+        if (bi < 0 || before(&a, &best)) {
+            best = a;
+            bi = i;
+        }
+    }
+    return bi;
+}
+
 int resil_race_next(struct resil_race *r, uint64_t now_ns, uint64_t *wake_ns)
 {
     *wake_ns = UINT64_MAX;

@@ -63,6 +63,13 @@ void resil_race_init(struct resil_race *r, int family, bool v6only,
 int resil_race_add(struct resil_race *r, const struct resil_ip *ip,
                    uint64_t now_ns);
 
+/* The index in c[0, n) of the candidate a race of them would start first
+ * (what resil_race_add's order puts first), without building the race;
+ * -1 when none is reachable from a socket of family (v6only). Looks up
+ * the health cache. */
+int resil_race_first(const struct resil_ip *c, int n, int family,
+                     bool v6only, uint64_t now_ns);
+
 /* The attempt to start now (marked running), or -1. *wake_ns gets the time
  * the engine should call again (UINT64_MAX: only on an event). */
 int resil_race_next(struct resil_race *r, uint64_t now_ns, uint64_t *wake_ns);

@@ -131,9 +131,9 @@ bool resil_sock_is_ours(const struct resil_sock *s)
            (s->cookie == 0 || resil_sock_cookie(s->fd) == s->cookie);
 }
 
-resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
+static resil_status_t swap_in(struct resil_sock *s, int newfd, bool shut)
 {
-    int fd = s->fd, old, fdfl, fl;
+    int fd = s->fd, old = -1, fdfl, fl;
     uint64_t cookie;
 
     if (resil_sock_closed(s)) {
@@ -158,7 +158,8 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
         resil_fds_close_fd(newfd);
         return RESIL_ESYS;
     }
-    resil_fds_dup(&old, fd, RESIL_FD_SOCK);
+    if (shut)
+        resil_fds_dup(&old, fd, RESIL_FD_SOCK);
     /* out of every epoll set while fd still names the old socket (after
      * dup3 the registration would live on as a zombie: pitfalls 2.2) */
     resil_epoll_swap_begin(s);
@@ -181,5 +182,15 @@ resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
         resil_fds_close(&old);
     }
     return RESIL_OK;
+}
+
+resil_status_t resil_swap_in(struct resil_sock *s, int newfd)
+{
+    return swap_in(s, newfd, true);
+}
+
+resil_status_t resil_swap_in_keep(struct resil_sock *s, int newfd)
+{
+    return swap_in(s, newfd, false);
 }
 

@@ -37,6 +37,11 @@ void resil_unpark(int fd);
  * caller does, once s->mu is released (a close() waits on s->mu). */
 resil_status_t resil_swap_in(struct resil_sock *s, int newfd);
 
+/* The same, leaving the old socket as it is (no shutdown): for one that a
+ * race keeps (the program's own socket, a failed attempt 0, whose state
+ * must stay the kernel's; its failure already woke its sleepers). */
+resil_status_t resil_swap_in_keep(struct resil_sock *s, int newfd);
+
 /* Close the parking listeners and fillers (no socket may be parked).
  * Engine lock held; the next resil_park() sets them up again. */
 void resil_park_release(void);

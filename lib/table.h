@@ -47,6 +47,11 @@ enum resil_sock_state {
     RS_FAILED,     /* every attempt failed; the fd holds the socket of the
                       attempt whose errno is reported (pending_err) */
     RS_PASSTHRU,   /* libresil stays out of this socket's way */
+    RS_TRYING,     /* the program's own socket connects to the race's first
+                      candidate (cur_ip) since conn_ns; the race starts,
+                      with it as attempt 0, only if it has not connected
+                      after the attempt delay or fails first (conn.h).
+                      Never a session destination's (want_sess) */
 };
 
 struct resil_sockopt {
@@ -156,6 +161,19 @@ struct resil_sock {
     struct resil_sess *sess;    /* the session layer's state, or NULL
                                    (session.h); freed with the socket */
     struct resil_sock_mon mon;  /* the dead-path monitor's (monitor.c) */
+    /* conn.c: the first attempt on the program's own socket, and the
+     * sockets it looks at again an attempt delay after their connect */
+    atomic_bool inplace;     /* fd holds the race's attempt 0, connecting:
+                                RS_TRYING, or RS_RACING with attempt 0 on
+                                fd (written under mu) */
+    atomic_int io_busy;      /* data calls in flight on it (io.c) */
+    bool try_blocking;       /* RS_TRYING: a blocking connect() on fd
+                                waits for it itself */
+    atomic_bool ka_due;      /* keepalive not sized yet (resil_monitor_tune
+                                runs an attempt delay after the connect) */
+    atomic_bool pend_listed; /* on conn.c's list of sockets to look at */
+    struct resil_sock *pend_next;
+    uint64_t conn_ns;        /* when the connect started */
 };
 
 /* s->state. Relaxed: the writer holds s->mu, and a reader that needs a

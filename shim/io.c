@@ -104,6 +104,34 @@ static RESIL_SLOW int io_done(int fd, ssize_t rc, bool is_write, size_t n,
     return ret;
 }
 
+/* The call ran on a socket whose fd held a race's first attempt (s, from
+ * resil_conn_io_begin): bytes moved prove it connected; an error may be
+ * its failure, which the program must not see while the race goes on
+ * (the fd is then parked: retry there). Else as IO_MANAGED and io_done. */
+static RESIL_SLOW int io_first(struct resil_sock *s, int fd, ssize_t rc,
+                               bool is_write, size_t n, int flags,
+                               uint64_t seq, bool held)
+{
+    int saved = errno, ret = -1;
+
+    resil_conn_io_end(s);
+    resil_in_shim++;
+    if (rc > 0)
+        resil_conn_first_done(s);
+    else if (rc < 0 && !held && saved != EAGAIN && saved != EINTR &&
+             resil_conn_first_failed(s, saved))
+        ret = IO_RETRY;
+    resil_in_shim--;
+    resil_sock_unref(s);
+    errno = saved;
+    if (ret == IO_RETRY)
+        return IO_RETRY;
+    if ((rc > 0 && !is_write) ||
+        (rc < 0 && (saved == EAGAIN || saved == EINTR)))
+        return IO_RETURN;
+    return io_done(fd, rc, is_write, n, flags, seq, held);
+}
+
 /* The managed part of every data hook: an error libresil holds or the
  * call, then decide (retry only on a socket put there meanwhile, or after
  * a re-race). A held error goes the way the kernel's would (a connection
@@ -150,14 +178,25 @@ static RESIL_SLOW int io_done(int fd, ssize_t rc, bool is_write, size_t n,
             }                                                                  \
         }                                                                      \
         for (;;) {                                                             \
+            struct resil_sock *first_ = NULL;                                  \
             seq_ =                                                             \
                 atomic_load_explicit(&resil_swap_seq, memory_order_acquire);   \
+            /* a race's first attempt on the fd: counted around the call */    \
+            if (atomic_load_explicit(&resil_conn_inplace,                      \
+                                     memory_order_relaxed))                    \
+                first_ = resil_conn_io_begin(fd_);                             \
             held_ = io_error(fd_, n_, flags_, zero_ok, &err_);                 \
             if (held_) {                                                       \
                 errno = err_;                                                  \
                 rc_ = -1;                                                      \
             } else {                                                           \
                 rc_ = call;                                                    \
+            }                                                                  \
+            if (first_ != NULL) {                                              \
+                if (io_first(first_, fd_, rc_, is_write, n_, flags_, seq_,     \
+                             held_) != IO_RETRY)                               \
+                    return rc_;                                                \
+                continue;                                                      \
             }                                                                  \
             if (rc_ > 0 && !(is_write)) /* data read: nothing to note */       \
                 return rc_;                                                    \

@@ -322,12 +322,60 @@ static bool fdsets_racing(int n, const fd_set *r, const fd_set *w,
     return false;
 }
 
+/* What select reported for a socket whose fd held a race's first attempt
+ * and failed while the race goes on (parked now, or replaced since the
+ * call began after such a failure: a stale report) is no answer: its bits
+ * are cleared. Returns how many bits are left. */
+static int select_first(int n, fd_set *r, fd_set *w, fd_set *e, int rc,
+                        uint64_t seq0)
+{
+    RESIL_KEEP_ERRNO();
+
+    for (int fd = 0; fd < n && fd < FD_SETSIZE && rc > 0; fd++) {
+        struct resil_sock *s;
+        uint32_t m;
+        if (!((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) ||
+              (e && FD_ISSET(fd, e))) ||
+            !resil_table_has(fd) || (s = resil_table_get(fd)) == NULL)
+            continue;
+        if (!resil_epoll_stale_report(s, seq0, &m) &&
+            atomic_load_explicit(&s->inplace, memory_order_relaxed)) {
+            struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
+            if (real.poll(&p, 1, 0) == 1 &&
+                (p.revents & (POLLERR | POLLHUP))) {
+                resil_in_shim++;
+                (void)resil_conn_dead_unused(s, p.revents & POLLERR);
+                resil_in_shim--;
+            }
+        }
+        if (resil_epoll_stale_report(s, seq0, &m)) {
+            rdebug("fd %d: select readiness of the replaced socket dropped",
+                   fd);
+            if (r && FD_ISSET(fd, r)) {
+                FD_CLR(fd, r);
+                rc--;
+            }
+            if (w && FD_ISSET(fd, w)) {
+                FD_CLR(fd, w);
+                rc--;
+            }
+            if (e && FD_ISSET(fd, e)) {
+                FD_CLR(fd, e);
+                rc--;
+            }
+        }
+        resil_sock_unref(s);
+    }
+    return rc;
+}
+
 static RESIL_SLOW int select_sliced(int n, fd_set *r, fd_set *w, fd_set *e,
                                     const struct timespec *ts,
                                     const sigset_t *mask, bool pselect_call)
 {
     fd_set r0, w0, e0;
     int64_t t0 = mono_ns(), left = ts ? ts_ns(ts) : -1;
+    uint64_t seq0;
     int rc;
 
     if (r)
@@ -351,6 +399,7 @@ static RESIL_SLOW int select_sliced(int n, fd_set *r, fd_set *w, fd_set *e,
             step.tv_sec = want / 1000000000LL;
             step.tv_nsec = want % 1000000000LL;
         }
+        seq0 = resil_epoll_swap_seq();
         if (pselect_call) {
             rc = real.pselect(n, r, w, e, tp, mask);
         } else {
@@ -362,14 +411,23 @@ static RESIL_SLOW int select_sliced(int n, fd_set *r, fd_set *w, fd_set *e,
             }
             rc = real.select(n, r, w, e, tvp);
         }
-        if (rc != 0 || !sliced)
+        if (rc < 0)
             return rc;
+        if (rc > 0) {
+            if (n > FD_SETSIZE)
+                return rc;
+            if ((rc = select_first(n, r, w, e, rc, seq0)) > 0)
+                return rc;
+        } else if (!sliced) {
+            return 0;
+        }
         if (ts) {
             left = ts_ns(ts) - (mono_ns() - t0);
             if (left <= 0)
                 return 0;
         }
-        /* a sliced timeout emptied the sets: give them back */
+        /* a sliced timeout, or stale readiness dropped, emptied the sets:
+         * give them back */
         if (r)
             *r = r0;
         if (w)
@@ -404,10 +462,21 @@ static RESIL_SLOW int select_managed(int n, fd_set *r, fd_set *w, fd_set *e,
     return rc;
 }
 
+/* No race and no first attempt on a program's fd: nothing select could
+ * report that is not the kernel's own answer. */
+static bool select_plain(void)
+{
+    return unmanaged() ||
+           (atomic_load_explicit(&resil_races_active, memory_order_relaxed) ==
+                0 &&
+            atomic_load_explicit(&resil_conn_inplace, memory_order_relaxed) ==
+                0);
+}
+
 RESIL_EXPORT int select(int n, fd_set *r, fd_set *w, fd_set *e,
                         struct timeval *tv)
 {
-    if (unmanaged() || atomic_load(&resil_races_active) == 0)
+    if (select_plain())
         return real.select(n, r, w, e, tv);
     return select_managed(n, r, w, e, tv);
 }
@@ -415,7 +484,7 @@ RESIL_EXPORT int select(int n, fd_set *r, fd_set *w, fd_set *e,
 RESIL_EXPORT int pselect(int n, fd_set *r, fd_set *w, fd_set *e,
                          const struct timespec *ts, const sigset_t *mask)
 {
-    if (unmanaged() || atomic_load(&resil_races_active) == 0)
+    if (select_plain())
         return real.pselect(n, r, w, e, ts, mask);
     return select_sliced(n, r, w, e, ts, mask, true);
 }

@@ -61,11 +61,9 @@ static RESIL_SLOW int socket_managed(int domain, int type, int protocol)
     saved = errno;
     if (resil_table_has(fd))
         resil_shim_drop(fd);
+    /* its identity (SO_COOKIE, resil_sock_is_ours) is read when a swap
+     * may come (conn.h), not for every socket */
     s = resil_sock_new(fd, domain, type);
-    /* its identity: a swap never touches the number once the program
-     * closed the socket behind our back (resil_sock_is_ours) */
-    if (s)
-        s->cookie = resil_sock_cookie(fd);
     if (s == NULL || resil_table_set(fd, s) != RESIL_OK) {
         resil_sock_unref(s);
         if (resil_config_get()->strict) {
@@ -191,24 +189,54 @@ RESIL_EXPORT int setsockopt(int fd, int level, int name, const void *val,
 }
 
 /* SO_ERROR reads an error libresil holds for the socket (a failed race's,
- * a failed re-race's) once, like the kernel's sk_err */
+ * a failed re-race's) once, like the kernel's sk_err; and never the
+ * failure of a race's first attempt while the race goes on. Keepalive is
+ * sized an attempt delay after the connect: a program that reads a
+ * keepalive option first sees it sized. */
 static RESIL_SLOW int getsockopt_managed(int fd, int level, int name, void *val,
                                          socklen_t *len)
 {
     int err;
+    bool got;
 
-    if (val && len && *len >= sizeof(int) && resil_conn_take_error(fd, &err)) {
-        *(int *)val = err;
-        *len = sizeof(int);
-        return 0;
+    if (level == SOL_SOCKET && name == SO_ERROR) {
+        if (val && len && *len >= sizeof(int)) {
+            got = resil_conn_take_error(fd, &err);
+            if (!got && atomic_load_explicit(&resil_conn_inplace,
+                                             memory_order_relaxed)) {
+                resil_in_shim++;
+                got = resil_conn_first_sockerr(fd, &err);
+                resil_in_shim--;
+            }
+            if (got) {
+                *(int *)val = err;
+                *len = sizeof(int);
+                return 0;
+            }
+        }
+    } else {
+        resil_in_shim++;
+        resil_conn_ka_now(fd);
+        resil_in_shim--;
     }
     return real.getsockopt(fd, level, name, val, len);
+}
+
+/* The options getsockopt_managed looks at (no memory read: the test in
+ * front of the table lookup) */
+static inline bool getsockopt_ours(int level, int name)
+{
+    if (level == SOL_SOCKET)
+        return name == SO_ERROR || name == SO_KEEPALIVE;
+    return level == IPPROTO_TCP && (name == TCP_KEEPIDLE ||
+                                    name == TCP_KEEPINTVL ||
+                                    name == TCP_KEEPCNT);
 }
 
 RESIL_EXPORT int getsockopt(int fd, int level, int name, void *val,
                             socklen_t *len)
 {
-    if (level == SOL_SOCKET && name == SO_ERROR && resil_hooked(fd))
+    if (getsockopt_ours(level, name) && resil_hooked(fd))
         return getsockopt_managed(fd, level, name, val, len);
     return real.getsockopt(fd, level, name, val, len);
 }
@@ -218,7 +246,7 @@ static RESIL_SLOW int connect_managed(int fd, const struct sockaddr *sa,
 {
     struct resil_sock *s;
     int err = 0;
-    bool no_wait = false;
+    bool no_wait = false, tried_first = false;
     resil_status_t st;
 
     s = resil_table_get(fd);
@@ -239,7 +267,32 @@ again:
     switch (resil_sock_state(s)) {
     case RS_FRESH:
         break;
+    case RS_TRYING:
+        if (s->try_blocking) {
+            /* another thread's blocking connect() holds it: the kernel's
+             * answer for a connect in progress */
+            err = EALREADY;
+            goto report;
+        }
+        /* fall through */
     case RS_RACING:
+        if (!tried_first &&
+            atomic_load_explicit(&s->inplace, memory_order_relaxed)) {
+            /* the fd holds the race's first attempt: the kernel's answer,
+             * unless that is its failure while the race goes on */
+            pthread_mutex_unlock(&s->mu);
+            resil_in_shim++;
+            st = resil_conn_first_connect(s, sa, len, &err);
+            resil_in_shim--;
+            if (st != RESIL_OK) {
+                tried_first = true; /* not (any more): look again */
+                goto again;
+            }
+            resil_sock_unref(s);
+            goto result;
+        }
+        if (resil_sock_state(s) == RS_TRYING)
+            goto pass;
         /* re-racing a connection the program had: to it, still connected */
         err = s->rerace ? EISCONN : EALREADY;
         if (s->rerace || no_wait || !resil_io_blocking(fd, 0))

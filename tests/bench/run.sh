@@ -592,11 +592,15 @@ if command -v redis-benchmark >/dev/null && [ -n "${RDIR:-}" ]; then
 			na "$M" ">= 0.95" "redis-benchmark failed"
 		fi
 	done
-	qp=() qn=() qa=() ok=1
+	# the name row against plain to the same name: the client resolves it
+	# per connection (hiredis), which costs the same in both runs
+	qp=() qpn=() qn=() qa=() ok=1
 	for ((r = 0; r < REPS; r++)); do
 		x=$(rbm $P_REDIS get -k 0 -c 10) || { ok=0; break; }; qp+=("$x")
 		x=$(rbm $P_REDIS get pre -k 0 -c 10) || { ok=0; break; }
 		qa+=("$x")
+		x=$(rbm $P_REDIS get name -k 0 -c 10) || { ok=0; break; }
+		qpn+=("$x")
 		x=$(rbm $P_REDIS get pre name -k 0 -c 10) || { ok=0; break; }
 		qn+=("$x")
 	done
@@ -605,9 +609,9 @@ if command -v redis-benchmark >/dev/null && [ -n "${RDIR:-}" ]; then
 		row "$M, numeric, raced group" "$(cell "${qp[@]}")" \
 			"$(cell "${qa[@]}")" "$(ratio "$(median "${qa[@]}")" \
 			"$(median "${qp[@]}")")" ">= 0.90"
-		row "$M, name with 2 addresses" "$(cell "${qp[@]}")" \
+		row "$M, name with 2 addresses" "$(cell "${qpn[@]}")" \
 			"$(cell "${qn[@]}")" "$(ratio "$(median "${qn[@]}")" \
-			"$(median "${qp[@]}")")" ">= 0.90"
+			"$(median "${qpn[@]}")")" ">= 0.90"
 	else
 		na "$M" ">= 0.90" "redis-benchmark -k 0 failed"
 	fi

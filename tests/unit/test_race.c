@@ -255,3 +255,57 @@ Test(race, bad_indices_ignored)
     cr_expect_eq(r.att[0].state, RESIL_ATT_WAITING);
     cr_expect_eq(r.winner, -1);
 }
+
+/* resil_race_first() names the candidate a race would start first,
+ * without building it (the first attempt of a connect runs on the
+ * program's own socket, conn.h). */
+static void first_matches_race(const char *const *cands, int n, int family,
+                               bool v6only, uint64_t now)
+{
+    struct resil_race r;
+    struct resil_ip ips[8];
+    char a[RESIL_ADDRSTRLEN], b[RESIL_ADDRSTRLEN];
+    int fi;
+
+    resil_race_init(&r, family, v6only, D, now);
+    for (int i = 0; i < n; i++) {
+        ips[i] = ip_of(cands[i]);
+        resil_race_add(&r, &ips[i], now);
+    }
+    fi = resil_race_first(ips, n, family, v6only, now);
+    if (r.n == 0) {
+        cr_expect_eq(fi, -1, "nothing reachable, got %d", fi);
+        return;
+    }
+    cr_assert(fi >= 0 && fi < n, "index %d", fi);
+    resil_ip_format(&ips[fi], -1, a, sizeof(a));
+    at(&r, 0, b);
+    cr_expect_str_eq(a, b, "first %s, the race starts %s", a, b);
+}
+
+Test(race, first_is_what_the_race_starts)
+{
+    uint64_t now = 1000 * MS_NS;
+    struct resil_ip dead = ip_of("10.0.1.2"), fast = ip_of("10.0.3.2"),
+                    slow = ip_of("10.0.4.2"), dead6 = ip_of("fd00::2");
+    const char *plain[] = {"10.0.1.2", "10.0.2.2", "10.0.3.2"};
+    const char *mixed[] = {"fd00::2", "10.0.1.2", "fd00::3", "10.0.4.2"};
+    const char *dups[] = {"10.0.2.2", "10.0.2.2", "10.0.1.2", "10.0.3.2"};
+    const char *v6[] = {"10.0.1.2", "fd00::3", "::ffff:10.0.3.2"};
+
+    first_matches_race(plain, 3, AF_INET, false, now);
+    resil_health_fail(&dead, now);
+    first_matches_race(plain, 3, AF_INET, false, now); /* 10.0.2.2 */
+    resil_health_win(&slow, 9 * MS_NS, now);
+    resil_health_win(&fast, 1 * MS_NS, now);
+    first_matches_race(plain, 3, AF_INET, false, now); /* 10.0.3.2 */
+    first_matches_race(mixed, 4, AF_INET6, false, now);
+    first_matches_race(mixed, 4, AF_INET, false, now);
+    first_matches_race(dups, 4, AF_INET, false, now);
+    resil_health_fail(&dead6, now);
+    first_matches_race(mixed, 4, AF_INET6, true, now);
+    first_matches_race(v6, 3, AF_INET6, true, now);
+    first_matches_race(v6, 3, AF_INET6, false, now);
+    first_matches_race(v6, 1, AF_INET6, false, now); /* v4 on v6 socket */
+    first_matches_race(v6 + 1, 1, AF_INET, false, now); /* unreachable */
+}
