@@ -23,6 +23,7 @@
 #include "log.h"
 #include "monitor.h"
 #include "names.h"
+#include "path.h"
 #include "race.h"
 #include "session.h"
 #include "swap.h"
@@ -265,17 +266,6 @@ static int bind_attempt(struct resil_race_ctx *c, int fd)
     return rc;
 }
 
-static void format_tried(struct resil_race_ctx *c, char *buf, size_t len)
-{
-    size_t o = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < c->r.started && o + RESIL_ADDRSTRLEN + 4 < len; i++) {
-        char a[RESIL_ADDRSTRLEN];
-        resil_ip_format(&c->r.att[i].ip, -1, a, sizeof(a));
-        o += (size_t)snprintf(buf + o, len - o, "%s\"%s\"", i ? "," : "", a);
-    }
-}
-
 /* The race is decided. engine lock held; takes s->mu for the swap. What
  * goes onto the program's fd: the winner; when every attempt failed, the
  * kept failed attempt (its error pending, emulated); when a re-race
@@ -298,7 +288,7 @@ static void hello(struct resil_sock *s, int fd)
 static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
 {
     struct resil_sock *s = c->s;
-    char tried[1024], a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN];
+    char tried[2048], a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN];
     char name[2 * RESIL_NAME_LEN];
     int err = 0, fd = -1, pend = 0, keep, swap_err = 0;
     uint32_t since = 0;
@@ -310,15 +300,11 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     keep = winner_idx >= 0                  ? winner_idx
            : c->rerace && c->orig_fd >= 0 ? -1
                                             : c->kept;
-    for (int i = 0; i < c->r.n; i++) {
-        if (c->r.att[i].state == RESIL_ATT_FAILED)
-            resil_health_fail(&c->r.att[i].ip, now);
+    resil_race_report(&c->r, now);
+    for (int i = 0; i < c->r.n; i++)
         if (i != keep)
             close_attempt(c, i);
-    }
     if (winner_idx >= 0) {
-        struct resil_attempt *w = &c->r.att[winner_idx];
-        resil_health_win(&w->ip, now - w->started_ns, now);
         fd = resil_fds_take(&c->fds[winner_idx]);
         since = c->optseq[winner_idx];
         resil_engine_del(fd);
@@ -349,7 +335,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     }
     /* reported before the program can see the outcome: a program that
      * exits right after using its connection still leaves its event */
-    format_tried(c, tried, sizeof(tried));
+    resil_race_json(&c->r, tried, sizeof(tried));
     resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
     resil_json_str(c->name, name, sizeof(name));
     if (winner_idx >= 0) {
@@ -359,7 +345,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
               (double)(now - c->start_ns) / 1e6, c->r.started);
         resil_event(c->rerace ? "rerace" : "connect", s->fd,
                     "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
-                    "\"tried\":[%s],\"winner\":\"%s\",\"ms\":%.3f",
+                    "%s,\"winner\":\"%s\",\"ms\":%.3f",
                     dst, name, c->port, tried, a,
                     (double)(now - c->start_ns) / 1e6);
     } else {
@@ -371,7 +357,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
                   strerror(err));
         resil_event("connect_failed", s->fd,
                     "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
-                    "\"tried\":[%s],\"errno\":\"%s\",\"rerace\":%s,"
+                    "%s,\"errno\":\"%s\",\"rerace\":%s,"
                     "\"ms\":%.3f",
                     dst, name, c->port, tried, strerrorname_np(err) ?: "?",
                     c->rerace ? "true" : "false",
@@ -540,9 +526,11 @@ static void start_attempt(struct resil_race_ctx *c, int i, uint64_t now)
     c->aw[i].w.fn = attempt_event;
     resil_engine_add(fd, EPOLLOUT, &c->aw[i].w);
     if (resil_log_level >= RESIL_LOG_DEBUG) {
-        char a[RESIL_ADDRSTRLEN];
-        rdebug("fd %d: attempt %d to %s", s->fd, i,
-               resil_ip_format(&c->r.att[i].ip, c->port, a, sizeof(a)));
+        char a[RESIL_ADDRSTRLEN], p[24];
+        rdebug("fd %d: attempt %d to %s via %s, next in %.1f ms", s->fd, i,
+               resil_ip_format(&c->r.att[i].ip, c->port, a, sizeof(a)),
+               resil_path_name(c->r.att[i].path, p, sizeof(p)),
+               (double)c->r.att[i].delay_ns / 1e6);
     }
 }
 
