@@ -140,6 +140,7 @@ test check: deps-net
 	$(MAKE) --no-print-directory fuzz
 	tests/drivers/run.sh $(BUILD)
 	tests/net/run.sh $(BUILD)
+	tests/net/fabric.sh $(BUILD)
 	tests/net/session.sh $(BUILD)
 	tests/tools/run.sh $(BUILD)
 	tests/bench/cost.sh $(BUILD)
