@@ -32,7 +32,7 @@ SODIUM_A  = $(shell pkg-config --variable=libdir libsodium \
 LDLIBS_SO = -Wl,--exclude-libs,ALL $(CARES_A) $(SODIUM_A) -ldl -lpthread
 
 LIB_SRC  := lib/status.c lib/log.c lib/config.c lib/addr.c lib/table.c \
-            lib/names.c lib/health.c lib/race.c lib/sys.c lib/engine.c \
+            lib/names.c lib/health.c lib/path.c lib/race.c lib/sys.c lib/engine.c \
             lib/events.c lib/dns.c lib/swap.c lib/monitor.c lib/conn.c \
             lib/session_wire.c lib/ring.c lib/session_crypto.c lib/resume.c \
             lib/fds.c lib/epoll.c lib/session.c lib/resumer.c \
@@ -140,6 +140,7 @@ test check: deps-net
 	$(MAKE) --no-print-directory fuzz
 	tests/drivers/run.sh $(BUILD)
 	tests/net/run.sh $(BUILD)
+	tests/net/fabric.sh $(BUILD)
 	tests/net/session.sh $(BUILD)
 	tests/tools/run.sh $(BUILD)
 	tests/bench/cost.sh $(BUILD)

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "monitor.h"
 #include "names.h"
+#include "path.h"
 #include "race.h"
 #include "session.h"
 #include "swap.h"
@@ -308,17 +309,6 @@ static int bind_attempt(struct resil_race_ctx *c, int fd)
     return rc;
 }
 
-static void format_tried(struct resil_race_ctx *c, char *buf, size_t len)
-{
-    size_t o = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < c->r.started && o + RESIL_ADDRSTRLEN + 4 < len; i++) {
-        char a[RESIL_ADDRSTRLEN];
-        resil_ip_format(&c->r.att[i].ip, -1, a, sizeof(a));
-        o += (size_t)snprintf(buf + o, len - o, "%s\"%s\"", i ? "," : "", a);
-    }
-}
-
 /* A session destination's winner: the HELLO goes out first (session.h).
  * s->mu held. */
 static void hello(struct resil_sock *s, int fd)
@@ -343,7 +333,7 @@ static void hello(struct resil_sock *s, int fd)
 static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
 {
     struct resil_sock *s = c->s;
-    char tried[1024], a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN];
+    char tried[2048], a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN];
     char name[2 * RESIL_NAME_LEN];
     int err = 0, fd = -1, pend = 0, keep, swap_err = 0;
     uint32_t since = 0;
@@ -355,15 +345,11 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     keep = winner_idx >= 0                  ? winner_idx
            : c->rerace && c->orig_fd >= 0 ? -1
                                             : c->kept;
-    for (int i = 0; i < c->r.n; i++) {
-        if (c->r.att[i].state == RESIL_ATT_FAILED)
-            resil_health_fail(&c->r.att[i].ip, now);
+    resil_race_report(&c->r, now);
+    for (int i = 0; i < c->r.n; i++)
         if (i != keep)
             close_attempt(c, i);
-    }
     if (winner_idx >= 0) {
-        struct resil_attempt *w = &c->r.att[winner_idx];
-        resil_health_win(&w->ip, now - w->started_ns, now);
         if (winner_idx == 0 && c->inplace) {
             /* the program's own socket won: it is on the fd already */
             stay = true;
@@ -408,7 +394,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     }
     /* reported before the program can see the outcome: a program that
      * exits right after using its connection still leaves its event */
-    format_tried(c, tried, sizeof(tried));
+    resil_race_json(&c->r, tried, sizeof(tried));
     resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
     resil_json_str(c->name, name, sizeof(name));
     if (winner_idx >= 0) {
@@ -418,7 +404,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
               (double)(now - c->start_ns) / 1e6, c->r.started);
         resil_event(c->rerace ? "rerace" : "connect", s->fd,
                     "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
-                    "\"tried\":[%s],\"winner\":\"%s\",\"ms\":%.3f",
+                    "%s,\"winner\":\"%s\",\"ms\":%.3f",
                     dst, name, c->port, tried, a,
                     (double)(now - c->start_ns) / 1e6);
     } else {
@@ -430,7 +416,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
                   strerror(err));
         resil_event("connect_failed", s->fd,
                     "\"dst\":\"%s\",\"name\":\"%s\",\"port\":%u,"
-                    "\"tried\":[%s],\"errno\":\"%s\",\"rerace\":%s,"
+                    "%s,\"errno\":\"%s\",\"rerace\":%s,"
                     "\"ms\":%.3f",
                     dst, name, c->port, tried, strerrorname_np(err) ?: "?",
                     c->rerace ? "true" : "false",
@@ -617,9 +603,11 @@ static void start_attempt(struct resil_race_ctx *c, int i, uint64_t now)
     c->aw[i].w.fn = attempt_event;
     resil_engine_add(fd, EPOLLOUT, &c->aw[i].w);
     if (resil_log_level >= RESIL_LOG_DEBUG) {
-        char a[RESIL_ADDRSTRLEN];
-        rdebug("fd %d: attempt %d to %s", s->fd, i,
-               resil_ip_format(&c->r.att[i].ip, c->port, a, sizeof(a)));
+        char a[RESIL_ADDRSTRLEN], p[24];
+        rdebug("fd %d: attempt %d to %s via %s, next in %.1f ms", s->fd, i,
+               resil_ip_format(&c->r.att[i].ip, c->port, a, sizeof(a)),
+               resil_path_name(c->r.att[i].path, p, sizeof(p)),
+               (double)c->r.att[i].delay_ns / 1e6);
     }
 }
 
@@ -1208,7 +1196,8 @@ static void first_won(struct resil_sock *s, uint64_t rtt_ns, uint64_t now)
     s->fail_connecting = false;
     set_inplace(s, false);
     atomic_store(&s->ka_due, true);
-    resil_health_win(&s->cur_ip, rtt_ns, now);
+    resil_health_win_path(&s->cur_ip, resil_path_cached(&s->cur_ip), rtt_ns,
+                          now);
 }
 
 /* The "connect" event of a connect its first candidate won (no lock).
@@ -1258,6 +1247,15 @@ static uint64_t pend_woke;                      /* engine lock */
 static uint64_t pend_delay(void)
 {
     return (uint64_t)resil_config_get()->attempt_delay_ms * MS;
+}
+
+/* s's own attempt delay: from the RTT history of its candidates when its
+ * connect had some (race.h: resil_race_delay_for), else the configured
+ * one. */
+static uint64_t sock_delay(struct resil_sock *s)
+{
+    uint64_t d = __atomic_load_n(&s->try_delay_ns, __ATOMIC_RELAXED);
+    return d ? d : pend_delay();
 }
 
 /* Keepalive sized, identity read (s->mu held, s connected). */
@@ -1414,7 +1412,7 @@ static void pend_look(struct resil_sock *s, uint64_t now)
 /* The list's turn (engine lock held): returns its next deadline. */
 static uint64_t pend_tick(uint64_t now)
 {
-    uint64_t delay = pend_delay(), due;
+    uint64_t due;
     struct resil_sock *top, *rev = NULL;
 
     top = atomic_load_explicit(&pend_stack, memory_order_acquire);
@@ -1436,22 +1434,37 @@ static uint64_t pend_tick(uint64_t now)
         for (pend_tail = rev; pend_tail->pend_next;)
             pend_tail = pend_tail->pend_next;
     }
-    while (pend_head) {
-        struct resil_sock *s = pend_head;
-        /* conn_ns: written under s->mu, at the connect */
-        due = __atomic_load_n(&s->conn_ns, __ATOMIC_RELAXED) + delay;
-        if (due > now)
-            break;
-        pend_head = s->pend_next;
-        if (pend_head == NULL)
-            pend_tail = NULL;
-        pend_look(s, now);
-    }
-    if (pend_head) {
-        /* coarse: a connect per request must not wake us per connect */
-        due = __atomic_load_n(&pend_head->conn_ns, __ATOMIC_RELAXED) + delay;
-        pend_woke = now;
-        return due > now + PEND_TICK_NS ? due : now + PEND_TICK_NS;
+    /* each socket is due its own delay after its connect (sock_delay: an
+     * RTT history makes it shorter), so the list is not in due order: the
+     * whole of it is looked at, in connect order */
+    {
+        struct resil_sock *kh = NULL, *kt = NULL, *s, *nx;
+        uint64_t next = UINT64_MAX;
+        for (s = pend_head; s != NULL; s = nx) {
+            nx = s->pend_next;
+            /* conn_ns: written under s->mu, at the connect */
+            due = __atomic_load_n(&s->conn_ns, __ATOMIC_RELAXED) +
+                  sock_delay(s);
+            if (due <= now) {
+                pend_look(s, now);
+                continue;
+            }
+            s->pend_next = NULL;
+            if (kt)
+                kt->pend_next = s;
+            else
+                kh = s;
+            kt = s;
+            if (due < next)
+                next = due;
+        }
+        pend_head = kh;
+        pend_tail = kt;
+        if (pend_head) {
+            /* coarse: a connect per request must not wake us per connect */
+            pend_woke = now;
+            return next > now + PEND_TICK_NS ? next : now + PEND_TICK_NS;
+        }
     }
     {
         struct resil_sock *expect = NULL;
@@ -1775,7 +1788,7 @@ static resil_status_t connect_blocking(struct resil_sock *s,
                                        socklen_t len, uint64_t t0, int cs,
                                        int *err)
 {
-    uint64_t delay = pend_delay(), now;
+    uint64_t delay = sock_delay(s), now;
     struct timeval app = {0}, tmo;
     struct resil_race_ctx *c = NULL;
     bool has_app, own;
@@ -2072,6 +2085,7 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     s->peer_port = port;
     s->reraces = 0;
     __atomic_store_n(&s->conn_ns, now, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->try_delay_ns, 0, __ATOMIC_RELAXED);
     /* a connect clears the socket's error (tcp_connect_init) */
     set_pending(s, 0);
     if (s->fastopen) {
@@ -2098,6 +2112,11 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     if (fi < 0)
         goto passthru; /* no candidate the socket can reach */
     first = cand[fi];
+    /* the first attempt's delay from the candidates' RTT history (issue
+     * 9: a fabric's RTT is a fraction of a millisecond) */
+    __atomic_store_n(&s->try_delay_ns,
+                     resil_race_delay_for(cand, n, fi, pend_delay(), now),
+                     __ATOMIC_RELAXED);
     if (!resil_ip_equal(&first, &ip)) {
         flen = resil_ip_to_sa(&first, port, s->family, &fss);
         fsa = (const struct sockaddr *)&fss;

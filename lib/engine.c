@@ -18,6 +18,7 @@
 #include "events.h"
 #include "fds.h"
 #include "health.h"
+#include "path.h"
 #include "log.h"
 #include "monitor.h"
 #include "names.h"
@@ -487,10 +488,12 @@ void resil_engine_atfork_prepare(void)
     resil_table_lock_all();
     resil_health_lock();
     resil_names_lock();
+    resil_path_lock();
 }
 
 static void atfork_release(void)
 {
+    resil_path_unlock();
     resil_names_unlock();
     resil_health_unlock();
     resil_table_unlock_all();

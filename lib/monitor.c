@@ -263,6 +263,9 @@ static bool check(struct resil_sock *s, uint64_t now)
          !(s->sess && fin_unacked(ti.tcpi_state))))
         goto out;
     real.ioctl(s->fd, SIOCOUTQ, &outq);
+    /* the kernel's smoothed RTT of a live connection: the next race to
+     * this address sizes its attempt delay on it (health.h) */
+    resil_health_rtt(&s->cur_ip, (uint64_t)ti.tcpi_rtt * 1000, now);
     sess = s->sess && atomic_load(&s->sess->state) == RESIL_SESS_UP;
     if (ti.tcpi_unacked == 0 && outq == 0) {
         disarm(s);

@@ -1,8 +1,18 @@
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "health.h"
+#include "path.h"
 #include "race.h"
+
+/* An error that says the way to the address is dead, not the address:
+ * the other addresses on that path are suspect too. */
+static bool path_error(int err)
+{
+    return err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH ||
+           err == EHOSTDOWN;
+}
 
 void resil_race_init(struct resil_race *r, int family, bool v6only,
                      uint64_t delay_ns, uint64_t now_ns)
@@ -32,79 +42,209 @@ static bool before(const struct resil_attempt *a, const struct resil_attempt *b)
     return false;
 }
 
-/* Interleave the families of att[lo, hi) in place, keeping the order within
- * each family, starting with `first` (RFC 8305 section 4). */
-static void interleave(struct resil_attempt *att, int lo, int hi, int first)
+/* Interleave att[lo, hi), already in preference order, after the
+ * attempts att[0, lo) (started, or placed before this group): each pick is
+ * the first candidate on the path used longest ago (never used first), of
+ * the other family than the pick before it where that ties (RFC 8305
+ * section 4). With one path (or every path unknown) that is RFC 8305's
+ * family interleaving, the order within each family kept; with several,
+ * consecutive attempts leave by different paths, round robin. */
+static void interleave(struct resil_attempt *att, int lo, int hi)
 {
     struct resil_attempt tmp[RESIL_RACE_MAX];
-    int i6 = lo, i4 = lo, out = 0, want = first;
+    bool taken[RESIL_RACE_MAX] = {false};
+    uint32_t path[RESIL_RACE_MAX]; /* paths used so far, and when */
+    int used_at[RESIL_RACE_MAX], np = 0, fam = lo > 0 ? att[lo - 1].ip.family
+                                                      : AF_UNSPEC;
 
-    while (out < hi - lo) {
-        int *ip = want == AF_INET6 ? &i6 : &i4;
-        while (*ip < hi && att[*ip].ip.family != want)
-            (*ip)++;
-        if (*ip < hi) {
-            tmp[out++] = att[(*ip)++];
-        } else {
-            /* this family is exhausted: the rest of the other one */
-            int other = want == AF_INET6 ? AF_INET : AF_INET6;
-            int *op = other == AF_INET6 ? &i6 : &i4;
-            while (*op < hi) {
-                if (att[*op].ip.family == other)
-                    tmp[out++] = att[*op];
-                (*op)++;
+    for (int i = 0; i < lo; i++) {
+        int k = 0;
+        while (k < np && path[k] != att[i].path)
+            k++;
+        if (k == np)
+            path[np++] = att[i].path;
+        used_at[k] = i;
+    }
+    for (int step = lo; step < hi; step++) {
+        int best = -1, best_age = -1, best_fam = -1;
+        for (int k = lo; k < hi; k++) {
+            int age = INT32_MAX, j = 0, f;
+            if (taken[k - lo])
+                continue;
+            while (j < np && path[j] != att[k].path)
+                j++;
+            if (j < np)
+                age = step - used_at[j];
+            f = att[k].ip.family != fam;
+            if (age > best_age || (age == best_age && f > best_fam)) {
+                best = k;
+                best_age = age;
+                best_fam = f;
             }
         }
-        want = want == AF_INET6 ? AF_INET : AF_INET6;
+        taken[best - lo] = true;
+        tmp[step - lo] = att[best];
+        fam = att[best].ip.family;
+        {
+            int j = 0;
+            while (j < np && path[j] != att[best].path)
+                j++;
+            if (j == np)
+                path[np++] = att[best].path;
+            used_at[j] = step;
+        }
     }
     memcpy(&att[lo], tmp, sizeof(tmp[0]) * (size_t)(hi - lo));
 }
 
-static void sort_waiting(struct resil_race *r)
+void resil_race_order(struct resil_attempt *att, int lo, int hi)
 {
-    int lo = r->started, hi = r->n, bad;
-    int first;
-
     /* stable insertion sort; lists are tiny */
     for (int i = lo + 1; i < hi; i++) {
-        struct resil_attempt a = r->att[i];
+        struct resil_attempt a = att[i];
         int j = i;
-        while (j > lo && before(&a, &r->att[j - 1])) {
-            r->att[j] = r->att[j - 1];
+        while (j > lo && before(&a, &att[j - 1])) {
+            att[j] = att[j - 1];
             j--;
         }
-        r->att[j] = a;
+        att[j] = a;
     }
-    if (hi - lo < 2)
+    /* the groups stay in their order: interleaving must not pull a
+     * sibling of a dead path, or an address that failed, forward */
+    for (int a = lo, b; a < hi; a = b) {
+        int group = att[a].tier <= RESIL_TIER_NEUTRAL ? 0 : att[a].tier;
+        for (b = a + 1; b < hi; b++)
+            if ((att[b].tier <= RESIL_TIER_NEUTRAL ? 0 : att[b].tier) !=
+                group)
+                break;
+        interleave(att, a, b);
+    }
+}
+
+static void sort_waiting(struct resil_race *r)
+{
+    if (r->n - r->started > 1)
+        resil_race_order(r->att, r->started, r->n);
+}
+
+/* The health and path of a candidate. */
+static void fill(struct resil_attempt *a, uint32_t path, uint64_t now)
+{
+    struct resil_health_info h;
+
+    a->path = path;
+    resil_health_look(&a->ip, path, now, &h);
+    a->tier = (int)h.tier;
+    a->rtt_ns = h.srtt_ns;
+    a->rttvar_ns = h.rttvar_ns;
+}
+
+uint64_t resil_race_delay_rule(uint64_t srtt_ns, uint64_t rttvar_ns,
+                               uint64_t max_ns)
+{
+    uint64_t d;
+
+    if (srtt_ns == 0)
+        return max_ns;
+    /* TCP's retransmission timeout is srtt + 4 rttvar (RFC 6298): a live
+     * path's SYN-ACK comes within it; the second srtt and the margin
+     * leave room for a server slow to answer and for our own wake-up */
+    d = 2 * srtt_ns + 4 * rttvar_ns + RESIL_RACE_DELAY_MARGIN_NS;
+    if (d > max_ns)
+        d = max_ns;
+    if (d < RESIL_RACE_DELAY_MIN_NS)
+        d = RESIL_RACE_DELAY_MIN_NS;
+    return d;
+}
+
+/* The history to size the delay after a (its own, else the slowest of
+ * the destination's addresses that have one): *srtt 0 when none. */
+static void history(const struct resil_attempt *a,
+                    const struct resil_attempt *all, int n, uint64_t *srtt,
+                    uint64_t *rttvar)
+{
+    *srtt = a->rtt_ns;
+    *rttvar = a->rttvar_ns;
+    if (*srtt)
         return;
-    for (bad = lo; bad < hi && r->att[bad].tier != RESIL_TIER_BAD; bad++)
-        ;
-    /* continue the alternation of the attempts already started */
-    if (lo > 0)
-        first = r->att[lo - 1].ip.family == AF_INET6 ? AF_INET : AF_INET6;
-    else
-        first = r->att[lo].ip.family;
-    if (bad - lo > 1)
-        interleave(r->att, lo, bad, first);
-    if (hi - bad > 1)
-        interleave(r->att, bad, hi, r->att[bad].ip.family);
+    for (int i = 0; i < n; i++)
+        if (all[i].rtt_ns > *srtt) {
+            *srtt = all[i].rtt_ns;
+            *rttvar = all[i].rttvar_ns;
+        }
+}
+
+uint64_t resil_race_delay(const struct resil_race *r, int i)
+{
+    uint64_t srtt, var;
+
+    if (i < 0 || i >= r->n)
+        return r->delay_ns;
+    history(&r->att[i], r->att, r->n, &srtt, &var);
+    return resil_race_delay_rule(srtt, var, r->delay_ns);
+}
+
+uint64_t resil_race_delay_for(const struct resil_ip *c, int n, int first,
+                              uint64_t max_ns, uint64_t now_ns)
+{
+    struct resil_attempt all[RESIL_RACE_MAX] = {0};
+    uint64_t srtt, var;
+
+    if (n > RESIL_RACE_MAX)
+        n = RESIL_RACE_MAX;
+    if (first < 0 || first >= n)
+        return max_ns;
+    for (int i = 0; i < n; i++) {
+        all[i].ip = c[i];
+        fill(&all[i], resil_path_cached(&c[i]), now_ns);
+    }
+    history(&all[first], all, n, &srtt, &var);
+    return resil_race_delay_rule(srtt, var, max_ns);
+}
+
+/* The attempt started last is still waited for on its delay: candidates
+ * that joined may change that delay (their history). */
+static void rearm(struct resil_race *r)
+{
+    struct resil_attempt *a;
+    uint64_t d;
+
+    if (r->started == 0 || r->winner >= 0)
+        return;
+    a = &r->att[r->started - 1];
+    if (a->state != RESIL_ATT_RUNNING ||
+        r->next_ns != a->started_ns + a->delay_ns)
+        return; /* a failure already moved the next start */
+    d = resil_race_delay(r, r->started - 1);
+    a->delay_ns = d;
+    r->next_ns = a->started_ns + d;
 }
 
 int resil_race_add(struct resil_race *r, const struct resil_ip *ip,
                    uint64_t now_ns)
 {
     struct resil_attempt *a;
+    uint32_t path;
 
     if (!reachable(r, ip) || r->n == RESIL_RACE_MAX)
         return -1;
     for (int i = 0; i < r->n; i++)
         if (resil_ip_equal(&r->att[i].ip, ip))
             return -1;
+    /* looked up before the slot is taken: the only call that may take
+     * time (path.h), and no state of r depends on it yet */
+    path = resil_path_of(ip, now_ns);
     a = &r->att[r->n++];
     memset(a, 0, sizeof(*a));
     a->ip = *ip;
-    a->tier = (int)resil_health_tier(ip, now_ns, &a->rtt_ns);
+    fill(a, path, now_ns);
+    /* a sibling died with this path earlier in this race */
+    for (int i = 0; i < r->started && path; i++)
+        if (r->att[i].path == path && r->att[i].state == RESIL_ATT_FAILED &&
+            path_error(r->att[i].err) && a->tier < RESIL_TIER_SUSPECT)
+            a->tier = RESIL_TIER_SUSPECT;
     sort_waiting(r);
+    rearm(r);
     for (int i = r->started; i < r->n; i++)
         if (resil_ip_equal(&r->att[i].ip, ip))
             return i;
@@ -115,24 +255,29 @@ int resil_race_first(const struct resil_ip *c, int n, int family,
                      bool v6only, uint64_t now_ns)
 {
     const struct resil_race probe = {.family = family, .v6only = v6only};
-    struct resil_attempt best = {.tier = 0}, a;
-    int bi = -1;
+    struct resil_attempt all[RESIL_RACE_MAX];
+    int m = 0;
 
-    /* sort_waiting's order: its stable sort puts the first of the best
-     * keys first, and the interleaving starts with that one's family */
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && m < RESIL_RACE_MAX; i++) {
         bool dup = false;
-        for (int j = 0; j < i && !dup; j++)
-            dup = resil_ip_equal(&c[j], &c[i]);
+        for (int j = 0; j < m && !dup; j++)
+            dup = resil_ip_equal(&all[j].ip, &c[i]);
         if (dup || !reachable(&probe, &c[i]))
             continue;
-        a.tier = (int)resil_health_tier(&c[i], now_ns, &a.rtt_ns);
-        if (bi < 0 || before(&a, &best)) {
-            best = a;
-            bi = i;
-        }
+        memset(&all[m], 0, sizeof(all[m]));
+        all[m].ip = c[i];
+        /* only the paths known already: the first pick depends on them
+         * only through a dead sibling, which a race looked up */
+        fill(&all[m], resil_path_cached(&c[i]), now_ns);
+        m++;
     }
-    return bi;
+    if (m == 0)
+        return -1;
+    resil_race_order(all, 0, m);
+    for (int i = 0; i < n; i++)
+        if (resil_ip_equal(&c[i], &all[0].ip))
+            return i;
+    return -1;
 }
 
 int resil_race_next(struct resil_race *r, uint64_t now_ns, uint64_t *wake_ns)
@@ -147,7 +292,8 @@ int resil_race_next(struct resil_race *r, uint64_t now_ns, uint64_t *wake_ns)
     int i = r->started++;
     r->att[i].state = RESIL_ATT_RUNNING;
     r->att[i].started_ns = now_ns;
-    r->next_ns = now_ns + r->delay_ns;
+    r->att[i].delay_ns = resil_race_delay(r, i);
+    r->next_ns = now_ns + r->att[i].delay_ns;
     if (r->started < r->n)
         *wake_ns = r->next_ns;
     return i;
@@ -162,6 +308,19 @@ void resil_race_failed(struct resil_race *r, int i, int err, uint64_t now_ns)
     r->att[i].ended_ns = now_ns;
     /* HEv3 section 6: a failed attempt starts the next one at once. */
     r->next_ns = now_ns;
+    /* its path died with it: the candidates waiting on that path go
+     * behind the others (the next attempt leaves by another way) */
+    if (path_error(err) && r->att[i].path) {
+        bool moved = false;
+        for (int k = r->started; k < r->n; k++)
+            if (r->att[k].path == r->att[i].path &&
+                r->att[k].tier < RESIL_TIER_SUSPECT) {
+                r->att[k].tier = RESIL_TIER_SUSPECT;
+                moved = true;
+            }
+        if (moved)
+            sort_waiting(r);
+    }
 }
 
 void resil_race_won(struct resil_race *r, int i, uint64_t now_ns)
@@ -184,6 +343,76 @@ bool resil_race_finished(const struct resil_race *r)
         if (r->att[i].state == RESIL_ATT_RUNNING)
             return false;
     return true;
+}
+
+void resil_race_report(const struct resil_race *r, uint64_t now_ns)
+{
+    for (int i = 0; i < r->n; i++) {
+        const struct resil_attempt *a = &r->att[i];
+        if (a->state == RESIL_ATT_WON)
+            resil_health_win_path(&a->ip, a->path,
+                                  a->ended_ns - a->started_ns, now_ns);
+        else if (a->state != RESIL_ATT_FAILED)
+            continue;
+        else if (path_error(a->err))
+            resil_health_fail_path(&a->ip, a->path, now_ns);
+        else
+            /* a refusal came back over the path; a local error (no
+             * socket, no port) says nothing about it */
+            resil_health_refused(&a->ip,
+                                 a->err == ECONNREFUSED ? a->path : 0,
+                                 now_ns);
+    }
+}
+
+/* The three lists for the first fit attempts; returns the length it
+ * needed (>= len: did not fit). */
+static size_t json_lists(const struct resil_race *r, int fit, char *buf,
+                         size_t len)
+{
+    static const char *const key[3] = {"tried", "paths", "delays_ms"};
+    size_t o = 0;
+
+    for (int m = 0; m < 3; m++) {
+        o += (size_t)snprintf(buf + (o < len ? o : len),
+                              o < len ? len - o : 0, "%s\"%s\":[",
+                              m ? "," : "", key[m]);
+        for (int i = 0; i < fit; i++) {
+            char a[RESIL_ADDRSTRLEN];
+            const char *sep = i ? "," : "";
+            char *at = buf + (o < len ? o : len);
+            size_t room = o < len ? len - o : 0;
+            if (m == 0)
+                o += (size_t)snprintf(
+                    at, room, "%s\"%s\"", sep,
+                    resil_ip_format(&r->att[i].ip, -1, a, sizeof(a)));
+            else if (m == 1)
+                o += (size_t)snprintf(
+                    at, room, "%s\"%s\"", sep,
+                    resil_path_name(r->att[i].path, a, sizeof(a)));
+            else
+                o += (size_t)snprintf(at, room, "%s%.1f", sep,
+                                      (double)r->att[i].delay_ns / 1e6);
+        }
+        o += (size_t)snprintf(buf + (o < len ? o : len),
+                              o < len ? len - o : 0, "]");
+    }
+    return o;
+}
+
+char *resil_race_json(const struct resil_race *r, char *buf, size_t len)
+{
+    /* an attempt that does not fit is left out of all three lists, so
+     * that they stay parallel */
+    int fit = r->started;
+
+    if (len == 0)
+        return buf;
+    while (fit > 0 && json_lists(r, fit, buf, len) >= len)
+        fit--;
+    if (json_lists(r, fit, buf, len) >= len)
+        buf[0] = '\0';
+    return buf;
 }
 
 /* How much an errno says about the destination: a refusal proves the host

@@ -18,7 +18,10 @@
  *   4. the registry lock of libresil's own descriptors (fds.h): taken
  *      under the engine lock and resil_sock.mu, takes only table stripes.
  *   5. leaf locks: a table stripe (the slot pointer and the reference taken
- *      by resil_table_get), health, names.
+ *      by resil_table_get), health, names, paths (path.h: a look-up's
+ *      netlink request runs outside it, under the locks its caller holds,
+ *      a race's engine lock and resil_sock.mu; the kernel answers inside
+ *      the request, nothing waits).
  * A hook never holds resil_sock.mu while calling into the engine. close()
  * takes resil_sock.mu and the epoll locks, never the engine lock (the
  * engine stops a closed socket's race itself), and those locks are never
@@ -174,6 +177,8 @@ struct resil_sock {
     atomic_bool pend_listed; /* on conn.c's list of sockets to look at */
     struct resil_sock *pend_next;
     uint64_t conn_ns;        /* when the connect started */
+    uint64_t try_delay_ns;   /* its first attempt's delay (0: the
+                                configured one; conn.c sock_delay) */
 };
 
 /* s->state. Relaxed: the writer holds s->mu, and a reader that needs a

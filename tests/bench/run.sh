@@ -6,7 +6,9 @@
 # Builds the bench program into BUILD/bench/, creates a private network
 # namespace (lo up, an nftables output rule silently dropping everything to
 # 127.0.0.66, the dead address), re-runs itself inside it and prints one
-# table: measure | plain | libresil | ratio | target. The ratio is always
+# table: measure | plain | libresil | ratio | target. The rows of a whole
+# uplink dead build the two-uplink test bed (scripts/testbed.sh) for
+# themselves, from inside that namespace. The ratio is always
 # libresil / plain; the measure's unit says whether lower or higher is
 # better. Targets are DESIGN.md section 5's where one applies.
 #
@@ -256,6 +258,85 @@ else
 	else
 		na "$M" "$T1" "a libresil python3 connect did not complete"
 	fi
+fi
+
+# ---- 1b. connect with a whole uplink dead (the two-uplink bed) ----------
+# scripts/testbed.sh: a server with two uplinks, an IPv4 and an IPv6
+# address on each (the name has all four); uplink 1 blackholed. python3's
+# create_connection to the name, a fresh process (cold), and the second
+# connect of a process whose first one, made while all was well, won on
+# uplink 1 (history: the health cache is per process). Plain TCP gets a
+# 1 s timeout per address (without one it hangs 127 s on each dead one).
+T1B="<= 1 attempt delay (250 ms)"
+T1H="<= 50 ms"
+fabpy='
+import socket, sys, time
+name, port, tmo, twice = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
+for i in range(2 if twice else 1):
+    if i:
+        print("ready", flush=True)
+        sys.stdin.readline()
+    t = time.perf_counter()
+    s = socket.create_connection((name, port), timeout=tmo)
+    print("%.1f %s" % ((time.perf_counter() - t) * 1e3, s.getpeername()[0]), flush=True)
+    s.close()'
+# Prints "cold_plain MS", "cold MS" and "hist MS" lines (one per run); runs
+# in a subshell of its own: the bed's trap takes it down even when it
+# cannot be built.
+fabric_runs() {
+	set +e
+	# shellcheck source=../../scripts/testbed.sh
+	. "$ROOT/scripts/testbed.sh"
+	TB_QUIET=1
+	tb_up "bench$$" >&2 || exit 1
+	tb_bg_s "$PY" "$ROOT/tests/net/servers.py" echo 7000 >/dev/null 2>&1
+	local i r x
+	for i in $(seq 50); do
+		tb_c "$PY" -c "import socket; [socket.create_connection((a, 7000), 1).close() for a in '$TB_ADDRS'.split()]" \
+			2>/dev/null && break
+		sleep 0.1
+	done
+	tb_blackhole_uplink 1 2>/dev/null
+	x=$(tb_c "$PY" -c "$fabpy" "$TB_NAME" 7000 1 0 2>/dev/null) &&
+		echo "cold_plain ${x%% *}"
+	for ((r = 0; r < REPS; r++)); do
+		x=$(tb_c env LD_PRELOAD="$LIB" "$PY" -c "$fabpy" "$TB_NAME" 7000 5 0 \
+			2>/dev/null) && echo "cold ${x%% *}"
+	done
+	tb_heal 2>/dev/null
+	for ((r = 0; r < REPS; r++)); do
+		coproc FAB { tb_c env LD_PRELOAD="$LIB" "$PY" -c "$fabpy" \
+			"$TB_NAME" 7000 5 1 2>/dev/null; }
+		read -r -t 10 x <&"${FAB[0]}" # the first connect
+		read -r -t 10 x <&"${FAB[0]}" # ready
+		tb_blackhole_uplink 1 2>/dev/null
+		echo go >&"${FAB[1]}"
+		read -r -t 10 x <&"${FAB[0]}" && echo "hist ${x%% *}"
+		wait "$FAB_PID" 2>/dev/null
+		tb_heal 2>/dev/null
+	done
+	tb_down >&2
+}
+fab=$(fabric_runs 2>/dev/null) || fab=
+fcold=() fhist=()
+fplain=$(awk '$1 == "cold_plain" { print $2 }' <<<"$fab")
+while read -r k v; do
+	case $k in cold) fcold+=("$v") ;; hist) fhist+=("$v") ;; esac
+done <<<"$fab"
+M="connect, uplink 1 dead, python3 to a 4-address name (ms)"
+if [ -n "$fplain" ] && [ ${#fcold[@]} = "$REPS" ]; then
+	row "$M" "$(fmt "$fplain") (1 s timeout per address)" \
+		"$(cell "${fcold[@]}")" \
+		"$(ratio "$(median "${fcold[@]}")" "$fplain")" "$T1B"
+else
+	na "$M" "$T1B" "the two-uplink bed or a client failed ('$fab')"
+fi
+M="  same process, 2nd connect, uplink died after the 1st (ms)"
+if [ -n "$fplain" ] && [ ${#fhist[@]} = "$REPS" ]; then
+	row "$M" "$(fmt "$fplain") (no history)" "$(cell "${fhist[@]}")" \
+		"$(ratio "$(median "${fhist[@]}")" "$fplain")" "$T1H"
+else
+	na "$M" "$T1H" "the two-uplink bed or a client failed ('$fab')"
 fi
 
 # ---- 2. unmanaged calls --------------------------------------------------

@@ -244,6 +244,28 @@ check "--stats on real events: 3 connects to 127.0.0.2 (dst), all won by 127.0.0
     eval 'grep -qx "127.0.0.2:$PORT" <<<"$OUT" &&
           grep -q "connects     3 ok, 0 failed" <<<"$OUT" &&
           grep -Eq "won by +127.0.0.1 +3" <<<"$OUT"'
+check "--stats on real events: each attempt's path (lo) and the delay armed" \
+    eval 'grep -qx "  attempts via lo 6 (3 won)" <<<"$OUT" &&
+          grep -qx "  delay ms     median 250.0  min 250.0  max 250.0  (3 armed)" <<<"$OUT"'
+cat >"$T/fabric.json" <<'EOF'
+{"ts":1.0,"pid":10,"fd":5,"event":"connect","dst":"","name":"svc","port":80,"tried":["fd00:1::2","10.0.2.2"],"paths":["u1","u2"],"delays_ms":[250.0,250.0],"winner":"10.0.2.2","ms":251.0}
+{"ts":2.0,"pid":10,"fd":6,"event":"connect","dst":"","name":"svc","port":80,"tried":["10.0.2.2"],"paths":["u2"],"delays_ms":[10.0],"winner":"10.0.2.2","ms":0.3}
+{"ts":3.0,"pid":10,"fd":7,"event":"connect","dst":"","name":"svc","port":80,"tried":["fd00:1::2","10.0.2.2"],"paths":["u1","u2"],"delays_ms":[10.0,10.0],"winner":"10.0.2.2","ms":10.5}
+{"ts":4.0,"pid":10,"fd":8,"event":"connect_failed","dst":"","name":"svc","port":80,"tried":["fd00:1::2","10.0.1.2","fd00:2::2"],"paths":["u1","","u2"],"delays_ms":[10.0,12.5,10.0],"errno":"ETIMEDOUT","rerace":false,"ms":3000.0}
+EOF
+cat >"$T/fabric.want" <<'EOF'
+svc:80
+  connects     3 ok, 1 failed; 2 raced, 2 won by a later address
+  connect ms   median 10.5  max 251.0
+  won by       10.0.2.2                     3
+  attempts via u1 3 (0 won), u2 4 (3 won), ? 1 (0 won)
+  delay ms     median 11.2  min 10.0  max 250.0  (4 armed)
+  failovers    0 path stalls, 0 re-races, 0 resumes
+EOF
+OUT=$(t 10 "$RUN" --stats "$T/fabric.json" 2>&1)
+check "--stats: attempts per path, the attempt delays armed" \
+    eval 'diff -u "$T/fabric.want" - <<<"$OUT" >"$T/fabric.diff" ||
+          { OUT=$(cat "$T/fabric.diff"); false; }'
 
 # ---- events file under concurrent writers ---------------------------------------------
 OUT=$(t 60 "$RUN" -e "$T/conc.json" -a "$ALT" $PY "$ROOT/tests/tools/conc.py" \

@@ -9,6 +9,7 @@
 #include "addr.h"
 #include "health.h"
 #include "names.h"
+#include "path.h"
 #include "sys.h"
 
 static inline void unit_setup(void)
@@ -16,6 +17,8 @@ static inline void unit_setup(void)
     resil_sys_use_libc();
     resil_health_clear();
     resil_names_clear();
+    /* no routing table of the machine's: a test installs its own */
+    resil_path_set_backend(NULL);
 }
 
 static inline struct resil_ip ip_of(const char *s)
