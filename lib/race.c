@@ -54,8 +54,8 @@ static void interleave(struct resil_attempt *att, int lo, int hi)
     struct resil_attempt tmp[RESIL_RACE_MAX];
     bool taken[RESIL_RACE_MAX] = {false};
     uint32_t path[RESIL_RACE_MAX]; /* paths used so far, and when */
-    int used_at[RESIL_RACE_MAX], np = 0, fam = lo > 0 ? att[lo - 1].ip.family
-                                                      : AF_UNSPEC;
+    int used_at[RESIL_RACE_MAX], np = 0;
+    int fam = lo > 0 ? att[lo - 1].ip.family : AF_UNSPEC;
 
     for (int i = 0; i < lo; i++) {
         int k = 0;
@@ -114,8 +114,7 @@ void resil_race_order(struct resil_attempt *att, int lo, int hi)
     for (int a = lo, b; a < hi; a = b) {
         int group = att[a].tier <= RESIL_TIER_NEUTRAL ? 0 : att[a].tier;
         for (b = a + 1; b < hi; b++)
-            if ((att[b].tier <= RESIL_TIER_NEUTRAL ? 0 : att[b].tier) !=
-                group)
+            if ((att[b].tier <= RESIL_TIER_NEUTRAL ? 0 : att[b].tier) != group)
                 break;
         interleave(att, a, b);
     }
