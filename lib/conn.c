@@ -394,7 +394,9 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     }
     /* reported before the program can see the outcome: a program that
      * exits right after using its connection still leaves its event */
-    resil_race_json(&c->r, tried, sizeof(tried));
+    tried[0] = '\0'; /* only the events file shows the attempts */
+    if (resil_events_enabled())
+        resil_race_json(&c->r, tried, sizeof(tried));
     resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
     resil_json_str(c->name, name, sizeof(name));
     if (winner_idx >= 0) {

@@ -30,7 +30,7 @@
 #define RESIL_HEALTH_PATHS 32
 
 enum resil_health_tier {
-    RESIL_TIER_GOOD = 0,    /* won recently */
+    RESIL_TIER_GOOD = 0, /* won recently */
     RESIL_TIER_NEUTRAL = 1,
     RESIL_TIER_SUSPECT = 2, /* its path lost another address recently */
     RESIL_TIER_BAD = 3,     /* failed recently */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fds.h"
+#include "log.h"
 #include "path.h"
 #include "sys.h"
 
@@ -95,8 +96,7 @@ static resil_status_t route_get(int fd, const struct resil_ip *dst,
         return RESIL_ESYS;
     rt = NLMSG_DATA(nh);
     l = (int)RTM_PAYLOAD(nh);
-    for (struct rtattr *ra = RTM_RTA(rt); RTA_OK(ra, l);
-         ra = RTA_NEXT(ra, l)) {
+    for (struct rtattr *ra = RTM_RTA(rt); RTA_OK(ra, l); ra = RTA_NEXT(ra, l)) {
         if (ra->rta_type == RTA_OIF && RTA_PAYLOAD(ra) >= 4) {
             memcpy(&out->oif, RTA_DATA(ra), 4);
         } else if (ra->rta_type == RTA_GATEWAY && RTA_PAYLOAD(ra) == alen) {
@@ -215,6 +215,13 @@ uint32_t resil_path_of(const struct resil_ip *dst, uint64_t now_ns)
     memset(&rt, 0, sizeof(rt));
     if (fn(dst, &rt) != RESIL_OK)
         rt.oif = 0; /* unknown, and remembered so for the TTL too */
+    if (resil_log_level >= RESIL_LOG_DEBUG) {
+        char d[RESIL_ADDRSTRLEN], g[RESIL_ADDRSTRLEN];
+        rdebug("route to %s: %s%s%s", resil_ip_format(dst, -1, d, sizeof(d)),
+               rt.oif ? (rt.ifname[0] ? rt.ifname : "an interface") : "unknown",
+               rt.has_gw ? " via " : "",
+               rt.has_gw ? resil_ip_format(&rt.gw, -1, g, sizeof(g)) : "");
+    }
     pthread_mutex_lock(&mu);
     victim = find(dst);
     for (int i = 0; victim == NULL && i < RESIL_PATH_SLOTS; i++)

@@ -10,7 +10,7 @@
  * A path is the outgoing interface of the kernel's route to the
  * destination (RTM_GETROUTE over netlink, what `ip route get` asks), named
  * by its interface index; 0 means unknown (no route, no netlink). The
- * gateway is looked up too, for the log, but does not split a path: an
+ * gateway is looked up too, for the debug log, but does not split a path: an
  * uplink's IPv4 and IPv6 routes name different gateways (the IPv6 one
  * usually link-local) on the same interface, cable and switch.
  *

@@ -54,8 +54,8 @@ static void interleave(struct resil_attempt *att, int lo, int hi)
     struct resil_attempt tmp[RESIL_RACE_MAX];
     bool taken[RESIL_RACE_MAX] = {false};
     uint32_t path[RESIL_RACE_MAX]; /* paths used so far, and when */
-    int used_at[RESIL_RACE_MAX], np = 0, fam = lo > 0 ? att[lo - 1].ip.family
-                                                      : AF_UNSPEC;
+    int used_at[RESIL_RACE_MAX], np = 0;
+    int fam = lo > 0 ? att[lo - 1].ip.family : AF_UNSPEC;
 
     for (int i = 0; i < lo; i++) {
         int k = 0;
@@ -114,8 +114,7 @@ void resil_race_order(struct resil_attempt *att, int lo, int hi)
     for (int a = lo, b; a < hi; a = b) {
         int group = att[a].tier <= RESIL_TIER_NEUTRAL ? 0 : att[a].tier;
         for (b = a + 1; b < hi; b++)
-            if ((att[b].tier <= RESIL_TIER_NEUTRAL ? 0 : att[b].tier) !=
-                group)
+            if ((att[b].tier <= RESIL_TIER_NEUTRAL ? 0 : att[b].tier) != group)
                 break;
         interleave(att, a, b);
     }
@@ -365,38 +364,55 @@ void resil_race_report(const struct resil_race *r, uint64_t now_ns)
     }
 }
 
+/* Append s at *o (counting what does not fit: *o >= len then). */
+static void app(char *buf, size_t len, size_t *o, const char *s)
+{
+    size_t n = strlen(s);
+    if (*o < len)
+        memcpy(buf + *o, s, n + 1 <= len - *o ? n + 1 : len - *o);
+    *o += n;
+}
+
 /* The three lists for the first fit attempts; returns the length it
- * needed (>= len: did not fit). */
+ * needed (>= len: did not fit). No printf: this runs for every race
+ * while events are written. */
 static size_t json_lists(const struct resil_race *r, int fit, char *buf,
                          size_t len)
 {
-    static const char *const key[3] = {"tried", "paths", "delays_ms"};
+    static const char *const key[3] = {"\"tried\":[", ",\"paths\":[",
+                                       ",\"delays_ms\":["};
     size_t o = 0;
 
     for (int m = 0; m < 3; m++) {
-        o += (size_t)snprintf(buf + (o < len ? o : len),
-                              o < len ? len - o : 0, "%s\"%s\":[",
-                              m ? "," : "", key[m]);
+        app(buf, len, &o, key[m]);
         for (int i = 0; i < fit; i++) {
             char a[RESIL_ADDRSTRLEN];
-            const char *sep = i ? "," : "";
-            char *at = buf + (o < len ? o : len);
-            size_t room = o < len ? len - o : 0;
-            if (m == 0)
-                o += (size_t)snprintf(
-                    at, room, "%s\"%s\"", sep,
-                    resil_ip_format(&r->att[i].ip, -1, a, sizeof(a)));
-            else if (m == 1)
-                o += (size_t)snprintf(
-                    at, room, "%s\"%s\"", sep,
-                    resil_path_name(r->att[i].path, a, sizeof(a)));
-            else
-                o += (size_t)snprintf(at, room, "%s%.1f", sep,
-                                      (double)r->att[i].delay_ns / 1e6);
+            if (i)
+                app(buf, len, &o, ",");
+            if (m < 2) {
+                app(buf, len, &o, "\"");
+                app(buf, len, &o,
+                    m == 0 ? resil_ip_format(&r->att[i].ip, -1, a, sizeof(a))
+                           : resil_path_name(r->att[i].path, a, sizeof(a)));
+                app(buf, len, &o, "\"");
+            } else {
+                /* ms with one decimal */
+                unsigned long long t = (r->att[i].delay_ns + 50000) / 100000;
+                char *p = a + sizeof(a) - 1;
+                *p = '\0';
+                *--p = (char)('0' + t % 10);
+                *--p = '.';
+                t /= 10;
+                do
+                    *--p = (char)('0' + t % 10);
+                while ((t /= 10) != 0);
+                app(buf, len, &o, p);
+            }
         }
-        o += (size_t)snprintf(buf + (o < len ? o : len),
-                              o < len ? len - o : 0, "]");
+        app(buf, len, &o, "]");
     }
+    if (o >= len && len > 0)
+        buf[len - 1] = '\0';
     return o;
 }
 
@@ -408,10 +424,11 @@ char *resil_race_json(const struct resil_race *r, char *buf, size_t len)
 
     if (len == 0)
         return buf;
-    while (fit > 0 && json_lists(r, fit, buf, len) >= len)
-        fit--;
-    if (json_lists(r, fit, buf, len) >= len)
-        buf[0] = '\0';
+    while (json_lists(r, fit, buf, len) >= len)
+        if (fit-- == 0) {
+            buf[0] = '\0';
+            break;
+        }
     return buf;
 }
 

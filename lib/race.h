@@ -66,12 +66,12 @@ struct resil_attempt {
     struct resil_ip ip;
     enum resil_att_state state;
     int err;
-    int tier;           /* resil_health_tier at sort time, SUSPECT when a
-                           sibling died with the path in this race */
-    uint32_t path;      /* path.h: the route's interface, 0 unknown */
-    uint64_t rtt_ns;    /* smoothed RTT from the health cache, 0: none */
+    int tier;        /* resil_health_tier at sort time, SUSPECT when a
+                        sibling died with the path in this race */
+    uint32_t path;   /* path.h: the route's interface, 0 unknown */
+    uint64_t rtt_ns; /* smoothed RTT from the health cache, 0: none */
     uint64_t rttvar_ns;
-    uint64_t delay_ns;  /* the attempt delay armed when it started */
+    uint64_t delay_ns; /* the attempt delay armed when it started */
     uint64_t started_ns, ended_ns;
 };
 

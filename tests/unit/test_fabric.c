@@ -179,8 +179,8 @@ Test(fabric, sibling_demotion_in_health_cache)
     resil_health_fail(&a1, T0);
     resil_health_look(&b1, 11, T0 + MS_NS, &h);
     cr_expect_eq(h.tier, RESIL_TIER_SUSPECT);
-    cr_expect_eq(resil_health_tier(&b1, T0 + MS_NS, NULL),
-                 RESIL_TIER_SUSPECT, "the path of b1 comes from the cache");
+    cr_expect_eq(resil_health_tier(&b1, T0 + MS_NS, NULL), RESIL_TIER_SUSPECT,
+                 "the path of b1 comes from the cache");
     cr_expect_eq(resil_health_tier(&a1, T0 + MS_NS, NULL), RESIL_TIER_BAD);
     race_of(&r, AF_INET6, bed, 4, T0 + MS_NS);
     expect_order(&r, want, 4);
@@ -309,8 +309,7 @@ Test(fabric, delay_rule_and_clamps)
     cr_expect_eq(resil_race_delay_rule(150 * MS_NS, 10 * MS_NS, 100 * MS_NS),
                  100 * MS_NS);
     /* the configured delay at the floor: the floor */
-    cr_expect_eq(resil_race_delay_rule(5 * MS_NS, 0, 10 * MS_NS),
-                 10 * MS_NS);
+    cr_expect_eq(resil_race_delay_rule(5 * MS_NS, 0, 10 * MS_NS), 10 * MS_NS);
 }
 
 /* With RTT history (a first connect in the process), a dead first address
@@ -487,8 +486,8 @@ Test(fabric, rtt_smoothing)
     cr_expect_eq(h.rttvar_ns, 4 * MS_NS);
     resil_health_rtt(&a, 16 * MS_NS, T0 + MS_NS);
     resil_health_look(&a, 0, T0 + MS_NS, &h);
-    cr_expect_eq(h.srtt_ns, 9 * MS_NS);     /* 7/8 8 + 1/8 16 */
-    cr_expect_eq(h.rttvar_ns, 5 * MS_NS);   /* 3/4 4 + 1/4 8 */
+    cr_expect_eq(h.srtt_ns, 9 * MS_NS);      /* 7/8 8 + 1/8 16 */
+    cr_expect_eq(h.rttvar_ns, 5 * MS_NS);    /* 3/4 4 + 1/4 8 */
     resil_health_rtt(&a, 0, T0 + 2 * MS_NS); /* no sample */
     resil_health_look(&a, 0, T0 + 2 * MS_NS, &h);
     cr_expect_eq(h.srtt_ns, 9 * MS_NS);
@@ -540,6 +539,5 @@ Test(fabric, netlink_route)
     cr_expect_not(rt.has_gw);
     resil_path_set_backend(resil_path_route_netlink);
     cr_expect_eq(resil_path_of(&lo, T0), if_nametoindex("lo"));
-    cr_expect_str_eq(resil_path_name(if_nametoindex("lo"), n, sizeof(n)),
-                     "lo");
+    cr_expect_str_eq(resil_path_name(if_nametoindex("lo"), n, sizeof(n)), "lo");
 }
