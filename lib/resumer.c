@@ -20,6 +20,7 @@
 #include "resume.h"
 #include "resumer.h"
 #include "session.h"
+#include "session_io.h"
 #include "swap.h"
 #include "sys.h"
 
@@ -182,6 +183,7 @@ static void stash_add(struct resil_sess *x, const void *b, size_t n)
     memcpy(p + x->stash_len, b, n);
     x->stash = p;
     x->stash_len += n;
+    resil_sess_set_stashed(x, true);
 }
 
 static void tail_of(const struct resil_sess *x, uint8_t out[16])
@@ -212,6 +214,23 @@ static int make_parked(struct resil_sock *s)
     return resil_fds_take(&fd);
 }
 
+/* Wait (at most 200 ms: a thread of the program that the scheduler
+ * leaves out that long) until no thread of the program is inside a real
+ * poll or select with x's fd in its set. */
+static void wait_pollers(struct resil_sess *x)
+{
+    uint64_t end = resil_now_ns() + 200 * RESIL_MS;
+    while (atomic_load(&x->pollers) > 0) {
+        struct timespec d = {0, 200000};
+        if (resil_now_ns() >= end) {
+            rdebug("resume: a thread stays in poll/select on the old "
+                   "connection");
+            break;
+        }
+        nanosleep(&d, NULL);
+    }
+}
+
 /* Freeze x (idempotent): readers and writers of the program are woken
  * and wait; the old connection's queue goes to the stash; counts are
  * checked against the kernel; the old connection is reset (put aside on
@@ -230,7 +249,7 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
         pthread_mutex_unlock(&x->mu);
         return RESIL_OK;
     }
-    x->frozen = true;
+    resil_sess_set_frozen(x, true);
     pthread_mutex_unlock(&x->mu);
     parked = make_parked(s);
     /* readers: shutting the read side wakes them (queued bytes stay) */
@@ -275,6 +294,11 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
     if (!wlocked)
         pthread_mutex_lock(&x->wmu);
     pthread_mutex_unlock(&x->wmu);
+    /* a thread asleep in poll or select since before the freeze is
+     * registered on the old connection only (session_io.h): the reset
+     * woke it, and it must meet the reset before the parked socket takes
+     * the fd, or it sleeps on with nothing left to wake it */
+    wait_pollers(x);
     /* the old connection aside, the parked socket on the fd */
     pthread_mutex_lock(&s->mu);
     st = RESIL_ESYS;
@@ -301,7 +325,7 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
 static void thaw(struct resil_sess *x, bool ok)
 {
     pthread_mutex_lock(&x->mu);
-    x->frozen = false;
+    resil_sess_set_frozen(x, false);
     x->detached = false;
     x->busy = 0;
     x->abort_init = false;
@@ -323,7 +347,7 @@ static void lose(struct resil_sock *s, struct resil_sess *x, const char *why)
           a, why);
     resil_event("resume_failed", s->fd, "\"peer\":\"%s\",\"why\":\"%s\"", a,
                 why);
-    atomic_store(&x->state, RESIL_SESS_BROKEN);
+    resil_sess_set_state(x, RESIL_SESS_BROKEN);
     pthread_mutex_lock(&s->mu);
     if (x->old_fd >= 0)
         resil_swap_in(s, resil_fds_take(&x->old_fd));
@@ -365,13 +389,18 @@ static resil_status_t switch_over(struct resil_sock *s, struct resil_sess *x,
         return st;
     }
     resil_fds_close(&x->old_fd);
+    /* bytes drained from the old connection: an epoll loop gets an event
+     * for them although the new one holds none (session_io.h) */
+    pthread_mutex_lock(&x->rmu);
+    resil_sess_kick(s);
+    pthread_mutex_unlock(&x->rmu);
     /* readers go on at once (the peer's replay may need them to read
      * ours: both sides replay at the same time); writers wait until the
      * replay is out, so that nothing is reordered */
     pthread_mutex_lock(&x->mu);
     x->gen++;
     atomic_store(&x->replaying, true);
-    atomic_store(&x->frozen, false);
+    resil_sess_set_frozen(x, false);
     pthread_cond_broadcast(&x->cv);
     pthread_mutex_unlock(&x->mu);
     deadline = resil_now_ns() + (uint64_t)cfg->session_linger_ms * RESIL_MS;

@@ -6,8 +6,8 @@
 #
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
-# Sections (all by default): streams redis socat shapes clients plain
-# ordinary attack stdio.
+# Sections (all by default): streams redis socat shapes clients readiness
+# plain ordinary attack stdio.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -19,7 +19,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients plain ordinary attack stdio}
+SECTIONS=${*:-streams redis socat shapes clients readiness plain ordinary attack stdio}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -60,6 +60,12 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# The C helpers (tests/net/*.c), built for this run.
+for c in stdio_client ready_client; do
+    cc -O2 -Wall -Wextra -o "$WORK/$c" "$HERE/$c.c" >"$WORK/$c.cc" 2>&1 ||
+        fail "setup: cannot build $c: $(head -c 300 "$WORK/$c.cc")"
+done
 
 TB_QUIET=1 TB_NO_TRAP=1
 tb_up
@@ -302,6 +308,53 @@ if want clients; then
     TAG=c-both
     stream_case $TAG both 32 blackhole
     stream_check $TAG both 32 "blocking client, recv() in one thread and send in another, 32 MiB each way, path blackholed"
+fi
+
+# ------------------------------------------------------------ readiness
+# A program that waits for input in poll, ppoll, select, pselect or epoll
+# (level- and edge-triggered) on a blocking socket, as socat does: a
+# session's WELCOME alone must not make the socket readable (a read would
+# block), and bytes that a resume drained from the old connection's
+# receive queue (the stash) must make it readable although the new
+# connection holds none. All six clients at once, both ends preloaded,
+# and the same without libresil.
+if want readiness; then
+    echo "--- readiness calls: the handshake, and bytes a resume carried over"
+    for kind in pre plain; do
+        port=$P_STREAM
+        [ $kind = plain ] && port=$P_PSTREAM
+        rm -f "$WORK/go-$kind"
+        pids=()
+        for m in poll ppoll select pselect epoll epollet; do
+            TAG=y-$m-$kind envs=()
+            # shellcheck disable=SC2207
+            [ $kind = pre ] && envs=($(pre $TAG))
+            tb_c timeout 20 env "${envs[@]}" "$WORK/ready_client" "$ADDR" \
+                $port $m 65536 "$WORK/go-$kind" >"$WORK/$TAG.out" 2>&1 &
+            pids+=($!)
+        done
+        for _ in $(seq 60); do
+            [ "$(cat "$WORK"/y-*-$kind.out 2>/dev/null | grep -c '^asked')" = 6 ] && break
+            sleep 0.05
+        done
+        # the 64 KiB are in the clients' receive queues, acknowledged
+        sleep 0.3
+        break_path "$ADDR" blackhole
+        touch "$WORK/go-$kind"
+        for p in "${pids[@]}"; do wait "$p"; done
+        heal
+        for m in poll ppoll select pselect epoll epollet; do
+            TAG=y-$m-$kind
+            ok=1
+            grep -q "^ok $m" "$WORK/$TAG.out" && ok=0
+            if [ $kind = pre ]; then
+                [ "$(resumes "$WORK/$TAG.ev")" = 1 ] || ok=1
+                check $ok "$m: not readable on the WELCOME alone; readable at once after a resume that carried the 64 KiB left unread in the old connection ($(resumes "$WORK/$TAG.ev") resume(s)): $(grep -E '^(ok|FAIL)' "$WORK/$TAG.out" | head -n1)"
+            else
+                check $ok "$m without libresil: the same (not readable before the server sends; the unread bytes readable at once with the path blackholed): $(grep -E '^(ok|FAIL)' "$WORK/$TAG.out" | head -n1)"
+            fi
+        done
+    done
 fi
 
 # ------------------------------------------------------------ 6. plain TCP

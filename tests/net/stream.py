@@ -6,7 +6,8 @@ duplicated or reordered byte is caught at the byte where it happens.
 
   stream.py serve PORT [SHAPE [N]]
       listen on PORT; per connection read a request line "send N" /
-      "recv N" / "both N" and act. SHAPE is the server's shape:
+      "recv N" / "both N" / "halfclose N" / "hold N" (N bytes, not MiB,
+      at once, then nothing more until EOF) and act. SHAPE is the server's shape:
         threads  (default) a thread per connection, accept loop of our own
         thread   socketserver.ThreadingTCPServer
         fork     socketserver.ForkingTCPServer (the parent accepts, a child
@@ -126,6 +127,11 @@ def serve_conn(c):
             t.start()
         if what in ("send", "both"):
             err = recv(c, n, tag)
+        if what == "hold":  # N bytes (at most a MiB) at once, then
+            # nothing more: read what comes until EOF
+            c.sendall(block(0)[:n])
+            while c.recv(65536):
+                pass
         if what == "halfclose":  # the client sends at once: read slowly
             err = recv(c, n, tag, PACE)
             if c.recv(1) != b"":
