@@ -76,7 +76,7 @@ ADDR=$TB_FIRST4 # the clients' destination; its uplink is the one broken
 # 75xx are the same servers without libresil.
 P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
 P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407
-P_PSTREAM=7500 P_PREDIS=7501 P_PBANNER=7506
+P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407"
 
 # The environment of a preloaded program of either end; logs go to
@@ -294,6 +294,75 @@ if want redis; then
         check $ok "redis-cli -r $N INCR, path ${how/linkdown/link down}: every reply the previous plus one, the server's counter $got (exit $RC after $(fmt_s "$MS"), $(resumes "$WORK/$TAG.ev") resume(s); $(head -c 200 "$WORK/$TAG.err"))"
         info "redis, path ${how/linkdown/link down}: $(resume_timing "$WORK/$TAG.ev" "$WORK/srv-redis.ev")"
     done
+fi
+
+# ------------------------------------------------------------ 3. socat
+# A file piped through socat at both ends: the client socat copies its
+# stdin (a paced reader of the file) to the connection, the server socat
+# (TCP-LISTEN,fork: the parent accepts, a child serves) copies it into a
+# file of its own per connection (SYSTEM: cat, named after the client's
+# port). socat drives its descriptors with poll().
+if want socat; then
+    echo "--- a file through socat at both ends (fork per connection)"
+    # shellcheck disable=SC2016,SC2046
+    tb_bg_s env $(pre srv-socat) socat -d -d \
+        TCP-LISTEN:$P_SOCAT,fork,reuseaddr \
+        'SYSTEM:exec cat >'"$WORK"'/socat-rcv.$SOCAT_PEERPORT' \
+        >"$WORK/srv-socat.out" 2>&1
+    # shellcheck disable=SC2016
+    tb_bg_s socat -d -d TCP-LISTEN:$P_PSOCAT,fork,reuseaddr \
+        'SYSTEM:exec cat >'"$WORK"'/socat-rcv.$SOCAT_PEERPORT' \
+        >"$WORK/srv-psocat.out" 2>&1
+    check $(wait_ports $P_SOCAT $P_PSOCAT; echo $?) \
+        "bed: socat servers answer (session port $P_SOCAT, plain $P_PSOCAT)"
+    head -c $((32 << 20)) /dev/urandom >"$WORK/file"
+    SUM=$(sha256sum <"$WORK/file" | cut -d' ' -f1)
+    # socat_case TAG PORT HOW [plain]: the file through socat, the path
+    # broken 1 s in; sets RC, MS, GOT (the sha256 the server's file has),
+    # NACC (connections the server program accepted meanwhile).
+    socat_case() {
+        local tag=$1 port=$2 how=$3 envs=() t0 tmo=30 lp srv=srv-socat i
+        # shellcheck disable=SC2207
+        [ "${4:-}" != plain ] && envs=($(pre "$tag"))
+        [ "${4:-}" = plain ] && { tmo=8; srv=srv-psocat; }
+        local acc0
+        acc0=$(grep -c 'accepting connection' "$WORK/$srv.out")
+        t0=$(now_ms)
+        tb_c timeout $tmo env PACE_MS=50 "$PY" "$HERE/stream.py" pace \
+            "$WORK/file" |
+            tb_c timeout $tmo env "${envs[@]}" socat -d -d -t 30 - \
+                TCP:$ADDR:$port >"$WORK/$tag.out" 2>"$WORK/$tag.err" &
+        local pid=$!
+        TB=
+        sleep 1
+        break_path "$ADDR" "$how"
+        wait $pid
+        RC=$?
+        MS=$(( $(now_ms) - t0 ))
+        heal
+        lp=$(sed -n 's/.*successfully connected from local address .*:\([0-9]*\)$/\1/p' \
+            "$WORK/$tag.err" | head -n1)
+        # the server's cat may still be writing what its socat handed it
+        for i in $(seq 20); do
+            [ "$(stat -c %s "$WORK/socat-rcv.$lp" 2>/dev/null)" = $((32 << 20)) ] && break
+            sleep 0.1
+        done
+        GOT=$(sha256sum <"$WORK/socat-rcv.$lp" 2>/dev/null | cut -d' ' -f1)
+        NACC=$(( $(grep -c 'accepting connection' "$WORK/$srv.out") - acc0 ))
+    }
+    for how in blackhole linkdown; do
+        TAG=x-socat-$how
+        socat_case $TAG $P_SOCAT $how
+        check $([ "$GOT" = "$SUM" ] && [ "$RC" = 0 ] && echo 0 || echo 1) \
+            "32 MiB file through socat at both ends, path ${how/linkdown/link down} mid-transfer: sha256 kept (${GOT:0:16} vs ${SUM:0:16}; exit $RC after $(fmt_s "$MS"), $(resumes "$WORK/$TAG.ev") resume(s)) $(grep -v ' N ' "$WORK/$TAG.err" | head -c 200)"
+        info "socat, path ${how/linkdown/link down}: $(resume_timing "$WORK/$TAG.ev" "$WORK/srv-socat.ev")"
+        check $([ "$NACC" = 1 ] && echo 0 || echo 1) \
+            "socat TCP-LISTEN,fork, path ${how/linkdown/link down}: the server program accepted the client's one connection and no other ($NACC); the resume reached the child serving it"
+    done
+    TAG=x-socat-plain
+    socat_case $TAG $P_PSOCAT blackhole plain
+    check $([ "$RC" != 0 ] && [ "$GOT" != "$SUM" ] && echo 0 || echo 1) \
+        "socat without libresil, path blackholed: fails or hangs, the file incomplete (exit $RC after $(fmt_s "$MS"))"
 fi
 
 # ------------------------------------------------------------ 5. clients
