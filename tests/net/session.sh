@@ -365,6 +365,54 @@ if want socat; then
         "socat without libresil, path blackholed: fails or hangs, the file incomplete (exit $RC after $(fmt_s "$MS"))"
 fi
 
+# ------------------------------------------------------------ 4. shapes
+# Servers of every shape (stream.py): a thread per connection
+# (ThreadingTCPServer), a fork per connection (ForkingTCPServer: the
+# parent accepts, a child serves), pre-fork workers sharing one listener.
+# Each resumes a verified stream, and its program accepts exactly the
+# connections its clients opened (stream.py prints one "accept" line per
+# accept() of the program): a resume reaches the process and thread that
+# serve the session, never the program's listener. The same servers with
+# an ordinary client: the same count.
+if want shapes; then
+    echo "--- servers of every shape"
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-thread) PACE_MS=50 "$PY" "$HERE/stream.py" \
+        serve $P_THREAD thread >"$WORK/srv-thread.out" 2>&1
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-fork) PACE_MS=50 "$PY" "$HERE/stream.py" \
+        serve $P_FORK fork >"$WORK/srv-fork.out" 2>&1
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-prefork) PACE_MS=50 "$PY" "$HERE/stream.py" \
+        serve $P_PREFORK prefork 3 >"$WORK/srv-prefork.out" 2>&1
+    check $(wait_ports $P_THREAD $P_FORK $P_PREFORK; echo $?) \
+        "bed: ThreadingTCPServer, ForkingTCPServer and pre-fork servers answer (session ports $P_THREAD $P_FORK $P_PREFORK)"
+    for sh in thread:send:$P_THREAD fork:recv:$P_FORK prefork:both:$P_PREFORK; do
+        IFS=: read -r shape dir port <<<"$sh"
+        SRVOUT=$WORK/srv-$shape.out
+        TAG=h-$shape
+        before=$(grep -c '^accept' "$SRVOUT")
+        stream_case $TAG $dir 24 blackhole pre $port
+        stream_check $TAG $dir 24 "$shape server, stream $dir 24 MiB, path blackholed"
+        n=$(( $(grep -c '^accept' "$SRVOUT") - before ))
+        lp=$(sed -n 's/^local \(.*\)/\1/p' "$WORK/$TAG.out" | head -n1)
+        apid=$(sed -n "s/^accept \([0-9]*\) .*:$lp\$/\1/p" "$SRVOUT" | head -n1)
+        rpid=$(grep '"event":"resume"' "$WORK/srv-$shape.ev" 2>/dev/null |
+            tail -n1 | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+        check $([ "$n" = 1 ] && [ -n "$apid" ] && [ "$apid" = "$rpid" ] && echo 0 || echo 1) \
+            "$shape server: its program accepted the client's one connection and nothing else ($n accept(s)); the server's resume ran in the process serving the connection (resume event pid ${rpid:-none}, serving pid ${apid:-none})"
+        TAG=h-$shape-plain
+        before=$(grep -c '^accept' "$SRVOUT")
+        stream_case $TAG $dir 8 none plain $port
+        n=$(( $(grep -c '^accept' "$SRVOUT") - before ))
+        ok=1
+        grep -q "^ok client $dir 8" "$WORK/$TAG.out" && [ "$RC" = 0 ] &&
+            server_says $TAG "$SRVOUT" | grep -q '^ok' && [ "$n" = 1 ] && ok=0
+        check $ok "$shape server, an ordinary client (no libresil), stream $dir 8 MiB: verified, one accept ($n), as plain TCP"
+        SRVOUT=
+    done
+fi
+
 # ------------------------------------------------------------ 5. clients
 if want clients; then
     echo "--- client shapes: epoll loop, two threads blocked in send and recv"
