@@ -11,6 +11,7 @@
 #include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
 
 #include "config.h"
+#include "events.h"
 #include "fds.h"
 #include "log.h"
 #include "resumer.h"
@@ -381,6 +382,20 @@ static void established(struct resil_sess *x, int fd, size_t in, size_t out)
     resil_sess_hex(x->keys.id, sizeof(x->keys.id), id, sizeof(id));
     rdebug("fd %d: session id %s (%s), peer resume port %u", fd, id,
            x->role == RESIL_ROLE_CLIENT ? "client" : "server", x->peer_port);
+    if (resil_events_enabled()) {
+        struct sockaddr_storage ss;
+        socklen_t l = sizeof(ss);
+        struct resil_ip ip;
+        uint16_t port = 0;
+        char a[RESIL_ADDRSTRLEN] = "?";
+        if (real.getpeername(fd, (struct sockaddr *)&ss, &l) == 0 &&
+            resil_ip_from_sa((struct sockaddr *)&ss, l, &ip, &port))
+            resil_ip_format(&ip, port, a, sizeof(a));
+        resil_event("session", fd,
+                    "\"peer\":\"%s\",\"role\":\"%s\",\"resume_port\":%u", a,
+                    x->role == RESIL_ROLE_CLIENT ? "client" : "server",
+                    x->peer_port);
+    }
 }
 
 /* ---- client ---- */

@@ -75,9 +75,9 @@ ADDR=$TB_FIRST4 # the clients' destination; its uplink is the one broken
 # Ports. Session ports are 74xx, matched by RESIL_SESSION at both ends;
 # 75xx are the same servers without libresil.
 P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
-P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407
-P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506
-SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407"
+P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408
+P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
+SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408"
 
 # The environment of a preloaded program of either end; logs go to
 # WORK/TAG.log and events to WORK/TAG.ev.
@@ -483,6 +483,122 @@ if want plain; then
     stream_case p-recv recv 64 linkdown plain
     check $([ "$RC" != 0 ] && echo 0 || echo 1) \
         "stream recv without libresil, link down: fails or hangs (exit $RC after $(fmt_s "$MS"))"
+fi
+
+# ------------------------------------------------------------ ordinary
+# Clients that do not speak the session protocol: an ordinary one (not
+# preloaded) against a session port, and a preloaded one whose
+# destination RESIL_SESSION does not match. Client speaks first (redis
+# PING, HTTP GET to python3 -m http.server): the answer byte for byte as
+# from the same server without libresil, in as many data segments, and no
+# added wait (the bed has no delay: a round trip is tens of us, so the
+# bound, 0.8 ms, catches a wait for a HELLO, at least 1 ms, and the
+# segment count catches extra exchanges).
+# Server speaks first (a banner from socat): a session server waits for a
+# HELLO at most clamp(2 x RTT + 1 ms, 1 ms, 50 ms) (doc/session.md), then
+# takes the client for ordinary: that wait is measured and checked against
+# its 50 ms cap.
+if want ordinary; then
+    echo "--- ordinary clients on session ports, non-matching session clients"
+    mkdir -p "$WORK/www" && echo "libresil" >"$WORK/www/index.txt"
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-http info) "$PY" -m http.server $P_HTTP \
+        --directory "$WORK/www" >"$WORK/srv-http.out" 2>&1
+    tb_bg_s "$PY" -m http.server $P_PHTTP --directory "$WORK/www" \
+        >"$WORK/srv-phttp.out" 2>&1
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-banner info) socat TCP-LISTEN:$P_BANNER,fork,reuseaddr \
+        'SYSTEM:echo 220 libresil banner' >"$WORK/srv-banner.out" 2>&1
+    tb_bg_s socat TCP-LISTEN:$P_PBANNER,fork,reuseaddr \
+        'SYSTEM:echo 220 libresil banner' >"$WORK/srv-pbanner.out" 2>&1
+    check $(wait_ports $P_HTTP $P_PHTTP $P_BANNER $P_PBANNER; echo $?) \
+        "bed: http.server and socat banner servers answer (session ports $P_HTTP $P_BANNER, plain $P_PHTTP $P_PBANNER)"
+    # the environment of a preloaded client that RESIL_SESSION does not
+    # send to any of these ports
+    nomatch() { echo $(pre "$1") RESIL_SESSION='*:9999'; }
+    # probe TAG PORT KIND [ENV...]: sets PR (the probe's line)
+    probe() {
+        local tag=$1 port=$2 kind=$3
+        shift 3
+        tb_c env "$@" "$PY" "$HERE/stream.py" probe "$ADDR" "$port" "$kind" \
+            25 >"$WORK/$tag.out" 2>&1
+        PR=$(grep '^probe' "$WORK/$tag.out")
+    }
+    field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
+    # first-byte medians a and b in ms: b - a in us
+    diff_us() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
+
+    # redis-cli, byte for byte
+    a=$(tb_c redis-cli -h "$ADDR" -p $P_PREDIS PING 2>&1 | od -An -c)
+    b=$(tb_c redis-cli -h "$ADDR" -p $P_REDIS PING 2>&1 | od -An -c)
+    # shellcheck disable=SC2046
+    c=$(tb_c env $(nomatch o-rcli) redis-cli -h "$ADDR" -p $P_REDIS PING 2>&1 | od -An -c)
+    check $([ "$a" = "$b" ] && [ "$a" = "$c" ] && [ -n "$a" ] && echo 0 || echo 1) \
+        "redis-cli PING: an ordinary client on the session port and a preloaded one RESIL_SESSION does not match print what the plain server gets them to print ($(tr -d ' \n' <<<"$b") / $(tr -d ' \n' <<<"$c") / plain $(tr -d ' \n' <<<"$a"))"
+    # curl, byte for byte, and its own request-to-first-byte times
+    curl_case() { # TAG PORT [ENV...]: sets BODY (sha256) and TTFB (median ms)
+        local tag=$1 port=$2 i
+        shift 2
+        : >"$WORK/$tag.t"
+        for i in $(seq 15); do
+            tb_c env "$@" curl -s -o "$WORK/$tag.body" -w '%{time_pretransfer} %{time_starttransfer}\n' \
+                "http://$ADDR:$port/" >>"$WORK/$tag.t" 2>&1
+        done
+        BODY=$(sha256sum <"$WORK/$tag.body" | cut -c1-16)
+        TTFB=$(awk '{ print ($2 - $1) * 1000 }' "$WORK/$tag.t" | sort -n | sed -n 8p)
+    }
+    curl_case o-curl-plain $P_PHTTP
+    pb=$BODY pt=$TTFB
+    curl_case o-curl $P_HTTP
+    ob=$BODY ot=$TTFB
+    # shellcheck disable=SC2046
+    curl_case o-curl-nomatch $P_HTTP $(nomatch o-curl-nomatch)
+    nb=$BODY nt=$TTFB
+    check $([ "$pb" = "$ob" ] && [ "$pb" = "$nb" ] && echo 0 || echo 1) \
+        "curl to python3 -m http.server on a session port: the body byte for byte as from the plain server, for an ordinary client and a non-matching preloaded one ($ob, $nb; plain $pb)"
+    ok=0
+    for t in "$ot" "$nt"; do
+        [ "$(diff_us "$pt" "$t")" -lt 800 ] || ok=1
+    done
+    check $ok "curl: request to first byte, median of 15: ordinary client $ot ms, non-matching preloaded client $nt ms, plain $pt ms: no added wait (under +0.8 ms)"
+    # the probe: fresh connections, first-byte times, data segments
+    for kind in redis:$P_REDIS:$P_PREDIS http:$P_HTTP:$P_PHTTP; do
+        IFS=: read -r k sp pp <<<"$kind"
+        probe o-$k-plain "$pp" "$k"
+        P1=$PR
+        probe o-$k "$sp" "$k"
+        P2=$PR
+        # shellcheck disable=SC2046
+        probe o-$k-nomatch "$sp" "$k" $(nomatch o-$k-nomatch)
+        P3=$PR
+        ok=1
+        [ -n "$P1" ] && [ "$(field "$P1" bytes)" = "$(field "$P2" bytes)" ] &&
+            [ "$(field "$P1" bytes)" = "$(field "$P3" bytes)" ] &&
+            [ "$(field "$P1" segs_in_out)" = "$(field "$P2" segs_in_out)" ] &&
+            [ "$(field "$P1" segs_in_out)" = "$(field "$P3" segs_in_out)" ] &&
+            [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P2" median_ms)")" -lt 800 ] &&
+            [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P3" median_ms)")" -lt 800 ] && ok=0
+        check $ok "$k, 25 fresh connections each: ordinary client on the session port, non-matching preloaded client, plain server: same answer bytes ($(field "$P2" bytes) $(field "$P3" bytes) / $(field "$P1" bytes)), same data segments in/out ($(field "$P2" segs_in_out) $(field "$P3" segs_in_out) / $(field "$P1" segs_in_out)), first byte after $(field "$P2" median_ms) and $(field "$P3" median_ms) ms against $(field "$P1" median_ms) ms (median; bound +0.8 ms, under the 1 ms a wait for a HELLO would take)"
+    done
+    # server speaks first
+    probe o-banner-plain $P_PBANNER banner
+    P1=$PR
+    probe o-banner $P_BANNER banner
+    P2=$PR
+    # shellcheck disable=SC2046
+    probe o-banner-sess $P_BANNER banner $(pre o-banner-sess)
+    P3=$PR
+    w=$(diff_us "$(field "$P1" median_ms)" "$(field "$P2" median_ms)")
+    info "server speaks first (socat banner): an ordinary client waits $w us more than on the plain server (median $(field "$P2" median_ms) against $(field "$P1" median_ms) ms, 90th percentile $(field "$P2" p90_ms) against $(field "$P1" p90_ms) ms); the bed's RTT makes the documented wait 1 ms"
+    check $([ -n "$P1" ] && [ "$(field "$P1" bytes)" = "$(field "$P2" bytes)" ] &&
+        [ "$(field "$P1" segs_in_out)" = "$(field "$P2" segs_in_out)" ] &&
+        [ "$w" -le 50000 ] && echo 0 || echo 1) \
+        "server speaks first, ordinary client: the banner byte for byte ($(field "$P2" bytes) / $(field "$P1" bytes)), in as many segments, after the bounded wait ($w us, at most 50 ms)"
+    s3=$(grep -c '"event":"session"' "$WORK/o-banner-sess.ev" 2>/dev/null)
+    check $([ -n "$P3" ] && [ "$(field "$P1" bytes)" = "$(field "$P3" bytes)" ] &&
+        [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P3" median_ms)")" -le 50000 ] &&
+        [ "$s3" -ge 25 ] && echo 0 || echo 1) \
+        "server speaks first, session client: $s3 sessions of 25, the banner byte for byte ($(field "$P3" bytes)), first byte after $(field "$P3" median_ms) ms (median)"
 fi
 
 FINISHED=1
