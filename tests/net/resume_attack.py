@@ -40,9 +40,9 @@ def header(typ, length):
 
 
 def resume(sid, role, counter):
-    body = sid + bytes([role, 0]) + struct.pack(">QQ", counter, 0)
+    body = sid + bytes([role, 0]) + struct.pack(">QQQ", counter, 0, 0)
     body += os.urandom(16) + os.urandom(16)  # tail, nonce
-    return header(3, 90) + body + os.urandom(16)  # a MAC nobody made
+    return header(3, 98) + body + os.urandom(16)  # a MAC nobody made
 
 
 def answer(s, wait=4.0):
@@ -140,7 +140,7 @@ def main():
         print(one(host, port, bytes.fromhex(sys.argv[4])))
     elif mode == "garbage":
         print(one(host, port, os.urandom(300)))
-        print(one(host, port, header(3, 90) + os.urandom(82)))
+        print(one(host, port, header(3, 98) + os.urandom(90)))
     elif mode == "flood":
         print(flood(host, port, int(sys.argv[4]), float(sys.argv[5])))
     elif mode == "hellos":
