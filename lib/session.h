@@ -94,6 +94,10 @@ struct resil_sess {
     unsigned gen;             /* connections put on the fd by resumes
                                  (a call that met an error compares) */
     uint64_t detached_ns;     /* when the path failed */
+    uint64_t suspect_ns;      /* when we first suspected it (0: we did
+                                 not), for the resume's event */
+    bool told;                /* a failure of a session that cannot be
+                                 resumed was reported */
     struct resil_sock *sock;  /* the socket this state belongs to (weak:
                                  valid while indexed, resil_sock frees us) */
     struct resil_sess *idx_next; /* the index of sessions by id */

@@ -7,7 +7,7 @@
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
 # Sections (all by default): streams redis socat shapes clients readiness
-# plain ordinary attack stdio.
+# events plain ordinary attack stdio.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -19,7 +19,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients readiness plain ordinary attack stdio}
+SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary attack stdio}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -75,9 +75,9 @@ ADDR=$TB_FIRST4 # the clients' destination; its uplink is the one broken
 # Ports. Session ports are 74xx, matched by RESIL_SESSION at both ends;
 # 75xx are the same servers without libresil.
 P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
-P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408
+P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
-SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408"
+SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
 
 # The environment of a preloaded program of either end; logs go to
 # WORK/TAG.log and events to WORK/TAG.ev.
@@ -135,6 +135,12 @@ resumes() {
     cat "$@" 2>/dev/null | grep -c '"event":"resume"'
 }
 
+# FILE EVENT FIELD [N]: the Nth (default the last) such event's field.
+ev_field() {
+    grep "\"event\":\"$2\"" "$1" 2>/dev/null | sed -n "${4:-\$}p" |
+        sed -n "s/.*\"$3\":\"*\([^\",}]*\).*/\1/p"
+}
+
 # The last resume its initiator reports in the given event files, relative
 # to the failure at $TB: "suspected at +A ms, resumed at +B ms (X ms)".
 resume_timing() {
@@ -170,7 +176,7 @@ stream_case() {
     [ "$port" = $P_PSTREAM ] && srvout=$WORK/srv-pstream.out
     [ -n "${SRVOUT:-}" ] && srvout=$SRVOUT
     # shellcheck disable=SC2207
-    [ "$mode" != plain ] && envs=($(pre "$tag"))
+    [ "$mode" != plain ] && envs=($(pre "$tag" "${LEVEL:-debug}"))
     [ "$mode" = nb ] && extra=(nb)
     t0=$(now_ms)
     tb_c timeout $tmo env "${envs[@]}" PACE_MS=50 "$PY" "$HERE/stream.py" \
@@ -273,7 +279,7 @@ replies_ok() {
 # namespace, not preloaded: an ordinary client on a session port).
 redis_get() { tb_s redis-cli -p "$1" GET "$2" 2>/dev/null; }
 
-if want redis || want plain || want ordinary; then
+if want redis || want plain || want ordinary || want attack; then
     # shellcheck disable=SC2046
     tb_bg_s env $(pre srv-redis) redis-server --port $P_REDIS --save '' \
         --appendonly no --protected-mode no >"$WORK/srv-redis.out" 2>&1
@@ -472,6 +478,144 @@ if want readiness; then
             fi
         done
     done
+fi
+
+# ------------------------------------------------------------ attack
+# Against redis-server (session port) with a live session, a redis-cli
+# INCR loop resumed once so that a real RESUME is on record: at the
+# server's resume listener a RESUME for the live session with a wrong
+# MAC, one for an unknown session, the recorded RESUME replayed, garbage,
+# and 2,000 connections at once (half sending random bytes, half silent);
+# at its session port 2,000 HELLOs with a wrong MAC at once. All refused
+# or closed; the server's RSS grows by little (at the session port no
+# more than the same flood grows redis-server without libresil, which
+# serves those connections too); the INCR loop goes on, is resumed once
+# more after all that, and every reply is the previous plus one.
+rss_kb() { # PORT: VmRSS of the server-namespace process listening on PORT
+    local pid
+    pid=$(tb_s ss -ltnpH "sport = :$1" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n1)
+    awk '/^VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null
+}
+if want attack; then
+    echo "--- attacks on redis-server (session port) with a live session"
+    TAG=a-live N=4000
+    # shellcheck disable=SC2046
+    tb_c timeout 60 env $(pre $TAG trace) redis-cli -h "$ADDR" -p $P_REDIS \
+        -r $N -i 0.005 INCR $TAG >"$WORK/$TAG.out" 2>"$WORK/$TAG.err" &
+    livepid=$!
+    sleep 1
+    break_path "$ADDR" blackhole
+    for _ in $(seq 60); do
+        [ "$(resumes "$WORK/$TAG.ev")" -ge 1 ] && break
+        sleep 0.05
+    done
+    heal
+    sid=$(sed -n 's/.*session id \([0-9a-f]*\) (client), peer resume port [0-9]*.*/\1/p' "$WORK/$TAG.log" | head -n1)
+    rport=$(sed -n 's/.*session id [0-9a-f]* (client), peer resume port \([0-9]*\).*/\1/p' "$WORK/$TAG.log" | head -n1)
+    # the accepted RESUME, and the listener that took it: redis-server's
+    # when the client resumed, the client's own when the server did
+    rec=$(sed -n 's/.*resume: RESUME sent on fd [0-9]*: \([0-9a-f]*\).*/\1/p' "$WORK/$TAG.log" | head -n1)
+    rto="$ADDR $rport"
+    if [ -z "$rec" ]; then
+        rec=$(sed -n 's/.*resume: message received on fd [0-9]*: \(0052534c03[0-9a-f]*\).*/\1/p' "$WORK/$TAG.log" | head -n1)
+        rto="127.0.0.1 $(sed -n 's/.*resume listener on port \([0-9]*\).*/\1/p' "$WORK/$TAG.log" | head -n1)"
+    fi
+    check $([ -n "$sid" ] && [ -n "$rport" ] && [ -n "$rec" ] && [ "$(resumes "$WORK/$TAG.ev")" = 1 ] && echo 0 || echo 1) \
+        "live session (redis-cli -r $N INCR) resumed once, its RESUME on record (id ${sid:0:8}..., redis-server's resume listener on port ${rport:-none}; the RESUME's listener: $rto)"
+    atk() { tb_c "$PY" "$HERE/resume_attack.py" "$@" 2>&1; }
+    a=$(atk badmac "$ADDR" "$rport" "$sid" 0)
+    check $([ "$a" = "answer REFUSE 2" ] && echo 0 || echo 1) "a RESUME for the live session with a wrong MAC: $a (2: BAD_MAC)"
+    a=$(atk unknown "$ADDR" "$rport")
+    check $([ "$a" = "answer REFUSE 1" ] && echo 0 || echo 1) "a RESUME for an unknown session: $a (1: UNKNOWN)"
+    # shellcheck disable=SC2086
+    a=$(atk replay $rto "$rec")
+    sleep 0.5
+    check $([ "$a" = "answer REFUSE 3" ] && [ "$(resumes "$WORK/$TAG.ev")" = 1 ] && echo 0 || echo 1) \
+        "the live session's accepted RESUME replayed: $a (3: REPLAYED), the live connection untouched (still $(resumes "$WORK/$TAG.ev") resume at the client)"
+    a=$(atk garbage "$ADDR" "$rport" | tr '\n' ' ')
+    check $([ "$a" = "answer closed answer closed " ] && echo 0 || echo 1) \
+        "garbage, then a RESUME header with a random body: $a(closed without an answer: neither decodes)"
+    r0=$(rss_kb $P_REDIS)
+    a=$(atk flood "$ADDR" "$rport" 2000 8)
+    r1=$(rss_kb $P_REDIS)
+    check $([ "$a" = "flood 2000 connected, 0 refused, 0 answered otherwise, 2000 closed by the peer, 0 still open" ] &&
+        [ -n "$r1" ] && [ $((r1 - r0)) -lt 16384 ] && echo 0 || echo 1) \
+        "2,000 connections at once at the resume listener: $a; redis-server RSS $r0 -> $r1 KiB (bound +16 MiB)"
+    p0=$(rss_kb $P_PREDIS)
+    a=$(atk flood "$ADDR" $P_PREDIS 2000 1 hello)
+    p1=$(rss_kb $P_PREDIS)
+    info "the same 2,000 HELLOs at redis-server without libresil (it answers nothing: 1 s): $a; RSS $p0 -> $p1 KiB"
+    r0=$(rss_kb $P_REDIS)
+    a=$(atk flood "$ADDR" $P_REDIS 2000 8 hello)
+    r1=$(rss_kb $P_REDIS)
+    check $([ "$a" = "flood 2000 connected, 2000 refused, 0 answered otherwise, 0 closed by the peer, 0 still open" ] &&
+        [ -n "$r1" ] && [ -n "$p1" ] && [ $(( (r1 - r0) - (p1 - p0) )) -lt 16384 ] && echo 0 || echo 1) \
+        "2,000 HELLOs with a wrong MAC at once at the session port: $a; redis-server RSS $r0 -> $r1 KiB (bound: the plain server's growth +16 MiB)"
+    alive=1
+    kill -0 $livepid 2>/dev/null && alive=0
+    # the address the session uses since its resume
+    now=$(ev_field "$WORK/$TAG.ev" resume new)
+    now=${now%:*}
+    now=${now#[}
+    now=${now%]}
+    check $alive "the live INCR loop still runs after the attacks ($(wc -l <"$WORK/$TAG.out") replies so far), over ${now:-?}"
+    break_path "${now:-$ADDR}" blackhole
+    wait $livepid
+    RC=$?
+    heal
+    got=$(redis_get $P_REDIS $TAG)
+    ok=1
+    replies_ok $TAG $N && [ "$RC" = 0 ] && [ "$got" = "$N" ] &&
+        [ "$(resumes "$WORK/$TAG.ev")" = 2 ] && ok=0
+    check $ok "the live session carried on: every reply the previous plus one, the server's counter $got, resumed again after the attacks ($(resumes "$WORK/$TAG.ev") resumes; exit $RC) $(head -c 200 "$WORK/$TAG.err")"
+    info "attack, the resume after it: $(resume_timing "$WORK/$TAG.ev" "$WORK/srv-redis.ev")"
+fi
+
+# ------------------------------------------------------------ events
+# What an operator sees of a resume, both ends at RESIL_LOG_LEVEL=info: a
+# "resume" event at each end with the old and the new address, the bytes
+# replayed each way (one end's out is the other's in) and the time from
+# the suspicion (the initiator) or from the RESUME's arrival (the
+# responder) to resumed; one log line per resume at each end; resil-run
+# --stats counting it under the destination.
+if want events; then
+    echo "--- events, log lines and resil-run --stats of a resume"
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-events info) PACE_MS=50 "$PY" "$HERE/stream.py" \
+        serve $P_EVENTS >"$WORK/srv-events.out" 2>&1
+    check $(wait_ports $P_EVENTS; echo $?) "bed: stream server at log level info answers (session port $P_EVENTS)"
+    TAG=e-both
+    SRVOUT=$WORK/srv-events.out LEVEL=info
+    stream_case $TAG both 24 blackhole pre $P_EVENTS
+    stream_check $TAG both 24 "stream both ways 24 MiB at log level info, path blackholed"
+    SRVOUT= LEVEL=
+    lp=$(sed -n 's/^local \(.*\)/\1/p' "$WORK/$TAG.out" | head -n1)
+    C=$WORK/$TAG.ev S=$WORK/srv-events.ev
+    c_old=$(ev_field "$C" resume old) c_new=$(ev_field "$C" resume new)
+    s_old=$(ev_field "$S" resume old) s_new=$(ev_field "$S" resume new)
+    c_ms=$(ev_field "$C" resume ms)
+    check $([ "$(resumes "$C")" = 1 ] && [ "$(resumes "$S")" = 1 ] &&
+        [ "$c_old" = "$ADDR:$P_EVENTS" ] && [ -n "$c_new" ] && [ "$c_new" != "$c_old" ] &&
+        [ "${s_old##*:}" = "$lp" ] && [ -n "$s_new" ] && [ "$s_new" != "$s_old" ] &&
+        [ "$(ev_field "$C" resume initiator)" != "$(ev_field "$S" resume initiator)" ] && echo 0 || echo 1) \
+        "a resume event at each end with the old and new address: client $c_old -> $c_new (initiator $(ev_field "$C" resume initiator)), server $s_old -> $s_new"
+    co=$(ev_field "$C" resume replayed_out) ci=$(ev_field "$C" resume replayed_in)
+    so=$(ev_field "$S" resume replayed_out) si=$(ev_field "$S" resume replayed_in)
+    check $([ -n "$co" ] && [ "$co" = "$si" ] && [ "$ci" = "$so" ] &&
+        [ $((co + ci)) -gt 0 ] && echo 0 || echo 1) \
+        "bytes replayed each way, as each end counts them: client sent again $co, received again $ci; server sent again $so, received again $si"
+    check $(awk -v m="$c_ms" 'BEGIN { exit !(m > 0 && m < 3000) }' && echo 0 || echo 1) \
+        "time from the failure to resumed: $c_ms ms at the initiator, since its $(ev_field "$C" resume since); the responder's $(ev_field "$S" resume ms) ms since its $(ev_field "$S" resume since)"
+    cl=$(grep -v 'summary:' "$WORK/$TAG.log" | grep -ciE 'resum|suspect')
+    sl=$(grep -v 'summary:' "$WORK/srv-events.log" | grep -ciE 'resum|suspect')
+    check $([ "$cl" = 1 ] && [ "$sl" = 1 ] && echo 0 || echo 1) \
+        "RESIL_LOG_LEVEL=info: one line per resume at each end ($cl, $sl): $(grep -iE 'resum' "$WORK/$TAG.log" | head -n1 | cut -c1-220)"
+    st=$(bash "$ROOT/scripts/resil-run" --stats "$C" 2>&1)
+    ss=$(bash "$ROOT/scripts/resil-run" --stats "$S" 2>&1)
+    check $(grep -A6 "^$ADDR:$P_EVENTS\$" <<<"$st" | grep -q "failovers .* 1 resumes" &&
+        grep -A6 "^$ADDR:$P_EVENTS\$" <<<"$st" | grep -q "($((co + ci)) bytes replayed: $co sent again, $ci received again)" &&
+        grep -q "1 resumes" <<<"$ss" && echo 0 || echo 1) \
+        "resil-run --stats counts the resume under the destination: $(grep -E "resume" <<<"$st" | tr -s ' ' | tr '\n' ';') server side: $(head -n1 <<<"$ss") $(grep -E 'resumes' <<<"$ss" | tr -s ' ')"
 fi
 
 # ------------------------------------------------------------ 6. plain TCP
