@@ -354,8 +354,15 @@ static void lose(struct resil_sock *s, struct resil_sess *x, const char *why)
                 resil_json_str(why, w, sizeof(w)));
     resil_sess_set_state(x, RESIL_SESS_BROKEN);
     pthread_mutex_lock(&s->mu);
-    if (x->old_fd >= 0)
+    if (x->old_fd >= 0) {
         resil_swap_in(s, resil_fds_take(&x->old_fd));
+    } else if (!x->detached && resil_sock_is_ours(s)) {
+        /* not frozen (it could not be resumed): the connection is still
+         * on the fd, and the peer gives its end up too; reset it, so that
+         * a read or write no hook sees (stdio) meets the error as well */
+        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+        real.connect(s->fd, &unspec, sizeof(unspec));
+    }
     resil_conn_hold_error(s, ECONNRESET);
     pthread_mutex_unlock(&s->mu);
     thaw(x, false);

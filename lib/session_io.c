@@ -11,6 +11,8 @@
 #include <sys/select.h>
 #include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
 
+#include "config.h"
+#include "engine.h"
 #include "epoll.h"
 #include "fds.h"
 #include "log.h"
@@ -339,6 +341,67 @@ struct resil_sock *resil_sess_sock(int fd)
         return s;
     resil_sock_unref(s);
     return NULL;
+}
+
+/* ---- stdio (session_io.h) ---- */
+
+void resil_sess_stdio(int fd)
+{
+    RESIL_KEEP_ERRNO();
+    const struct resil_config *cfg = resil_config_get();
+    struct resil_sock *s = resil_sess_sock(fd);
+    struct resil_sess *x;
+    uint64_t end;
+    bool reset = false;
+
+    if (s == NULL)
+        return;
+    x = s->sess;
+    resil_in_shim++;
+    end = resil_now_ns() + (uint64_t)cfg->session_linger_ms * RESIL_MS;
+    pthread_mutex_lock(&x->rmu);
+    if (atomic_load(&x->state) == RESIL_SESS_CLASSIFY) {
+        /* as if the server spoke first: a session client's HELLO comes
+         * right after its connect */
+        resil_status_t st = resil_sess_server_hello(x, fd, hello_wait_ms(fd));
+        resil_sess_set_state(x, st == RESIL_OK       ? RESIL_SESS_UP
+                                : st == RESIL_EAGAIN ? RESIL_SESS_LATE
+                                : st == RESIL_EUNSUPP
+                                    ? RESIL_SESS_PLAIN
+                                    : RESIL_SESS_BROKEN);
+    }
+    while (atomic_load(&x->state) == RESIL_SESS_HELLO_SENT) {
+        /* the WELCOME (or the first bytes of a server that is not a
+         * session server) must be taken before any fread */
+        resil_status_t st = resil_sess_client_welcome(x, fd);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        uint64_t now = resil_now_ns();
+        if (st == RESIL_EUNSUPP || st == RESIL_OK)
+            break;
+        if (st != RESIL_EAGAIN || now >= end) {
+            reset = true;
+            break;
+        }
+        real.poll(&p, 1, (int)((end - now) / RESIL_MS) + 1);
+    }
+    if (reset) {
+        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+        rwarn("fd %d: handed to stdio before the session's WELCOME came "
+              "(none within %d ms, or a bad one): reset, so that fread "
+              "never takes it for the program's bytes",
+              fd, cfg->session_linger_ms);
+        resil_sess_set_state(x, RESIL_SESS_BROKEN);
+        real.connect(fd, &unspec, sizeof(unspec));
+    }
+    pthread_mutex_unlock(&x->rmu);
+    if (atomic_load(&x->state) == RESIL_SESS_UP ||
+        atomic_load(&x->state) == RESIL_SESS_HELLO_SENT) {
+        resil_sess_untracked(x, "the socket was handed to stdio (fdopen), "
+                                "whose reads and writes no hook sees");
+        resil_monitor_unseen(s);
+    }
+    resil_in_shim--;
+    resil_sock_unref(s);
 }
 
 /* ---- readiness (session_io.h) ---- */

@@ -48,6 +48,15 @@ enum resil_sess_step resil_sess_pre(struct resil_sock *s, struct resil_io *io);
 enum resil_sess_step resil_sess_post(struct resil_sock *s, struct resil_io *io,
                                      ssize_t rc, int err);
 
+/* fd is handed to stdio (fdopen): when it is a session socket, the
+ * handshake still due is done now (a client waits for the WELCOME, at
+ * most the linger time: with none by then the connection is reset rather
+ * than let fread meet a late one; a server classifies the client as its
+ * first write would), and the session is made non-resumable (stdio moves
+ * bytes no hook counts) and watched by the monitor as such. Any thread,
+ * no lock held; errno kept. */
+void resil_sess_stdio(int fd);
+
 /* Readiness. A session socket whose handshake message is all the kernel
  * reports readable is not readable for the program (a blocking read would
  * wait for bytes it was told were there): the message is consumed and

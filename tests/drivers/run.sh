@@ -225,6 +225,7 @@ SUFFIX=/plain run_all unmanaged plain 10
 SUFFIX=/plain run_all fds plain 30
 SUFFIX=/plain run_all epoll_exact plain 10
 SUFFIX=/plain run_all semantics plain 10
+SUFFIX=/plain run_all session plain 10
 monitor_all plain
 run "early_main/plain" plain 10 -- "$DRV/early_main"
 run "startup/first_calls/plain" plain 10 -- "$DRV/startup" first_calls
@@ -245,6 +246,9 @@ run "race_block/dead_hang6/RESIL_RACE=0" resil 10 RESIL_RACE=0 -- \
 run_all race_nonblock resil 20
 run_all refused resil 20
 run_all semantics resil 20
+# both ends of a session in the driver's process (its header says why)
+run_all session resil 20 RESIL_SESSION=127.0.0.1:7470 \
+    RESIL_EVENTS="$TMP/session.ev"
 run_all threads resil 60
 # without the health cache every dead-first connect really waits out its
 # dead first attempt: 16 concurrent races at all times

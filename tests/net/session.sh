@@ -618,6 +618,57 @@ if want events; then
         "resil-run --stats counts the resume under the destination: $(grep -E "resume" <<<"$st" | tr -s ' ' | tr '\n' ';') server side: $(head -n1 <<<"$ss") $(grep -E 'resumes' <<<"$ss" | tr -s ' ')"
 fi
 
+# ------------------------------------------------------------ stdio
+# A program that moves its bytes through stdio on a session socket
+# (stdio_client.c: fdopen, fprintf, fwrite/fread): glibc's FILE functions
+# write and read with internal calls no hook sees, so the session's counts
+# disagree with the kernel's and it cannot be resumed. On a path failure
+# the program gets an error (ECONNRESET, or what the stdio call reports),
+# never a wrong byte: the receiver verifies every byte that arrived.
+if want stdio; then
+    echo "--- stdio on a session socket: not resumable, never wrong bytes"
+    # stdio_case TAG DIR MODE (pre|plain): sets RC, MS, OUT (its last line)
+    stdio_case() {
+        local tag=$1 dir=$2 envs=() port=$P_STREAM tmo=30 t0 pid
+        # shellcheck disable=SC2207
+        [ "$3" = pre ] && envs=($(pre "$tag"))
+        [ "$3" = plain ] && { port=$P_PSTREAM; tmo=8; }
+        t0=$(now_ms)
+        tb_c timeout $tmo env "${envs[@]}" PACE_MS=50 "$WORK/stdio_client" \
+            "$ADDR" $port $dir 32 >"$WORK/$tag.out" 2>&1 &
+        pid=$!
+        sleep 1
+        break_path "$ADDR" blackhole
+        wait $pid
+        RC=$?
+        MS=$(( $(now_ms) - t0 ))
+        heal
+        OUT=$(grep -vE '^peer' "$WORK/$tag.out" | tail -n1)
+    }
+    # the server's lines about the connection of TAG (stream.py tags it
+    # with the client's port; the stdio client does not print it: the
+    # connections the server saw during the case)
+    for dir in send recv; do
+        TAG=d-$dir
+        n0=$(wc -l <"$WORK/srv-stream.out")
+        stdio_case $TAG $dir pre
+        sleep 0.5
+        srv=$(tail -n +$((n0 + 1)) "$WORK/srv-stream.out" | grep -E '^(ok|FAIL)' | head -n1)
+        why=$(ev_field "$WORK/$TAG.ev" resume_failed why)
+        ok=1
+        # exit 1: an error, reported; 2 would be a wrong byte
+        if [ "$RC" = 1 ] && grep -qE '^error E[A-Z]+ after' <<<"$OUT" &&
+            ! grep -q differs <<<"$srv$OUT" && [ "$(resumes "$WORK/$TAG.ev")" = 0 ] &&
+            [ -n "$why" ]; then
+            ok=0
+        fi
+        check $ok "stdio client, $dir 32 MiB, path blackholed: $OUT (exit $RC after $(fmt_s "$MS")); the session was not resumed ($why); the server: ${srv:-nothing}"
+        stdio_case $TAG-plain $dir plain
+        check $([ "$RC" != 0 ] && ! grep -q differs <<<"$OUT" && echo 0 || echo 1) \
+            "the same without libresil: fails or hangs (exit $RC after $(fmt_s "$MS")${OUT:+: $OUT})"
+    done
+fi
+
 # ------------------------------------------------------------ 6. plain TCP
 if want plain; then
     echo "--- the same without libresil (the bed bites)"
