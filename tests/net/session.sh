@@ -214,8 +214,15 @@ stream_case() {
 # The server's verdict on the connection from the client of TAG: its
 # "ok server:PORT ..." or "FAIL ..." line.
 server_says() { # TAG [SERVER_OUT]
-    local lp
+    local lp i
     lp=$(sed -n 's/^local \(.*\)/\1/p' "$WORK/$1.out" | head -n1)
+    # the server prints it once it read the client's close: a moment
+    # after the client's exit
+    for i in $(seq 40); do
+        grep -qE "^(ok|FAIL) server:$lp( |:)" "${2:-$WORK/srv-stream.out}" &&
+            break
+        sleep 0.05
+    done
     grep -E "^(ok|FAIL) server:$lp( |:)" "${2:-$WORK/srv-stream.out}" | head -n1
 }
 
