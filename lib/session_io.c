@@ -345,6 +345,8 @@ struct resil_sock *resil_sess_sock(int fd)
 
 /* ---- stdio (session_io.h) ---- */
 
+#define STDIO_HELLO_WAIT_MS 200
+
 void resil_sess_stdio(int fd)
 {
     RESIL_KEEP_ERRNO();
@@ -362,8 +364,15 @@ void resil_sess_stdio(int fd)
     pthread_mutex_lock(&x->rmu);
     if (atomic_load(&x->state) == RESIL_SESS_CLASSIFY) {
         /* as if the server spoke first: a session client's HELLO comes
-         * right after its connect */
-        resil_status_t st = resil_sess_server_hello(x, fd, hello_wait_ms(fd));
+         * right after its connect. Longer than a first write waits: a
+         * HELLO later than this is read by fgets as the client's bytes
+         * (no hook sees stdio's reads to swallow it), and a loaded client
+         * sends its HELLO from its engine thread a few ms after the
+         * handshake (a driver under ThreadSanitizer: more than the 1 ms
+         * the bed's RTT gives). Any first byte ends the wait. */
+        int ms = hello_wait_ms(fd);
+        resil_status_t st = resil_sess_server_hello(
+            x, fd, ms > STDIO_HELLO_WAIT_MS ? ms : STDIO_HELLO_WAIT_MS);
         resil_sess_set_state(x, st == RESIL_OK       ? RESIL_SESS_UP
                                 : st == RESIL_EAGAIN ? RESIL_SESS_LATE
                                 : st == RESIL_EUNSUPP

@@ -52,7 +52,9 @@ enum resil_sess_step resil_sess_post(struct resil_sock *s, struct resil_io *io,
  * handshake still due is done now (a client waits for the WELCOME, at
  * most the linger time: with none by then the connection is reset rather
  * than let fread meet a late one; a server classifies the client as its
- * first write would), and the session is made non-resumable (stdio moves
+ * first write would, but waiting for the client's first bytes at least
+ * 200 ms: a later HELLO would reach fgets), and the session is made
+ * non-resumable (stdio moves
  * bytes no hook counts) and watched by the monitor as such. Any thread,
  * no lock held; errno kept. */
 void resil_sess_stdio(int fd);
