@@ -3,7 +3,8 @@
  * an event loop does, on a blocking socket (as socat has it):
  *
  *   ready_client HOST PORT MODE N GO
- *     MODE poll | ppoll | select | pselect | epoll | epollet
+ *     MODE poll | ppoll | select | pselect | epoll | epollet | epolloneshot
+ *     (epolloneshot: the registration armed again after each event)
  *
  *  1. connect; the server sends nothing yet: the socket must not be
  *     readable for 400 ms (a session's WELCOME is not the program's);
@@ -71,8 +72,15 @@ static int wait_in(int fd, int ms)
         rc = select(fd + 1, &r, NULL, NULL, &tv);
     else if (strcmp(mode, "pselect") == 0)
         rc = pselect(fd + 1, &r, NULL, NULL, &ts, NULL);
-    else
+    else {
         rc = epoll_wait(ep, &ev, 1, ms);
+        if (rc == 1 && strcmp(mode, "epolloneshot") == 0) {
+            /* the program's own re-arm, as a worker pool does */
+            ev.events = EPOLLIN | EPOLLONESHOT;
+            ev.data.u64 = 42;
+            epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+        }
+    }
     if (rc > 0 && mode[0] == 'p' && mode[1] != 's' &&
         !(p.revents & POLLIN))
         return -1; /* an error or hang-up without data */
@@ -105,6 +113,8 @@ int main(int argc, char **argv)
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 42};
         if (strcmp(mode, "epollet") == 0)
             ev.events |= EPOLLET;
+        if (strcmp(mode, "epolloneshot") == 0)
+            ev.events |= EPOLLONESHOT;
         ep = epoll_create1(0);
         if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
             return fail("epoll");

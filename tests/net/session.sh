@@ -442,11 +442,11 @@ fi
 
 # ------------------------------------------------------------ readiness
 # A program that waits for input in poll, ppoll, select, pselect or epoll
-# (level- and edge-triggered) on a blocking socket, as socat does: a
-# session's WELCOME alone must not make the socket readable (a read would
-# block), and bytes that a resume drained from the old connection's
-# receive queue (the stash) must make it readable although the new
-# connection holds none. All six clients at once, both ends preloaded,
+# (level-triggered, edge-triggered, one-shot) on a blocking socket, as
+# socat does: a session's WELCOME alone must not make the socket readable
+# (a read would block), and bytes that a resume drained from the old
+# connection's receive queue (the stash) must make it readable although
+# the new connection holds none. All seven clients at once, both ends preloaded,
 # and the same without libresil.
 if want readiness; then
     echo "--- readiness calls: the handshake, and bytes a resume carried over"
@@ -455,7 +455,7 @@ if want readiness; then
         [ $kind = plain ] && port=$P_PSTREAM
         rm -f "$WORK/go-$kind"
         pids=()
-        for m in poll ppoll select pselect epoll epollet; do
+        for m in poll ppoll select pselect epoll epollet epolloneshot; do
             TAG=y-$m-$kind envs=()
             # shellcheck disable=SC2207
             [ $kind = pre ] && envs=($(pre $TAG))
@@ -464,7 +464,7 @@ if want readiness; then
             pids+=($!)
         done
         for _ in $(seq 60); do
-            [ "$(cat "$WORK"/y-*-$kind.out 2>/dev/null | grep -c '^asked')" = 6 ] && break
+            [ "$(cat "$WORK"/y-*-$kind.out 2>/dev/null | grep -c '^asked')" = 7 ] && break
             sleep 0.05
         done
         # the 64 KiB are in the clients' receive queues, acknowledged
@@ -473,7 +473,7 @@ if want readiness; then
         touch "$WORK/go-$kind"
         for p in "${pids[@]}"; do wait "$p"; done
         heal
-        for m in poll ppoll select pselect epoll epollet; do
+        for m in poll ppoll select pselect epoll epollet epolloneshot; do
             TAG=y-$m-$kind
             ok=1
             grep -q "^ok $m" "$WORK/$TAG.out" && ok=0
