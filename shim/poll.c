@@ -41,7 +41,8 @@ static void nap(void)
     nanosleep(&d, NULL);
 }
 
-/* A timeout in ms as a session needs it (what: resil_sess_*_pre). */
+/* A timeout in ms as the sessions of a call need it (what: from
+ * resil_sess_poll_enter or resil_sess_select_enter). */
 static int sess_ms(int t, int what)
 {
     if (what & RESIL_SESS_READY)
