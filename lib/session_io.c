@@ -720,7 +720,8 @@ void resil_sess_kick(struct resil_sock *s)
     struct epoll_event ev[8];
     int epfd[8], n, raw;
 
-    if (x->kick_fd >= 0 || x->stash_off == x->stash_len)
+    if (__atomic_load_n(&x->kick_fd, __ATOMIC_SEQ_CST) >= 0 ||
+        x->stash_off == x->stash_len)
         return;
     n = resil_epoll_regs_of(s, epfd, ev, 8);
     if (n == 0)
@@ -773,7 +774,18 @@ void resil_sess_epoll_ctl(int fd, int epfd, int op,
     if (s == NULL)
         return;
     resil_in_shim++;
-    resil_sess_kick_ctl(s->sess, epfd, op, ev);
+    if (op != EPOLL_CTL_DEL && atomic_load(&s->sess->stashed) &&
+        pthread_mutex_trylock(&s->sess->rmu) == 0) {
+        /* the first epoll set since a resume left bytes in the stash
+         * starts the stand-in (in every set, this one included) */
+        if (__atomic_load_n(&s->sess->kick_fd, __ATOMIC_SEQ_CST) < 0)
+            resil_sess_kick(s);
+        else
+            resil_sess_kick_ctl(s->sess, epfd, op, ev);
+        pthread_mutex_unlock(&s->sess->rmu);
+    } else {
+        resil_sess_kick_ctl(s->sess, epfd, op, ev);
+    }
     resil_in_shim--;
     resil_sock_unref(s);
 }

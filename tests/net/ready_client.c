@@ -4,7 +4,10 @@
  *
  *   ready_client HOST PORT MODE N GO
  *     MODE poll | ppoll | select | pselect | epoll | epollet | epolloneshot
- *     (epolloneshot: the registration armed again after each event)
+ *          | epolllate
+ *     (epolloneshot: the registration armed again after each event;
+ *     epolllate: poll for step 1, the fd put in an epoll set only in
+ *     step 4, after the resume)
  *
  *  1. connect; the server sends nothing yet: the socket must not be
  *     readable for 400 ms (a session's WELCOME is not the program's);
@@ -25,6 +28,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +41,17 @@
 
 static const char *mode;
 static int ep = -1;
+
+static int epoll_set(int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 42};
+    if (strcmp(mode, "epollet") == 0)
+        ev.events |= EPOLLET;
+    if (strcmp(mode, "epolloneshot") == 0)
+        ev.events |= EPOLLONESHOT;
+    ep = epoll_create1(0);
+    return ep < 0 ? -1 : epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
 
 static int64_t now_ms(void)
 {
@@ -60,15 +75,16 @@ static int wait_in(int fd, int ms)
     struct pollfd p = {.fd = fd, .events = POLLIN};
     struct epoll_event ev;
     fd_set r;
+    bool polled = true; /* poll or ppoll: p.revents says what */
     int rc;
 
     FD_ZERO(&r);
     FD_SET(fd, &r);
-    if (strcmp(mode, "poll") == 0)
+    if (strcmp(mode, "poll") == 0 || (ep < 0 && strcmp(mode, "epolllate") == 0))
         rc = poll(&p, 1, ms);
     else if (strcmp(mode, "ppoll") == 0)
         rc = ppoll(&p, 1, &ts, NULL);
-    else if (strcmp(mode, "select") == 0)
+    else if ((polled = false), strcmp(mode, "select") == 0)
         rc = select(fd + 1, &r, NULL, NULL, &tv);
     else if (strcmp(mode, "pselect") == 0)
         rc = pselect(fd + 1, &r, NULL, NULL, &ts, NULL);
@@ -81,8 +97,7 @@ static int wait_in(int fd, int ms)
             epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
         }
     }
-    if (rc > 0 && mode[0] == 'p' && mode[1] != 's' &&
-        !(p.revents & POLLIN))
+    if (rc > 0 && polled && !(p.revents & POLLIN))
         return -1; /* an error or hang-up without data */
     return rc < 0 ? -1 : rc > 0;
 }
@@ -109,16 +124,9 @@ int main(int argc, char **argv)
     fd = socket(ai->ai_family, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) < 0)
         return fail("connect");
-    if (strncmp(mode, "epoll", 5) == 0) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 42};
-        if (strcmp(mode, "epollet") == 0)
-            ev.events |= EPOLLET;
-        if (strcmp(mode, "epolloneshot") == 0)
-            ev.events |= EPOLLONESHOT;
-        ep = epoll_create1(0);
-        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
-            return fail("epoll");
-    }
+    if (strncmp(mode, "epoll", 5) == 0 && strcmp(mode, "epolllate") != 0 &&
+        epoll_set(fd) < 0)
+        return fail("epoll");
     errno = 0;
     if (wait_in(fd, 400) != 0)
         return fail("readable before the server sent a byte");
@@ -136,6 +144,8 @@ int main(int argc, char **argv)
     sleep(1);
     usleep(500000);
     buf = malloc(n);
+    if (strcmp(mode, "epolllate") == 0 && epoll_set(fd) < 0)
+        return fail("epoll");
     t0 = now_ms();
     ready = -1;
     while (got < n) {

@@ -442,7 +442,8 @@ fi
 
 # ------------------------------------------------------------ readiness
 # A program that waits for input in poll, ppoll, select, pselect or epoll
-# (level-triggered, edge-triggered, one-shot) on a blocking socket, as
+# (level-triggered, edge-triggered, one-shot; and a set the fd joins only
+# after the resume) on a blocking socket, as
 # socat does: a session's WELCOME alone must not make the socket readable
 # (a read would block), and bytes that a resume drained from the old
 # connection's receive queue (the stash) must make it readable although
@@ -455,7 +456,7 @@ if want readiness; then
         [ $kind = plain ] && port=$P_PSTREAM
         rm -f "$WORK/go-$kind"
         pids=()
-        for m in poll ppoll select pselect epoll epollet epolloneshot; do
+        for m in poll ppoll select pselect epoll epollet epolloneshot epolllate; do
             TAG=y-$m-$kind envs=()
             # shellcheck disable=SC2207
             [ $kind = pre ] && envs=($(pre $TAG))
@@ -464,7 +465,7 @@ if want readiness; then
             pids+=($!)
         done
         for _ in $(seq 60); do
-            [ "$(cat "$WORK"/y-*-$kind.out 2>/dev/null | grep -c '^asked')" = 7 ] && break
+            [ "$(cat "$WORK"/y-*-$kind.out 2>/dev/null | grep -c '^asked')" = 8 ] && break
             sleep 0.05
         done
         # the 64 KiB are in the clients' receive queues, acknowledged
@@ -473,7 +474,7 @@ if want readiness; then
         touch "$WORK/go-$kind"
         for p in "${pids[@]}"; do wait "$p"; done
         heal
-        for m in poll ppoll select pselect epoll epollet epolloneshot; do
+        for m in poll ppoll select pselect epoll epollet epolloneshot epolllate; do
             TAG=y-$m-$kind
             ok=1
             grep -q "^ok $m" "$WORK/$TAG.out" && ok=0
