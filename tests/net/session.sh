@@ -695,7 +695,8 @@ fi
 # PING, HTTP GET to python3 -m http.server): the answer byte for byte as
 # from the same server without libresil, in as many data segments, and no
 # added wait (the bed has no delay: a round trip is tens of us, so the
-# bound, 0.8 ms, catches a wait for a HELLO, at least 1 ms, and the
+# bound, 0.8 ms on the least of the samples, catches a wait for a HELLO,
+# at least 1 ms every time, and not the load of a busy machine; the
 # segment count catches extra exchanges).
 # Server speaks first (a banner from socat): a session server waits for a
 # HELLO at most clamp(2 x RTT + 1 ms, 1 ms, 50 ms) (doc/session.md), then
@@ -739,7 +740,8 @@ if want ordinary; then
     check $([ "$a" = "$b" ] && [ "$a" = "$c" ] && [ -n "$a" ] && echo 0 || echo 1) \
         "redis-cli PING: an ordinary client on the session port and a preloaded one RESIL_SESSION does not match print what the plain server gets them to print ($(tr -d ' \n' <<<"$b") / $(tr -d ' \n' <<<"$c") / plain $(tr -d ' \n' <<<"$a"))"
     # curl, byte for byte, and its own request-to-first-byte times
-    curl_case() { # TAG PORT [ENV...]: sets BODY (sha256) and TTFB (median ms)
+    curl_case() { # TAG PORT [ENV...]: sets BODY (sha256), TTFB (median ms)
+        # and TMIN (least ms)
         local tag=$1 port=$2 i
         shift 2
         : >"$WORK/$tag.t"
@@ -749,21 +751,22 @@ if want ordinary; then
         done
         BODY=$(sha256sum <"$WORK/$tag.body" | cut -c1-16)
         TTFB=$(awk '{ print ($2 - $1) * 1000 }' "$WORK/$tag.t" | sort -n | sed -n 8p)
+        TMIN=$(awk '{ print ($2 - $1) * 1000 }' "$WORK/$tag.t" | sort -n | sed -n 1p)
     }
     curl_case o-curl-plain $P_PHTTP
-    pb=$BODY pt=$TTFB
+    pb=$BODY pt=$TTFB pm=$TMIN
     curl_case o-curl $P_HTTP
-    ob=$BODY ot=$TTFB
+    ob=$BODY ot=$TTFB om=$TMIN
     # shellcheck disable=SC2046
     curl_case o-curl-nomatch $P_HTTP $(nomatch o-curl-nomatch)
-    nb=$BODY nt=$TTFB
+    nb=$BODY nt=$TTFB nm=$TMIN
     check $([ "$pb" = "$ob" ] && [ "$pb" = "$nb" ] && echo 0 || echo 1) \
         "curl to python3 -m http.server on a session port: the body byte for byte as from the plain server, for an ordinary client and a non-matching preloaded one ($ob, $nb; plain $pb)"
     ok=0
-    for t in "$ot" "$nt"; do
-        [ "$(diff_us "$pt" "$t")" -lt 800 ] || ok=1
+    for t in "$om" "$nm"; do
+        [ "$(diff_us "$pm" "$t")" -lt 800 ] || ok=1
     done
-    check $ok "curl: request to first byte, median of 15: ordinary client $ot ms, non-matching preloaded client $nt ms, plain $pt ms: no added wait (under +0.8 ms)"
+    check $ok "curl: request to first byte, 15 each: ordinary client $om ms least, $ot median; non-matching preloaded client $nm, $nt; plain $pm, $pt: no added wait (least under +0.8 ms)"
     # the probe: fresh connections, first-byte times, data segments
     for kind in redis:$P_REDIS:$P_PREDIS http:$P_HTTP:$P_PHTTP; do
         IFS=: read -r k sp pp <<<"$kind"
@@ -779,9 +782,9 @@ if want ordinary; then
             [ "$(field "$P1" bytes)" = "$(field "$P3" bytes)" ] &&
             [ "$(field "$P1" segs_in_out)" = "$(field "$P2" segs_in_out)" ] &&
             [ "$(field "$P1" segs_in_out)" = "$(field "$P3" segs_in_out)" ] &&
-            [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P2" median_ms)")" -lt 800 ] &&
-            [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P3" median_ms)")" -lt 800 ] && ok=0
-        check $ok "$k, 25 fresh connections each: ordinary client on the session port, non-matching preloaded client, plain server: same answer bytes ($(field "$P2" bytes) $(field "$P3" bytes) / $(field "$P1" bytes)), same data segments in/out ($(field "$P2" segs_in_out) $(field "$P3" segs_in_out) / $(field "$P1" segs_in_out)), first byte after $(field "$P2" median_ms) and $(field "$P3" median_ms) ms against $(field "$P1" median_ms) ms (median; bound +0.8 ms, under the 1 ms a wait for a HELLO would take)"
+            [ "$(diff_us "$(field "$P1" min_ms)" "$(field "$P2" min_ms)")" -lt 800 ] &&
+            [ "$(diff_us "$(field "$P1" min_ms)" "$(field "$P3" min_ms)")" -lt 800 ] && ok=0
+        check $ok "$k, 25 fresh connections each: ordinary client on the session port, non-matching preloaded client, plain server: same answer bytes ($(field "$P2" bytes) $(field "$P3" bytes) / $(field "$P1" bytes)), same data segments in/out ($(field "$P2" segs_in_out) $(field "$P3" segs_in_out) / $(field "$P1" segs_in_out)), first byte after $(field "$P2" min_ms) and $(field "$P3" min_ms) ms least (median $(field "$P2" median_ms), $(field "$P3" median_ms)) against $(field "$P1" min_ms) ($(field "$P1" median_ms)) (bound on the least +0.8 ms, under the 1 ms a wait for a HELLO would take)"
     done
     # server speaks first
     probe o-banner-plain $P_PBANNER banner

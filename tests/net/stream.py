@@ -20,8 +20,8 @@ duplicated or reordered byte is caught at the byte where it happens.
       N fresh connections, each: a request (PING; GET / HTTP/1.0; none
       for a banner server), its answer read to EOF (redis: one line;
       HTTP: its Date header left out of the comparison);
-      prints the median and 90th percentile time from the request (the
-      connect, for a banner) to the first byte, the answers' sha256
+      prints the least, median and 90th percentile time from the request
+      (the connect, for a banner) to the first byte, the answers' sha256
       prefixes (one when every answer was the same) and the data segments
       in/out of the connections (TCP_INFO)
   stream.py pace FILE
@@ -336,8 +336,9 @@ def probe(host, port, kind, n):
                            if not x.startswith(b"Date: "))
         digests.add(hashlib.sha256(got).hexdigest()[:16])
     times.sort()
-    print("probe %s n=%d median_ms=%.3f p90_ms=%.3f bytes=%s segs_in_out=%s"
-          % (kind, n, times[n // 2], times[n * 9 // 10],
+    print("probe %s n=%d min_ms=%.3f median_ms=%.3f p90_ms=%.3f bytes=%s "
+          "segs_in_out=%s"
+          % (kind, n, times[0], times[n // 2], times[n * 9 // 10],
              ",".join(sorted(digests)),
              ",".join("%d/%d" % x for x in sorted(segs))), flush=True)
 
