@@ -318,7 +318,7 @@ static void hello(struct resil_sock *s, int fd)
         rwarn("fd %d: cannot send the session HELLO (%s); plain TCP", s->fd,
               strerror(errno));
         if (s->sess)
-            atomic_store(&s->sess->state, RESIL_SESS_PLAIN);
+            resil_sess_set_state(s->sess, RESIL_SESS_PLAIN);
     }
 }
 

@@ -719,7 +719,7 @@ static bool sock_tryref(struct resil_sock *s)
 
 /* A one-shot registration whose stale event was dropped: the kernel
  * disarmed it for an event the program never saw, so arm it again. */
-static void rearm(struct resil_sock *s, struct resil_epset *set)
+void resil_epoll_rearm(struct resil_sock *s, struct resil_epset *set)
 {
     struct resil_epreg *r;
 
@@ -838,7 +838,7 @@ int resil_epoll_filter(struct resil_epset *set, struct epoll_event *ev, int n,
                c[k].s->fd, set->epfd, ev[best].events);
         ev[best].events = 0; /* the kernel never returns an empty one */
         if (c[k].interest & EPOLLONESHOT)
-            rearm(c[k].s, set);
+            resil_epoll_rearm(c[k].s, set);
     }
     /* a failed race's error that the program has not consumed yet: the
      * kernel's own socket would report it (conn.c holds it) */
@@ -854,6 +854,42 @@ int resil_epoll_filter(struct resil_epset *set, struct epoll_event *ev, int n,
     for (int k = 0; k < nc; k++)
         resil_sock_unref(c[k].s);
     return out;
+}
+
+int resil_epoll_regs_of(struct resil_sock *s, int *epfd,
+                        struct epoll_event *ev, int max)
+{
+    int n = 0;
+
+    resil_lock(&s->ep_mu);
+    for (struct resil_epreg *r = s->ep; r && n < max && !s->ep_gone;
+         r = r->s_next) {
+        if (!current(r) || r->pending)
+            continue;
+        epfd[n] = r->set->epfd;
+        ev[n].events = events_of(r);
+        ev[n].data.u64 = r->data;
+        n++;
+    }
+    resil_unlock(&s->ep_mu);
+    return n;
+}
+
+int resil_epoll_socks_of(struct resil_epset *set, uint64_t data,
+                         struct resil_sock **out, uint32_t *interest,
+                         int max)
+{
+    int n = 0;
+
+    resil_lock(&set->mu);
+    for (struct resil_epreg *r = chain_of(set, data); r && n < max;
+         r = r->h_next)
+        if (r->data == data && sock_tryref(r->s)) {
+            interest[n] = events_of(r);
+            out[n++] = r->s;
+        }
+    resil_unlock(&set->mu);
+    return n;
 }
 
 int resil_epoll_reg_state(struct resil_sock *s, int epfd)

@@ -132,6 +132,23 @@ bool resil_epoll_stale_match(uint32_t got, uint32_t want);
 int resil_epoll_filter(struct resil_epset *set, struct epoll_event *ev, int n,
                        uint64_t seq0);
 
+/* The registrations of s the kernel holds now (not pending, in sets still
+ * open): at most max of them, each set's epoll fd into epfd[] and the
+ * registration's events and data into ev[]. Returns how many. */
+int resil_epoll_regs_of(struct resil_sock *s, int *epfd,
+                        struct epoll_event *ev, int max);
+
+/* The managed sockets with a registration of data in set, each with a
+ * reference taken (resil_sock_unref) and the registration's events: at
+ * most max. Returns how many. */
+int resil_epoll_socks_of(struct resil_epset *set, uint64_t data,
+                         struct resil_sock **out, uint32_t *interest,
+                         int max);
+
+/* s's one-shot registration in set had an event the program will not
+ * see (dropped by a readiness hook): arm it again. */
+void resil_epoll_rearm(struct resil_sock *s, struct resil_epset *set);
+
 /* Tracked registrations in set (0: nothing to filter). */
 int resil_epoll_set_regs(const struct resil_epset *set);
 

@@ -301,6 +301,10 @@ static bool check(struct resil_sock *s, uint64_t now)
 out:
     if (!keep)
         s->mon.out_since = 0;
+    /* no write of its marks it: it stays listed while it is the
+     * program's connection */
+    if (s->mon.unseen && !resil_sock_closed(s) && resil_sock_connected(s))
+        keep = true;
     pthread_mutex_unlock(&s->mu);
     report_stall(&note);
     /* the session's own locks come before s->mu (session.h) */
@@ -380,6 +384,14 @@ static int opt_int(int fd, int level, int name, int def)
 static void set_int(int fd, int level, int name, int v)
 {
     real.setsockopt(fd, level, name, &v, sizeof(v));
+}
+
+void resil_monitor_unseen(struct resil_sock *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->mon.unseen = true;
+    pthread_mutex_unlock(&s->mu);
+    resil_monitor_mark(s);
 }
 
 void resil_monitor_tune(struct resil_sock *s, int fd)

@@ -57,6 +57,11 @@ static inline void resil_monitor_mark(struct resil_sock *s)
         resil_monitor_push(s);
 }
 
+/* Bytes move on s where no hook sees them (stdio on the socket): no write
+ * marks it, so the monitor watches it on every tick for as long as it is
+ * the program's connection. Any thread, no lock held. */
+void resil_monitor_unseen(struct resil_sock *s);
+
 /* Engine thread, with or without the engine lock: take the new marks and,
  * when due, check the marked sockets. Returns the next deadline
  * (UINT64_MAX when the monitor is idle). */

@@ -123,6 +123,7 @@ resil_status_t resil_resume_request(const struct resil_resume_view *s,
     m.u.resume.flags = flags;
     m.u.resume.counter = counter;
     m.u.resume.r = r;
+    m.u.resume.w = s->ring ? s->ring->end : 0;
     memcpy(m.u.resume.tail, tail, sizeof m.u.resume.tail);
     memcpy(m.u.resume.nonce, nonce, sizeof m.u.resume.nonce);
     st = resil_wire_encode(&m, buf, cap, out);
@@ -142,6 +143,7 @@ resil_status_t resil_resume_answer(const struct resil_resume_view *s,
     memcpy(m.u.resumed.id, s->id, sizeof m.u.resumed.id);
     m.u.resumed.flags = flags;
     m.u.resumed.r = r;
+    m.u.resumed.w = s->ring ? s->ring->end : 0;
     memcpy(m.u.resumed.tail, tail, sizeof m.u.resumed.tail);
     st = resil_wire_encode(&m, buf, cap, out);
     if (st != RESIL_OK)

@@ -81,8 +81,8 @@ resil_status_t resil_resume_request(const struct resil_resume_view *s,
                                     size_t *out);
 
 /* Build the RESUMED that answers req[0, rlen) into buf[0, cap): r and tail
- * of the stream we received, flags, sealed with s->k_mac over req and
- * itself. Returns as resil_resume_request(). */
+ * of the stream we received, flags, our W (s->ring's end; 0 without a
+ * ring), sealed with s->k_mac over req and itself. Returns as resil_resume_request(). */
 resil_status_t resil_resume_answer(const struct resil_resume_view *s,
                                    const void *req, size_t rlen, uint64_t r,
                                    const uint8_t *tail, uint8_t flags,

@@ -20,6 +20,7 @@
 #include "resume.h"
 #include "resumer.h"
 #include "session.h"
+#include "session_io.h"
 #include "swap.h"
 #include "sys.h"
 
@@ -182,6 +183,7 @@ static void stash_add(struct resil_sess *x, const void *b, size_t n)
     memcpy(p + x->stash_len, b, n);
     x->stash = p;
     x->stash_len += n;
+    resil_sess_set_stashed(x, true);
 }
 
 static void tail_of(const struct resil_sess *x, uint8_t out[16])
@@ -212,6 +214,23 @@ static int make_parked(struct resil_sock *s)
     return resil_fds_take(&fd);
 }
 
+/* Wait (at most 200 ms: a thread of the program that the scheduler
+ * leaves out that long) until no thread of the program is inside a real
+ * poll or select with x's fd in its set. */
+static void wait_pollers(struct resil_sess *x)
+{
+    uint64_t end = resil_now_ns() + 200 * RESIL_MS;
+    while (atomic_load(&x->pollers) > 0) {
+        struct timespec d = {0, 200000};
+        if (resil_now_ns() >= end) {
+            rdebug("resume: a thread stays in poll/select on the old "
+                   "connection");
+            break;
+        }
+        nanosleep(&d, NULL);
+    }
+}
+
 /* Freeze x (idempotent): readers and writers of the program are woken
  * and wait; the old connection's queue goes to the stash; counts are
  * checked against the kernel; the old connection is reset (put aside on
@@ -230,7 +249,7 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
         pthread_mutex_unlock(&x->mu);
         return RESIL_OK;
     }
-    x->frozen = true;
+    resil_sess_set_frozen(x, true);
     pthread_mutex_unlock(&x->mu);
     parked = make_parked(s);
     /* readers: shutting the read side wakes them (queued bytes stay) */
@@ -275,6 +294,11 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
     if (!wlocked)
         pthread_mutex_lock(&x->wmu);
     pthread_mutex_unlock(&x->wmu);
+    /* a thread asleep in poll or select since before the freeze is
+     * registered on the old connection only (session_io.h): the reset
+     * woke it, and it must meet the reset before the parked socket takes
+     * the fd, or it sleeps on with nothing left to wake it */
+    wait_pollers(x);
     /* the old connection aside, the parked socket on the fd */
     pthread_mutex_lock(&s->mu);
     st = RESIL_ESYS;
@@ -301,13 +325,14 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
 static void thaw(struct resil_sess *x, bool ok)
 {
     pthread_mutex_lock(&x->mu);
-    x->frozen = false;
+    resil_sess_set_frozen(x, false);
     x->detached = false;
     x->busy = 0;
     x->abort_init = false;
     if (ok) {
         x->resumes++;
         x->detached_ns = 0;
+        x->suspect_ns = 0;
     }
     pthread_cond_broadcast(&x->cv);
     pthread_mutex_unlock(&x->mu);
@@ -317,22 +342,33 @@ static void thaw(struct resil_sess *x, bool ok)
  * (reset) connection put back on its fd. */
 static void lose(struct resil_sock *s, struct resil_sess *x, const char *why)
 {
-    char a[RESIL_ADDRSTRLEN];
+    char a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN], w[160];
+    pthread_mutex_lock(&s->mu);
     resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
+    resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
+    pthread_mutex_unlock(&s->mu);
     /* the peer no longer has the session (its program closed or reset
      * the connection, or exited): what plain TCP's reset says too */
-    if (strcmp(why, resil_refuse_str(RESIL_REFUSE_UNKNOWN)) == 0)
-        rinfo("fd %d: session to %s ended: the peer no longer has it; the "
-              "program gets ECONNRESET", s->fd, a);
+    if (strstr(why, resil_refuse_str(RESIL_REFUSE_UNKNOWN)) != NULL)
+        rinfo("fd %d: session with %s ended: the peer no longer has it (%s); "
+              "the program gets ECONNRESET", s->fd, a, why);
     else
-        rwarn("fd %d: session to %s lost: %s; the program gets ECONNRESET",
-              s->fd, a, why);
-    resil_event("resume_failed", s->fd, "\"peer\":\"%s\",\"why\":\"%s\"", a,
-                why);
-    atomic_store(&x->state, RESIL_SESS_BROKEN);
+        rwarn("fd %d: session with %s lost: %s; the program gets "
+              "ECONNRESET", s->fd, a, why);
+    resil_event("resume_failed", s->fd,
+                "\"dst\":\"%s\",\"peer\":\"%s\",\"why\":\"%s\"", dst, a,
+                resil_json_str(why, w, sizeof(w)));
+    resil_sess_set_state(x, RESIL_SESS_BROKEN);
     pthread_mutex_lock(&s->mu);
-    if (x->old_fd >= 0)
+    if (x->old_fd >= 0) {
         resil_swap_in(s, resil_fds_take(&x->old_fd));
+    } else if (!x->detached && resil_sock_is_ours(s)) {
+        /* not frozen (it could not be resumed): the connection is still
+         * on the fd, and the peer gives its end up too; reset it, so that
+         * a read or write no hook sees (stdio) meets the error as well */
+        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+        real.connect(s->fd, &unspec, sizeof(unspec));
+    }
     resil_conn_hold_error(s, ECONNRESET);
     pthread_mutex_unlock(&s->mu);
     thaw(x, false);
@@ -371,13 +407,18 @@ static resil_status_t switch_over(struct resil_sock *s, struct resil_sess *x,
         return st;
     }
     resil_fds_close(&x->old_fd);
+    /* bytes drained from the old connection: an epoll loop gets an event
+     * for them although the new one holds none (session_io.h) */
+    pthread_mutex_lock(&x->rmu);
+    resil_sess_kick(s);
+    pthread_mutex_unlock(&x->rmu);
     /* readers go on at once (the peer's replay may need them to read
      * ours: both sides replay at the same time); writers wait until the
      * replay is out, so that nothing is reordered */
     pthread_mutex_lock(&x->mu);
     x->gen++;
     atomic_store(&x->replaying, true);
-    atomic_store(&x->frozen, false);
+    resil_sess_set_frozen(x, false);
     pthread_cond_broadcast(&x->cv);
     pthread_mutex_unlock(&x->mu);
     deadline = resil_now_ns() + (uint64_t)cfg->session_linger_ms * RESIL_MS;
@@ -393,20 +434,45 @@ static resil_status_t switch_over(struct resil_sock *s, struct resil_sess *x,
     return st;
 }
 
-static void resumed(struct resil_sock *s, struct resil_sess *x, bool init,
-                    uint64_t r_peer, uint64_t t0)
+/* What a resume did, for its log line and event. */
+struct outcome {
+    bool init;            /* we asked (initiator) */
+    struct resil_ip old;  /* the peer's address before */
+    uint64_t out, in;     /* bytes replayed to the peer, and by it */
+    uint64_t stash;       /* bytes carried over from the old queue */
+    uint64_t t0;          /* suspicion (ours), else the RESUME's arrival */
+};
+
+static uint64_t minus(uint64_t a, uint64_t b)
 {
-    char a[RESIL_ADDRSTRLEN];
-    double ms = (double)(resil_now_ns() - t0) / 1e6;
-    resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
-    rinfo("fd %d: session to %s resumed (%s) in %.1f ms: %llu bytes "
-          "replayed to the peer", s->fd, a, init ? "we asked" : "peer asked",
-          ms, (unsigned long long)(x->w - r_peer));
+    return a > b ? a - b : 0;
+}
+
+static void resumed(struct resil_sock *s, const struct outcome *o)
+{
+    char was[RESIL_ADDRSTRLEN], now[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN];
+    double ms = (double)(resil_now_ns() - o->t0) / 1e6;
+
+    pthread_mutex_lock(&s->mu);
+    resil_ip_format(&o->old, s->peer_port, was, sizeof(was));
+    resil_ip_format(&s->cur_ip, s->peer_port, now, sizeof(now));
+    resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
+    pthread_mutex_unlock(&s->mu);
+    /* the one line of a resume at info level */
+    rinfo("fd %d: session with %s resumed over %s, %.1f ms after %s: %llu "
+          "bytes replayed to the peer, %llu by it, %llu carried over", s->fd,
+          was, now, ms, o->init ? "the path was suspected"
+                                : "the peer's RESUME came",
+          (unsigned long long)o->out, (unsigned long long)o->in,
+          (unsigned long long)o->stash);
     resil_event("resume", s->fd,
-                "\"peer\":\"%s\",\"initiator\":%s,\"replayed\":%llu,"
-                "\"ms\":%.3f",
-                a, init ? "true" : "false",
-                (unsigned long long)(x->w - r_peer), ms);
+                "\"dst\":\"%s\",\"peer\":\"%s\",\"old\":\"%s\",\"new\":\"%s\","
+                "\"initiator\":%s,\"replayed_out\":%llu,\"replayed_in\":%llu,"
+                "\"carried\":%llu,\"ms\":%.3f,\"since\":\"%s\"",
+                dst, now, was, now, o->init ? "true" : "false",
+                (unsigned long long)o->out, (unsigned long long)o->in,
+                (unsigned long long)o->stash, ms,
+                o->init ? "suspicion" : "resume_request");
 }
 
 /* ---- the initiator ---- */
@@ -499,11 +565,15 @@ static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
     struct resil_resume_verdict d;
     struct resil_wire_err werr = {0};
     struct resil_msg m;
+    struct outcome o;
     size_t rlen, alen;
     uint64_t deadline;
     int fd = -1;
     resil_status_t st;
 
+    pthread_mutex_lock(&s->mu);
+    o.old = s->cur_ip;
+    pthread_mutex_unlock(&s->mu);
     if (dial(s, x, &fd, pins) != RESIL_OK) {
         rdebug("fd %d: resume: no connection to the peer's listener", s->fd);
         return RESIL_EAGAIN;
@@ -568,13 +638,18 @@ static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
         *why = st != RESIL_OK ? werr.why : d.why;
         return RESIL_EREFUSED;
     }
+    o.init = true;
+    o.out = minus(x->w, d.from);
+    o.in = minus(m.u.resumed.w, r_total(x));
+    o.stash = x->stash_len - x->stash_off;
+    o.t0 = t0;
     st = switch_over(s, x, &fd, true, d.from, rlen, alen, deadline);
     if (st != RESIL_OK) {
         resil_fds_release(&fd);
         *why = "cannot replay onto the new connection";
         return RESIL_EREFUSED;
     }
-    resumed(s, x, true, d.from, t0);
+    resumed(s, &o);
     return RESIL_OK;
 }
 
@@ -666,16 +741,37 @@ void resil_resume_start(struct resil_sock *s, const char *why)
 {
     struct resil_sess *x = s->sess;
 
+    bool tell = false;
+
     if (x == NULL || atomic_load(&x->state) != RESIL_SESS_UP)
         return;
     pthread_mutex_lock(&x->mu);
+    if (x->suspect_ns == 0)
+        x->suspect_ns = resil_now_ns();
+    if (!x->resumable && !x->told) {
+        /* once: what an operator needs to know of a session that is not
+         * resumed (the connection goes on as TCP would, to its end) */
+        x->told = tell = true;
+    }
     if (x->busy || !x->resumable) {
         pthread_mutex_unlock(&x->mu);
+        if (tell) {
+            char a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN], w[160];
+            pthread_mutex_lock(&s->mu);
+            resil_ip_format(&s->cur_ip, s->peer_port, a, sizeof(a));
+            resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
+            pthread_mutex_unlock(&s->mu);
+            rwarn("fd %d: session with %s suspected dead (%s) but cannot be "
+                  "resumed: %s", s->fd, a, why, x->why_not);
+            resil_event("resume_failed", s->fd,
+                        "\"dst\":\"%s\",\"peer\":\"%s\",\"why\":\"%s\"", dst,
+                        a, resil_json_str(x->why_not, w, sizeof(w)));
+        }
         return;
     }
     x->busy = RESIL_RESUME_INIT;
     pthread_mutex_unlock(&x->mu);
-    rinfo("fd %d: session path suspected dead (%s); resuming", s->fd, why);
+    rdebug("fd %d: session path suspected dead (%s); resuming", s->fd, why);
     resil_sock_ref(s);
     if (!spawn(initiator, s)) {
         resil_sock_unref(s);
@@ -714,7 +810,10 @@ static void *responder(void *arg)
     struct resil_sess *x = NULL;
     uint64_t t0 = resil_now_ns(), deadline = t0 + EXCHANGE_MS * RESIL_MS;
     size_t rlen, alen;
-    bool ours = false;
+    bool ours = false, have_nip = false;
+    resil_status_t st;
+    struct outcome o;
+    struct resil_ip nip;
 
     resil_in_shim = 1;
     rdebug("resume listener: connection (fd %d)", in->fd);
@@ -748,15 +847,25 @@ static void *responder(void *arg)
         refuse(in->fd, RESIL_REFUSE_UNKNOWN);
         goto out;
     }
-    /* the MAC before anything is touched: a forged RESUME must not freeze
-     * a live session */
-    if (resil_session_verify(x->keys.k_mac, NULL, 0, req, rlen) !=
-        RESIL_OK) {
-        rinfo("fd %d: a RESUME with a bad MAC refused", s->fd);
-        refuse(in->fd, RESIL_REFUSE_BAD_MAC);
+    /* authentic and fresh before anything is touched: a forged, replayed
+     * or stale RESUME must not freeze (and reset) a live session */
+    pthread_mutex_lock(&x->mu);
+    memset(&v, 0, sizeof(v));
+    memcpy(v.id, x->keys.id, sizeof(v.id));
+    v.role = x->role;
+    v.k_mac = x->keys.k_mac;
+    v.peer_counter = x->peer_counter;
+    v.resumable = true;
+    st = resil_resume_decide(&v, req, rlen, &m, &d);
+    if (st == RESIL_EINVAL || !d.take_counter) {
+        pthread_mutex_unlock(&x->mu);
+        rinfo("fd %d: a RESUME refused: %s", s->fd, d.why);
+        refuse(in->fd, (uint8_t)d.refuse);
         goto out;
     }
-    pthread_mutex_lock(&x->mu);
+    /* its counter is spent whatever follows (doc/session.md, "Counter");
+     * the decision below compares with the one before */
+    x->peer_counter = d.counter;
     if (x->busy == RESIL_RESUME_INIT && x->role == RESIL_ROLE_SERVER) {
         /* the client's RESUME wins over our own attempt: wait for it to
          * give up (it looks at abort_init between its steps) */
@@ -769,38 +878,56 @@ static void *responder(void *arg)
                 break;
         }
     }
-    if (x->busy == 0) {
-        x->busy = RESIL_RESUME_RESP;
-        ours = true;
+    if (x->busy != 0) {
+        /* another resume of this session runs (ours, past the point
+         * where it gives up, or another RESUME being answered): it
+         * finishes; two would both swap the fd */
+        x->abort_init = false;
+        pthread_mutex_unlock(&x->mu);
+        rinfo("fd %d: a RESUME refused: another resume of the session runs",
+              s->fd);
+        refuse(in->fd, RESIL_REFUSE_BUSY);
+        goto out;
     }
-    memset(&v, 0, sizeof(v));
-    memcpy(v.id, x->keys.id, sizeof(v.id));
-    v.role = x->role;
-    v.k_mac = x->keys.k_mac;
-    v.peer_counter = x->peer_counter;
+    x->busy = RESIL_RESUME_RESP;
+    ours = true;
     v.resumable = x->resumable;
-    v.own_attempt = !ours;
     v.ring = &x->ring;
     pthread_mutex_unlock(&x->mu);
-    if (ours && x->resumable && detach(s, x) != RESIL_OK)
+    if (x->resumable && detach(s, x) != RESIL_OK)
         v.resumable = false;
     v.resumable = v.resumable && x->resumable;
-    if (resil_resume_decide(&v, req, rlen, &m, &d) != RESIL_OK) {
-        refuse(in->fd, RESIL_REFUSE_UNKNOWN);
+    st = resil_resume_decide(&v, req, rlen, &m, &d);
+    if (st != RESIL_OK) {
+        const char *why = st == RESIL_EINVAL ? "not a RESUME" : d.why;
+        rinfo("fd %d: RESUME refused: %s", s->fd, why);
+        refuse(in->fd, st == RESIL_EINVAL ? RESIL_REFUSE_UNKNOWN
+                                          : (uint8_t)d.refuse);
+        /* the peer's resume of the session failed for good (and ours is
+         * frozen, its connection reset) */
+        lose(s, x, why);
+        ours = false;
         goto out;
     }
-    if (d.take_counter)
-        x->peer_counter = d.counter;
-    if (d.refuse != RESIL_REFUSE_NONE) {
-        rinfo("fd %d: RESUME refused: %s", s->fd, d.why);
-        refuse(in->fd, (uint8_t)d.refuse);
-        if (ours && d.refuse != RESIL_REFUSE_REPLAYED &&
-            d.refuse != RESIL_REFUSE_BAD_MAC) {
-            /* the peer's resume of a live session failed for good */
-            lose(s, x, d.why);
-            ours = false;
-        }
-        goto out;
+    o.init = false;
+    o.out = minus(x->w, d.from);
+    o.in = minus(m.u.resume.w, r_total(x));
+    o.stash = x->stash_len - x->stash_off;
+    pthread_mutex_lock(&x->mu);
+    /* our own suspicion, when we had one: else the RESUME's arrival */
+    o.t0 = x->suspect_ns ? x->suspect_ns : t0;
+    pthread_mutex_unlock(&x->mu);
+    pthread_mutex_lock(&s->mu);
+    o.old = s->cur_ip;
+    pthread_mutex_unlock(&s->mu);
+    {
+        /* the peer's address on the new connection, ours from now on */
+        struct sockaddr_storage ss;
+        socklen_t l = sizeof(ss);
+        uint16_t port;
+        if (real.getpeername(in->fd, (struct sockaddr *)&ss, &l) == 0 &&
+            resil_ip_from_sa((struct sockaddr *)&ss, l, &nip, &port))
+            have_nip = true;
     }
     tail_of(x, tail);
     if (resil_resume_answer(&v, req, rlen, r_total(x), tail,
@@ -813,7 +940,12 @@ static void *responder(void *arg)
         ours = false;
         goto out;
     }
-    resumed(s, x, false, d.from, t0);
+    if (have_nip) {
+        pthread_mutex_lock(&s->mu);
+        s->cur_ip = nip;
+        pthread_mutex_unlock(&s->mu);
+    }
+    resumed(s, &o);
     thaw(x, true);
     ours = false;
 out:
@@ -911,7 +1043,12 @@ uint16_t resil_resumer_port(void)
         goto fail;
     }
     if (real.bind(L.lfd, (struct sockaddr *)&ss, len) < 0 ||
-        real.listen(L.lfd, 64) < 0 ||
+        /* a full accept queue drops SYNs, and a resume's connect then
+         * waits for its SYN's retransmission (1 s): the kernel's ceiling
+         * (net.core.somaxconn), so that a burst of connections (a flood)
+         * does not delay a real resume; each one is taken off the queue
+         * at once (a worker, or closed when all are busy) */
+        real.listen(L.lfd, SOMAXCONN) < 0 ||
         real.getsockname(L.lfd, (struct sockaddr *)&ss, &len) < 0) {
         what = "bind/listen";
         goto fail;

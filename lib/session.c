@@ -11,6 +11,8 @@
 #include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
 
 #include "config.h"
+#include "events.h"
+#include "fds.h"
 #include "log.h"
 #include "resumer.h"
 #include "session.h"
@@ -31,6 +33,38 @@ enum {
 /* ---- process-wide ---- */
 
 atomic_int resil_sess_count;
+atomic_int resil_sess_attention;
+
+bool resil_sess_handshaking(int state)
+{
+    return state == RESIL_SESS_HELLO_SENT || state == RESIL_SESS_CLASSIFY ||
+           state == RESIL_SESS_LATE;
+}
+
+void resil_sess_set_state(struct resil_sess *x, int state)
+{
+    int old = atomic_exchange(&x->state, state);
+    if (x->sock == NULL)
+        return; /* not attached: not counted */
+    if (resil_sess_handshaking(old) && !resil_sess_handshaking(state))
+        atomic_fetch_sub(&resil_sess_attention, 1);
+    else if (!resil_sess_handshaking(old) && resil_sess_handshaking(state))
+        atomic_fetch_add(&resil_sess_attention, 1);
+}
+
+void resil_sess_set_stashed(struct resil_sess *x, bool stashed)
+{
+    if (atomic_exchange(&x->stashed, stashed) == stashed || x->sock == NULL)
+        return;
+    atomic_fetch_add(&resil_sess_attention, stashed ? 1 : -1);
+}
+
+void resil_sess_set_frozen(struct resil_sess *x, bool frozen)
+{
+    if (atomic_exchange(&x->frozen, frozen) == frozen || x->sock == NULL)
+        return;
+    atomic_fetch_add(&resil_sess_attention, frozen ? 1 : -1);
+}
 
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
 static resil_status_t setup_st = RESIL_EUNSUPP;
@@ -136,6 +170,7 @@ struct resil_sess *resil_sess_new(int role)
     x->role = role;
     x->resumable = true;
     x->old_fd = -1;
+    x->kick_fd = -1;
     atomic_init(&x->state, role == RESIL_ROLE_CLIENT ? RESIL_SESS_HELLO_SENT
                                                      : RESIL_SESS_CLASSIFY);
     resil_lastbytes_init(&x->last);
@@ -146,8 +181,14 @@ void resil_sess_free(struct resil_sess *x)
 {
     if (x == NULL)
         return;
-    if (x->sock)
+    if (x->sock) {
         atomic_fetch_sub(&resil_sess_count, 1);
+        /* what it still counts for */
+        resil_sess_set_state(x, RESIL_SESS_BROKEN);
+        resil_sess_set_stashed(x, false);
+        resil_sess_set_frozen(x, false);
+    }
+    resil_fds_close(&x->kick_fd);
     index_del(x);
     resil_ring_free(&x->ring);
     resil_kx_wipe(&x->kx);
@@ -334,13 +375,27 @@ static void established(struct resil_sess *x, int fd, size_t in, size_t out)
      * before the WELCOME came is in it already */
     if (x->role == RESIL_ROLE_SERVER)
         ring_start(x, fd);
-    atomic_store(&x->state, RESIL_SESS_UP);
+    resil_sess_set_state(x, RESIL_SESS_UP);
     index_add(x);
     /* what a test (or an operator tracing one session) needs to find it
      * at the resume listener (resumer.c logs the port) */
     resil_sess_hex(x->keys.id, sizeof(x->keys.id), id, sizeof(id));
     rdebug("fd %d: session id %s (%s), peer resume port %u", fd, id,
            x->role == RESIL_ROLE_CLIENT ? "client" : "server", x->peer_port);
+    if (resil_events_enabled()) {
+        struct sockaddr_storage ss;
+        socklen_t l = sizeof(ss);
+        struct resil_ip ip;
+        uint16_t port = 0;
+        char a[RESIL_ADDRSTRLEN] = "?";
+        if (real.getpeername(fd, (struct sockaddr *)&ss, &l) == 0 &&
+            resil_ip_from_sa((struct sockaddr *)&ss, l, &ip, &port))
+            resil_ip_format(&ip, port, a, sizeof(a));
+        resil_event("session", fd,
+                    "\"peer\":\"%s\",\"role\":\"%s\",\"resume_port\":%u", a,
+                    x->role == RESIL_ROLE_CLIENT ? "client" : "server",
+                    x->peer_port);
+    }
 }
 
 /* ---- client ---- */
@@ -370,7 +425,7 @@ resil_status_t resil_sess_client_hello(struct resil_sess *x, int fd)
     x->kbase_out = len;
     /* the program's bytes count from here, WELCOME or not yet */
     ring_start(x, fd);
-    atomic_store(&x->state, RESIL_SESS_HELLO_SENT);
+    resil_sess_set_state(x, RESIL_SESS_HELLO_SENT);
     return RESIL_OK;
 }
 
@@ -434,7 +489,7 @@ resil_status_t resil_sess_client_welcome(struct resil_sess *x, int fd)
     return RESIL_OK;
 plain:
     resil_kx_wipe(&x->kx);
-    atomic_store(&x->state, RESIL_SESS_PLAIN);
+    resil_sess_set_state(x, RESIL_SESS_PLAIN);
     return RESIL_EUNSUPP;
 }
 
@@ -544,7 +599,7 @@ resil_status_t resil_sess_swallow_late(struct resil_sess *x, int fd)
             consume(fd, m.len);
         }
     }
-    atomic_store(&x->state, RESIL_SESS_PLAIN);
+    resil_sess_set_state(x, RESIL_SESS_PLAIN);
     return RESIL_OK;
 }
 
@@ -744,5 +799,6 @@ resil_status_t resil_sess_attach(struct resil_sock *s, int role)
     x->sock = s;
     s->sess = x;
     atomic_fetch_add(&resil_sess_count, 1);
+    atomic_fetch_add(&resil_sess_attention, 1); /* a handshake state */
     return RESIL_OK;
 }

@@ -52,6 +52,13 @@ struct resil_sess {
     atomic_bool replaying;    /* the replay goes out: writers wait */
     atomic_bool frozen;       /* a resume is switching connections (set
                                  under mu, read by the hooks without) */
+    atomic_bool stashed;      /* the stash holds bytes (set under rmu,
+                                 read by the readiness hooks without) */
+    int kick_fd;              /* an eventfd standing for the stash in the
+                                 program's epoll sets, or -1 (fds.h; rmu) */
+    atomic_int kick_pins;
+    atomic_int pollers;       /* threads in a real poll/select with the fd
+                                 in their set (session_io.h) */
     bool resumable;           /* counts agree with the kernel's (mu) */
     const char *why_not;      /* why not resumable (static) */
     struct resil_session_keys keys;
@@ -87,6 +94,10 @@ struct resil_sess {
     unsigned gen;             /* connections put on the fd by resumes
                                  (a call that met an error compares) */
     uint64_t detached_ns;     /* when the path failed */
+    uint64_t suspect_ns;      /* when we first suspected it (0: we did
+                                 not), for the resume's event */
+    bool told;                /* a failure of a session that cannot be
+                                 resumed was reported */
     struct resil_sock *sock;  /* the socket this state belongs to (weak:
                                  valid while indexed, resil_sock frees us) */
     struct resil_sess *idx_next; /* the index of sessions by id */
@@ -96,6 +107,21 @@ struct resil_sess {
 /* Sockets with a session state in this process: while 0 the data hooks
  * never look for one. */
 extern atomic_int resil_sess_count;
+/* Sessions whose readiness is not the kernel's: a handshake message may
+ * be all that makes the socket readable (HELLO_SENT, CLASSIFY, LATE), the
+ * stash holds bytes the socket does not have, or a resume is switching
+ * connections under the fd (frozen). While 0 the readiness hooks never
+ * look (session_io.h). */
+extern atomic_int resil_sess_attention;
+
+/* Set x's state (attention counted). */
+void resil_sess_set_state(struct resil_sess *x, int state);
+/* Whether state is one of the handshake's (HELLO_SENT, CLASSIFY, LATE). */
+bool resil_sess_handshaking(int state);
+/* The stash holds bytes (true) or not (rmu held; attention counted). */
+void resil_sess_set_stashed(struct resil_sess *x, bool stashed);
+/* A resume freezes x (true) or thaws it (x->mu held; attention counted). */
+void resil_sess_set_frozen(struct resil_sess *x, bool frozen);
 
 /* Process-wide set-up (libsodium, the PSK file): once, any thread. Returns
  * RESIL_OK, or an error (logged) that keeps sessions off in this process. */

@@ -4,7 +4,10 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <poll.h>
 #include <stddef.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -45,5 +48,84 @@ enum resil_sess_step {
 enum resil_sess_step resil_sess_pre(struct resil_sock *s, struct resil_io *io);
 enum resil_sess_step resil_sess_post(struct resil_sock *s, struct resil_io *io,
                                      ssize_t rc, int err);
+
+/* fd is handed to stdio (fdopen): when it is a session socket, the
+ * handshake still due is done now (a client waits for the WELCOME, at
+ * most the linger time: with none by then the connection is reset rather
+ * than let fread meet a late one; a server classifies the client as its
+ * first write would, but waiting for the client's first bytes at least
+ * 200 ms: a later HELLO would reach fgets), and the session is made
+ * non-resumable (stdio moves
+ * bytes no hook counts) and watched by the monitor as such. Any thread,
+ * no lock held; errno kept. */
+void resil_sess_stdio(int fd);
+
+/* Readiness. A session socket whose handshake message is all the kernel
+ * reports readable is not readable for the program (a blocking read would
+ * wait for bytes it was told were there): the message is consumed and
+ * the readiness taken back. One whose stash holds bytes is readable
+ * whatever the kernel says. One whose connection a resume is replacing
+ * (frozen) reports nothing, as the parked socket that stands in for it
+ * does.
+ *
+ * The kernel's poll and select register a sleeper only on the files they
+ * find in their first pass; a pass after a wake-up reads the fd table
+ * again but registers nothing. A thread asleep on a session fd when a
+ * resume swaps another connection onto it would sleep on with nothing
+ * to wake it. So, in a process with sessions, _enter (before the real
+ * call) counts the call in each session fd's `pollers` (a resume resets
+ * the old connection, which wakes them, and waits until none is left
+ * before the parked socket takes the fd), and leaves a frozen fd out of
+ * the call (a negative fd for poll, a cleared bit for select; for poll
+ * at most 16 of them, the others report nothing through _fix) and asks
+ * for slices of RESIL_SESS_SLICE_MS, so that the next call registers on
+ * the connection the resume puts in place. It also says READY when an fd
+ * asked for input has stash bytes: the call must not sleep. _leave,
+ * after the real call, undoes _enter (and restores the fds).
+ *
+ * _fix, after _leave, while resil_sess_attention is not 0: the events (or
+ * bits) as the program must see them; returns the count to return (fds
+ * with events; for select, bits set). *nap is set when a frozen fd's
+ * events were taken back (its old connection reports at once: pause
+ * before calling again rather than spin). r0 is the read set the program
+ * passed. */
+enum { RESIL_SESS_READY = 1, RESIL_SESS_SLICE = 2 };
+#define RESIL_SESS_SLICE_MS 10
+
+struct resil_sess_call {
+    int what; /* RESIL_SESS_READY | RESIL_SESS_SLICE */
+    int nheld, cap, nneg;
+    struct resil_sock **held, *local[16];
+    nfds_t neg[16];
+};
+void resil_sess_poll_enter(struct resil_sess_call *c, struct pollfd *fds,
+                           nfds_t n);
+void resil_sess_poll_leave(struct resil_sess_call *c, struct pollfd *fds);
+void resil_sess_select_enter(struct resil_sess_call *c, int n, fd_set *r,
+                             fd_set *w, fd_set *e);
+void resil_sess_select_leave(struct resil_sess_call *c);
+int resil_sess_poll_fix(struct pollfd *fds, nfds_t n, int rc, bool *nap);
+int resil_sess_select_fix(int n, fd_set *r, fd_set *w, fd_set *e,
+                          const fd_set *r0, int rc, bool *nap);
+
+/* epoll_wait: an EPOLLIN that is only a handshake message is taken back
+ * (a one-shot registration armed again); returns the events left (ev
+ * compacted). Call after resil_epoll_filter. */
+struct resil_epset;
+int resil_sess_epoll_fix(struct resil_epset *set, struct epoll_event *ev,
+                         int n);
+
+/* The stash under epoll, where no event comes from the kernel for bytes
+ * the socket does not hold: an eventfd, readable while the stash holds
+ * bytes, stands in every epoll set the program registered the fd in for
+ * input, with the same data (and EPOLLET/EPOLLONESHOT) as its
+ * registration; closing it when the stash is empty takes it out of them.
+ * _kick: after a resume's swap, rmu held. _epoll_ctl: the program's
+ * epoll_ctl(epfd, op, fd, ev) succeeded: the stand-in follows it. */
+void resil_sess_kick(struct resil_sock *s);
+void resil_sess_kick_ctl(struct resil_sess *x, int epfd, int op,
+                         const struct epoll_event *ev);
+void resil_sess_epoll_ctl(int fd, int epfd, int op,
+                          const struct epoll_event *ev);
 
 #endif

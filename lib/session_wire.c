@@ -31,14 +31,16 @@ enum {
     R_FLAGS = 25,
     R_COUNTER = 26,
     R_R = 34,
-    R_TAIL = 42,
-    R_NONCE = 58,
-    R_MAC = 74,
+    R_W = 42,
+    R_TAIL = 50,
+    R_NONCE = 66,
+    R_MAC = 82,
     D_ID = 8,
     D_FLAGS = 24,
     D_R = 25,
-    D_TAIL = 33,
-    D_MAC = 49,
+    D_W = 33,
+    D_TAIL = 41,
+    D_MAC = 57,
     F_REASON = 8,
 };
 
@@ -159,6 +161,7 @@ static resil_status_t decode_resume(const uint8_t *p,
         return fail(e, RESIL_EPROTO, "unknown flag bits");
     r->counter = get64(p + R_COUNTER);
     r->r = get64(p + R_R);
+    r->w = get64(p + R_W);
     memcpy(r->tail, p + R_TAIL, sizeof r->tail);
     memcpy(r->nonce, p + R_NONCE, sizeof r->nonce);
     memcpy(r->mac, p + R_MAC, sizeof r->mac);
@@ -174,6 +177,7 @@ static resil_status_t decode_resumed(const uint8_t *p,
     if (d->flags & ~RESIL_RESUME_F_ALL)
         return fail(e, RESIL_EPROTO, "unknown flag bits");
     d->r = get64(p + D_R);
+    d->w = get64(p + D_W);
     memcpy(d->tail, p + D_TAIL, sizeof d->tail);
     memcpy(d->mac, p + D_MAC, sizeof d->mac);
     return RESIL_OK;
@@ -329,6 +333,7 @@ resil_status_t resil_wire_encode(const struct resil_msg *m, void *buf,
         p[R_FLAGS] = r->flags;
         put64(p + R_COUNTER, r->counter);
         put64(p + R_R, r->r);
+        put64(p + R_W, r->w);
         memcpy(p + R_TAIL, r->tail, sizeof r->tail);
         memcpy(p + R_NONCE, r->nonce, sizeof r->nonce);
         memcpy(p + R_MAC, r->mac, sizeof r->mac);
@@ -339,6 +344,7 @@ resil_status_t resil_wire_encode(const struct resil_msg *m, void *buf,
         memcpy(p + D_ID, d->id, sizeof d->id);
         p[D_FLAGS] = d->flags;
         put64(p + D_R, d->r);
+        put64(p + D_W, d->w);
         memcpy(p + D_TAIL, d->tail, sizeof d->tail);
         memcpy(p + D_MAC, d->mac, sizeof d->mac);
         break;

@@ -29,8 +29,8 @@
 /* Lengths on the wire, header and MAC included. */
 #define RESIL_HELLO_MIN_LEN 81  /* no address */
 #define RESIL_HELLO_MAX_LEN 217 /* eight IPv6 addresses */
-#define RESIL_RESUME_LEN 90
-#define RESIL_RESUMED_LEN 65
+#define RESIL_RESUME_LEN 98
+#define RESIL_RESUMED_LEN 73
 #define RESIL_REFUSE_LEN 9
 
 enum resil_msg_type {
@@ -84,6 +84,7 @@ struct resil_msg_resume {
     uint8_t flags;
     uint64_t counter;
     uint64_t r; /* bytes of the responder's stream received */
+    uint64_t w; /* bytes of its own stream the initiator's program wrote */
     uint8_t tail[RESIL_WIRE_TAIL_LEN];
     uint8_t nonce[RESIL_WIRE_NONCE_LEN];
     uint8_t mac[RESIL_WIRE_MAC_LEN];
@@ -93,6 +94,7 @@ struct resil_msg_resumed {
     uint8_t id[RESIL_WIRE_ID_LEN];
     uint8_t flags;
     uint64_t r; /* bytes of the initiator's stream received */
+    uint64_t w; /* bytes of its own stream the responder's program wrote */
     uint8_t tail[RESIL_WIRE_TAIL_LEN];
     uint8_t mac[RESIL_WIRE_MAC_LEN];
 };

@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -86,6 +87,7 @@ struct resil_real {
     ssize_t (*_Atomic sendmsg)(int, const struct msghdr *, int);
     ssize_t (*_Atomic sendfile)(int, int, off_t *, size_t);
     ssize_t (*_Atomic sendfile64)(int, int, off64_t *, size_t);
+    FILE *(*_Atomic fdopen)(int, const char *);
     /* not interposed: the global definition (libc's own) */
     int (*_Atomic getsockname)(int, struct sockaddr *, socklen_t *);
     int (*_Atomic getpeername)(int, struct sockaddr *, socklen_t *);

@@ -102,6 +102,9 @@ struct resil_sock_mon {
                                      connection (s->mu) */
     uint64_t out_since;           /* first seen with data in flight, ns;
                                      0: not in flight */
+    bool unseen;                  /* bytes move where no hook sees them
+                                     (stdio): watched on every tick, not
+                                     only after a write marked it (s->mu) */
 };
 
 struct resil_sock {

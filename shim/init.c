@@ -360,6 +360,11 @@ static ssize_t lazy_sendfile64(int out, int in, off64_t *off, size_t n)
     return RESOLVE(sendfile64)(out, in, off, n);
 }
 
+static FILE *lazy_fdopen(int fd, const char *mode)
+{
+    return RESOLVE(fdopen)(fd, mode);
+}
+
 static int lazy_getsockname(int fd, struct sockaddr *sa, socklen_t *len)
 {
     return RESOLVE_GLOBAL(getsockname)(fd, sa, len);
@@ -430,6 +435,7 @@ struct resil_real real = {
     .sendmsg = lazy_sendmsg,
     .sendfile = lazy_sendfile,
     .sendfile64 = lazy_sendfile64,
+    .fdopen = lazy_fdopen,
     .getsockname = lazy_getsockname,
     .getpeername = lazy_getpeername,
     .shutdown = lazy_shutdown,

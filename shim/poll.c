@@ -10,9 +10,58 @@
 #include "engine.h"
 #include "epoll.h"
 #include "monitor.h"
+#include "session_io.h"
 
 #include "log.h"
 #include "shim.h"
+
+/* A session socket whose readiness is not the kernel's (session_io.h). */
+static bool sess_attention(void)
+{
+    return atomic_load_explicit(&resil_sess_attention,
+                                memory_order_relaxed) > 0 &&
+           !resil_in_shim;
+}
+
+/* Sessions in the process: poll and select count their sleepers on
+ * session fds (session_io.h). */
+static bool sess_any(void)
+{
+    return atomic_load_explicit(&resil_sess_count, memory_order_relaxed) >
+               0 &&
+           !resil_in_shim;
+}
+
+/* The events of a frozen session were taken back: the old connection
+ * reports at once, so pause briefly before asking again rather than spin
+ * (a resume replaces it with the parked socket within a few ms). */
+static void nap(void)
+{
+    struct timespec d = {0, 2000000};
+    nanosleep(&d, NULL);
+}
+
+/* A timeout in ms as the sessions of a call need it (what: from
+ * resil_sess_poll_enter or resil_sess_select_enter). */
+static int sess_ms(int t, int what)
+{
+    if (what & RESIL_SESS_READY)
+        return 0;
+    if ((what & RESIL_SESS_SLICE) && (t < 0 || t > RESIL_SESS_SLICE_MS))
+        return RESIL_SESS_SLICE_MS;
+    return t;
+}
+
+/* The same in ns (-1: none). */
+static int64_t sess_ns(int64_t t, int what)
+{
+    const int64_t sl = RESIL_SESS_SLICE_MS * 1000000LL;
+    if (what & RESIL_SESS_READY)
+        return 0;
+    if ((what & RESIL_SESS_SLICE) && (t < 0 || t > sl))
+        return sl;
+    return t;
+}
 
 static RESIL_SLOW int epoll_ctl_managed(int epfd, int op, int fd,
                                         struct epoll_event *ev)
@@ -21,8 +70,12 @@ static RESIL_SLOW int epoll_ctl_managed(int epfd, int op, int fd,
 
     if (resil_epoll_ctl_fd(fd, epfd, op, ev, &err) != RESIL_OK)
         return real.epoll_ctl(epfd, op, fd, ev);
-    if (err == 0)
+    if (err == 0) {
+        if (sess_attention())
+            /* a stand-in for a session's stash follows (session_io.h) */
+            resil_sess_epoll_ctl(fd, epfd, op, ev);
         return 0;
+    }
     errno = err;
     return -1;
 }
@@ -168,9 +221,21 @@ static RESIL_SLOW int poll_loop(struct pollfd *fds, nfds_t n, int timeout,
     int rc, t;
 
     for (;;) {
+        struct resil_sess_call sc;
+        bool napping = false, sess = sess_any();
         t = slice(left_ms(timeout, t0), pollfds_racing(fds, n));
+        if (sess) {
+            resil_sess_poll_enter(&sc, fds, n);
+            t = sess_ms(t, sc.what);
+        }
         seq0 = resil_epoll_swap_seq();
         rc = chk ? real.__poll_chk(fds, n, t, fdslen) : real.poll(fds, n, t);
+        if (sess)
+            resil_sess_poll_leave(&sc, fds);
+        if (rc >= 0 && sess_attention())
+            rc = resil_sess_poll_fix(fds, n, rc, &napping);
+        if (napping && rc == 0)
+            nap();
         if (rc < 0 ||
             (rc > 0 && (quiet(rc) ||
                         (rc -= drop_stale_pollfds(fds, n, seq0)) > 0)))
@@ -208,10 +273,17 @@ static RESIL_SLOW int ppoll_loop(struct pollfd *fds, nfds_t n,
     for (;;) {
         const struct timespec *tp = ts ? &step : NULL;
         int64_t want = left;
+        struct resil_sess_call sc;
+        bool napping = false, sess = sess_any();
         if (pollfds_racing(fds, n) &&
             (want < 0 || want > RACE_SLICE_MS * 1000000LL)) {
             want = RACE_SLICE_MS * 1000000LL;
             tp = &step;
+        }
+        if (sess) {
+            resil_sess_poll_enter(&sc, fds, n);
+            if ((want = sess_ns(want, sc.what)) >= 0)
+                tp = &step;
         }
         if (tp) {
             step.tv_sec = want / 1000000000LL;
@@ -219,6 +291,12 @@ static RESIL_SLOW int ppoll_loop(struct pollfd *fds, nfds_t n,
         }
         seq0 = resil_epoll_swap_seq();
         rc = real.ppoll(fds, n, tp, mask);
+        if (sess)
+            resil_sess_poll_leave(&sc, fds);
+        if (rc >= 0 && sess_attention())
+            rc = resil_sess_poll_fix(fds, n, rc, &napping);
+        if (napping && rc == 0)
+            nap();
         if (rc < 0 ||
             (rc > 0 && (quiet(rc) ||
                         (rc -= drop_stale_pollfds(fds, n, seq0)) > 0)))
@@ -272,6 +350,8 @@ static RESIL_SLOW int epoll_loop(int epfd, struct epoll_event *ev, int max,
         resil_in_shim++;
         rc = resil_epoll_filter(set, ev, rc, seq0);
         resil_in_shim--;
+        if (rc > 0 && sess_attention())
+            rc = resil_sess_epoll_fix(set, ev, rc);
         if (rc > 0)
             return rc;
         if (timeout >= 0 && (t = timeout - (mono_ns() - t0)) <= 0)
@@ -388,12 +468,21 @@ static RESIL_SLOW int select_sliced(int n, fd_set *r, fd_set *w, fd_set *e,
         struct timespec step;
         const struct timespec *tp = ts ? &step : NULL;
         int64_t want = left;
-        bool sliced = false;
+        struct resil_sess_call sc;
+        bool sliced = false, napping = false, sess = sess_any();
         if (n <= FD_SETSIZE && fdsets_racing(n, r, w, e) &&
             (want < 0 || want > RACE_SLICE_MS * 1000000LL)) {
             want = RACE_SLICE_MS * 1000000LL;
             tp = &step;
             sliced = true;
+        }
+        if (sess) {
+            resil_sess_select_enter(&sc, n, r, w, e);
+            if (sc.what) {
+                want = sess_ns(want, sc.what);
+                tp = &step;
+                sliced = true;
+            }
         }
         if (tp) {
             step.tv_sec = want / 1000000000LL;
@@ -411,6 +500,18 @@ static RESIL_SLOW int select_sliced(int n, fd_set *r, fd_set *w, fd_set *e,
             }
             rc = real.select(n, r, w, e, tvp);
         }
+        if (sess)
+            resil_sess_select_leave(&sc);
+        if (rc >= 0 && sess_attention()) {
+            int was = rc;
+            rc = resil_sess_select_fix(n, r, w, e, r ? &r0 : NULL, rc,
+                                       &napping);
+            /* only handshake messages, or a frozen session's: not ready,
+             * wait on */
+            sliced |= was > 0 && rc == 0;
+        }
+        if (napping && rc == 0)
+            nap();
         if (rc < 0)
             return rc;
         if (rc > 0) {
@@ -462,15 +563,16 @@ static RESIL_SLOW int select_managed(int n, fd_set *r, fd_set *w, fd_set *e,
     return rc;
 }
 
-/* No race and no first attempt on a program's fd: nothing select could
- * report that is not the kernel's own answer. */
+/* No race, no first attempt on a program's fd and no session: nothing
+ * select could report that is not the kernel's own answer. */
 static bool select_plain(void)
 {
     return unmanaged() ||
            (atomic_load_explicit(&resil_races_active, memory_order_relaxed) ==
                 0 &&
             atomic_load_explicit(&resil_conn_inplace, memory_order_relaxed) ==
-                0);
+                0 &&
+            !sess_any());
 }
 
 RESIL_EXPORT int select(int n, fd_set *r, fd_set *w, fd_set *e,

@@ -227,6 +227,7 @@ SUFFIX=/plain run_all fds plain 30
 SUFFIX=/plain run_all epoll_exact plain 10
 SUFFIX=/plain run_all semantics plain 10
 SUFFIX=/plain run_all first plain 10
+SUFFIX=/plain run_all session plain 10
 monitor_all plain
 run "early_main/plain" plain 10 -- "$DRV/early_main"
 run "startup/first_calls/plain" plain 10 -- "$DRV/startup" first_calls
@@ -254,6 +255,9 @@ ALT_FIRST="$ALT;127.0.0.7,127.0.0.68;127.0.0.4,127.0.0.68,127.0.0.1"
 ALT_FIRST+=";127.0.0.13,127.0.0.8,127.0.0.9,127.0.0.11,127.0.0.12,127.0.0.1"
 run_all first resil 20 RESIL_ALTERNATES="$ALT_FIRST"
 run_all first_hidden resil 20 RESIL_ALTERNATES="$ALT_FIRST"
+# both ends of a session in the driver's process (its header says why)
+run_all session resil 20 RESIL_SESSION=127.0.0.1:7470 \
+    RESIL_EVENTS="$TMP/session.ev"
 run_all threads resil 60
 # without the health cache every dead-first connect really waits out its
 # dead first attempt: 16 concurrent races at all times

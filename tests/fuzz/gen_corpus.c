@@ -71,7 +71,7 @@ int main(int argc, char **argv)
      * reach one row of the decision table. */
     len = resume(&fx, 6, FX_PEER_R, b);
     put("resume-accepted", b, len);
-    put("resume-trunc-89", b, len - 1);
+    put("resume-trunc-97", b, len - 1);
     put("resume-trunc-8", b, 8);
     b[len - 1] ^= 1;
     put("resume-bad-mac", b, len);

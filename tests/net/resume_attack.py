@@ -11,9 +11,13 @@ doc/session.md "Resume decision").
   resume_attack.py garbage HOST PORT          random bytes; then a header
                                               that announces a RESUME and
                                               a body of random bytes
-  resume_attack.py flood HOST PORT N SECS     N connections at once, half
+  resume_attack.py flood HOST PORT N SECS [hello]
+                                              N connections at once, half
                                               of them sending random bytes,
-                                              half silent, held SECS seconds
+                                              half silent (hello: each a
+                                              HELLO with a wrong MAC), held
+                                              SECS seconds at most for
+                                              each one's first answer
   resume_attack.py hellos HOST PORT N         N connections to a session
                                               port of the program, each
                                               with a HELLO whose MAC is
@@ -22,10 +26,12 @@ doc/session.md "Resume decision").
 Each prints one line per connection or summary:
   answer REFUSE <reason>   | answer closed | answer bytes <hex> | answer none
   (nothing within the wait, connection still open); flood: "flood N
-  connected, A answered, C closed by the peer, O still open";
+  connected, R refused, A answered otherwise, C closed by the peer, O
+  still open";
   hellos: "hellos N refused R of N".
 """
 import os
+import select
 import socket
 import struct
 import sys
@@ -40,9 +46,9 @@ def header(typ, length):
 
 
 def resume(sid, role, counter):
-    body = sid + bytes([role, 0]) + struct.pack(">QQ", counter, 0)
+    body = sid + bytes([role, 0]) + struct.pack(">QQQ", counter, 0, 0)
     body += os.urandom(16) + os.urandom(16)  # tail, nonce
-    return header(3, 90) + body + os.urandom(16)  # a MAC nobody made
+    return header(3, 98) + body + os.urandom(16)  # a MAC nobody made
 
 
 def answer(s, wait=4.0):
@@ -74,49 +80,83 @@ def one(host, port, payload):
     return r
 
 
-def flood(host, port, n, secs):
+def rand(n):
+    """n random bytes, none of them a newline: a line-reading server
+    without libresil treats every HELLO the same (waits for the line)."""
+    return bytes(b if b != 10 else 11 for b in os.urandom(n))
+
+
+def bad_hello():
+    # flags 0, key, nonce, rcvbuf, resume port 0, no address, bad MAC
+    body = struct.pack(">H", 0) + rand(32) + rand(16)
+    body += struct.pack(">IHB", 1 << 20, 0, 0)
+    return header(1, 8 + len(body) + 16) + body + rand(16)
+
+
+def flood(host, port, n, secs, what):
+    """n connections at once; what "random": half of them send 64 random
+    bytes, half stay silent; "hello": each sends a HELLO with a bad MAC.
+    Then each one's first answer is read, waiting secs seconds at most."""
     socks = []
+    p = select.poll()
     for i in range(n):
         s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         s.setblocking(False)
         s.connect_ex((host, port))
         socks.append(s)
-    time.sleep(0.5)
+        p.register(s, select.POLLOUT)
+    # a listener's backlog drops SYNs past it: those connect on a retry
+    pending, end = set(s.fileno() for s in socks), time.time() + 10
+    while pending and time.time() < end:
+        for fd, _ in p.poll(100):
+            pending.discard(fd)
+            p.unregister(fd)
     connected = 0
     for i, s in enumerate(socks):
         try:
-            if i % 2 == 0:
+            if what == "hello":
+                s.send(bad_hello())
+            elif i % 2 == 0:
                 s.send(os.urandom(64))
             connected += 1
-        except (BlockingIOError, OSError):
-            pass
-    time.sleep(secs)
-    answered = closed = still = 0
-    for s in socks:
-        try:
-            d = s.recv(512)
-            if d:
-                answered += 1
-            else:
-                closed += 1
-        except BlockingIOError:
-            still += 1
         except OSError:
-            closed += 1
+            pass
+    # every connection's first answer (bytes, EOF or an error), within
+    # secs seconds
+    answered = refused = closed = 0
+    p = select.poll()
+    left = {}
+    for s in socks:
+        p.register(s, select.POLLIN)
+        left[s.fileno()] = s
+    end = time.time() + secs
+    while left and time.time() < end:
+        for fd, _ in p.poll(100):
+            s = left.pop(fd)
+            p.unregister(fd)
+            try:
+                d = s.recv(512)
+                if len(d) == 9 and d[:4] == MAGIC and d[4] == REFUSE:
+                    refused += 1
+                elif d:
+                    answered += 1
+                else:
+                    closed += 1
+            except OSError:
+                closed += 1
+    still = len(left)
+    for s in socks:
         s.close()
-    return "flood %d connected, %d answered, %d closed by the peer, " \
-           "%d still open" % (connected, answered, closed, still)
+    return "flood %d connected, %d refused, %d answered otherwise, %d " \
+           "closed by the peer, %d still open" % (
+               connected, refused, answered, closed, still)
 
 
 def hellos(host, port, n):
     refused = 0
     for _ in range(n):
-        # flags 0, key, nonce, rcvbuf, resume port 0, no address, bad MAC
-        body = struct.pack(">H", 0) + os.urandom(32) + os.urandom(16)
-        body += struct.pack(">IHB", 1 << 20, 0, 0)
-        msg = header(1, 8 + len(body) + 16) + body + os.urandom(16)
         s = socket.create_connection((host, port), 2)
-        s.sendall(msg)
+        s.sendall(bad_hello())
         s.settimeout(2)
         try:
             d = s.recv(9)
@@ -140,9 +180,10 @@ def main():
         print(one(host, port, bytes.fromhex(sys.argv[4])))
     elif mode == "garbage":
         print(one(host, port, os.urandom(300)))
-        print(one(host, port, header(3, 90) + os.urandom(82)))
+        print(one(host, port, header(3, 98) + os.urandom(90)))
     elif mode == "flood":
-        print(flood(host, port, int(sys.argv[4]), float(sys.argv[5])))
+        print(flood(host, port, int(sys.argv[4]), float(sys.argv[5]),
+                    sys.argv[6] if len(sys.argv) > 6 else "random"))
     elif mode == "hellos":
         print(hellos(host, port, int(sys.argv[4])))
     sys.stdout.flush()

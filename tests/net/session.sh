@@ -6,8 +6,8 @@
 #
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
-# Sections (all by default): streams redis socat shapes clients plain
-# ordinary attack stdio.
+# Sections (all by default): streams redis socat shapes clients readiness
+# events plain ordinary attack stdio.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -19,7 +19,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients plain ordinary attack stdio}
+SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary attack stdio}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -61,6 +61,12 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The C helpers (tests/net/*.c), built for this run.
+for c in stdio_client ready_client; do
+    cc -O2 -Wall -Wextra -o "$WORK/$c" "$HERE/$c.c" >"$WORK/$c.cc" 2>&1 ||
+        fail "setup: cannot build $c: $(head -c 300 "$WORK/$c.cc")"
+done
+
 TB_QUIET=1 TB_NO_TRAP=1
 tb_up
 info "bed $TB_ID: $TB_C/$TB_S, server addresses $TB_ADDRS"
@@ -69,9 +75,9 @@ ADDR=$TB_FIRST4 # the clients' destination; its uplink is the one broken
 # Ports. Session ports are 74xx, matched by RESIL_SESSION at both ends;
 # 75xx are the same servers without libresil.
 P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
-P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407
-P_PSTREAM=7500 P_PREDIS=7501 P_PBANNER=7506
-SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407"
+P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
+P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
+SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
 
 # The environment of a preloaded program of either end; logs go to
 # WORK/TAG.log and events to WORK/TAG.ev.
@@ -129,6 +135,12 @@ resumes() {
     cat "$@" 2>/dev/null | grep -c '"event":"resume"'
 }
 
+# FILE EVENT FIELD [N]: the Nth (default the last) such event's field.
+ev_field() {
+    grep "\"event\":\"$2\"" "$1" 2>/dev/null | sed -n "${4:-\$}p" |
+        sed -n "s/.*\"$3\":\"*\([^\",}]*\).*/\1/p"
+}
+
 # The last resume its initiator reports in the given event files, relative
 # to the failure at $TB: "suspected at +A ms, resumed at +B ms (X ms)".
 resume_timing() {
@@ -164,7 +176,7 @@ stream_case() {
     [ "$port" = $P_PSTREAM ] && srvout=$WORK/srv-pstream.out
     [ -n "${SRVOUT:-}" ] && srvout=$SRVOUT
     # shellcheck disable=SC2207
-    [ "$mode" != plain ] && envs=($(pre "$tag"))
+    [ "$mode" != plain ] && envs=($(pre "$tag" "${LEVEL:-debug}"))
     [ "$mode" = nb ] && extra=(nb)
     t0=$(now_ms)
     tb_c timeout $tmo env "${envs[@]}" PACE_MS=50 "$PY" "$HERE/stream.py" \
@@ -202,8 +214,15 @@ stream_case() {
 # The server's verdict on the connection from the client of TAG: its
 # "ok server:PORT ..." or "FAIL ..." line.
 server_says() { # TAG [SERVER_OUT]
-    local lp
+    local lp i
     lp=$(sed -n 's/^local \(.*\)/\1/p' "$WORK/$1.out" | head -n1)
+    # the server prints it once it read the client's close: a moment
+    # after the client's exit
+    for i in $(seq 40); do
+        grep -qE "^(ok|FAIL) server:$lp( |:)" "${2:-$WORK/srv-stream.out}" &&
+            break
+        sleep 0.05
+    done
     grep -E "^(ok|FAIL) server:$lp( |:)" "${2:-$WORK/srv-stream.out}" | head -n1
 }
 
@@ -267,7 +286,7 @@ replies_ok() {
 # namespace, not preloaded: an ordinary client on a session port).
 redis_get() { tb_s redis-cli -p "$1" GET "$2" 2>/dev/null; }
 
-if want redis || want plain || want ordinary; then
+if want redis || want plain || want ordinary || want attack; then
     # shellcheck disable=SC2046
     tb_bg_s env $(pre srv-redis) redis-server --port $P_REDIS --save '' \
         --appendonly no --protected-mode no >"$WORK/srv-redis.out" 2>&1
@@ -290,6 +309,123 @@ if want redis; then
     done
 fi
 
+# ------------------------------------------------------------ 3. socat
+# A file piped through socat at both ends: the client socat copies its
+# stdin (a paced reader of the file) to the connection, the server socat
+# (TCP-LISTEN,fork: the parent accepts, a child serves) copies it into a
+# file of its own per connection (SYSTEM: cat, named after the client's
+# port). socat drives its descriptors with poll().
+if want socat; then
+    echo "--- a file through socat at both ends (fork per connection)"
+    # shellcheck disable=SC2016,SC2046
+    tb_bg_s env $(pre srv-socat) socat -d -d \
+        TCP-LISTEN:$P_SOCAT,fork,reuseaddr \
+        'SYSTEM:exec cat >'"$WORK"'/socat-rcv.$SOCAT_PEERPORT' \
+        >"$WORK/srv-socat.out" 2>&1
+    # shellcheck disable=SC2016
+    tb_bg_s socat -d -d TCP-LISTEN:$P_PSOCAT,fork,reuseaddr \
+        'SYSTEM:exec cat >'"$WORK"'/socat-rcv.$SOCAT_PEERPORT' \
+        >"$WORK/srv-psocat.out" 2>&1
+    check $(wait_ports $P_SOCAT $P_PSOCAT; echo $?) \
+        "bed: socat servers answer (session port $P_SOCAT, plain $P_PSOCAT)"
+    head -c $((32 << 20)) /dev/urandom >"$WORK/file"
+    SUM=$(sha256sum <"$WORK/file" | cut -d' ' -f1)
+    # socat_case TAG PORT HOW [plain]: the file through socat, the path
+    # broken 1 s in; sets RC, MS, GOT (the sha256 the server's file has),
+    # NACC (connections the server program accepted meanwhile).
+    socat_case() {
+        local tag=$1 port=$2 how=$3 envs=() t0 tmo=30 lp srv=srv-socat i
+        # shellcheck disable=SC2207
+        [ "${4:-}" != plain ] && envs=($(pre "$tag"))
+        [ "${4:-}" = plain ] && { tmo=8; srv=srv-psocat; }
+        local acc0
+        acc0=$(grep -c 'accepting connection' "$WORK/$srv.out")
+        t0=$(now_ms)
+        tb_c timeout $tmo env PACE_MS=50 "$PY" "$HERE/stream.py" pace \
+            "$WORK/file" |
+            tb_c timeout $tmo env "${envs[@]}" socat -d -d -t 30 - \
+                TCP:$ADDR:$port >"$WORK/$tag.out" 2>"$WORK/$tag.err" &
+        local pid=$!
+        TB=
+        sleep 1
+        break_path "$ADDR" "$how"
+        wait $pid
+        RC=$?
+        MS=$(( $(now_ms) - t0 ))
+        heal
+        lp=$(sed -n 's/.*successfully connected from local address .*:\([0-9]*\)$/\1/p' \
+            "$WORK/$tag.err" | head -n1)
+        # the server's cat may still be writing what its socat handed it
+        for i in $(seq 20); do
+            [ "$(stat -c %s "$WORK/socat-rcv.$lp" 2>/dev/null)" = $((32 << 20)) ] && break
+            sleep 0.1
+        done
+        GOT=$(sha256sum <"$WORK/socat-rcv.$lp" 2>/dev/null | cut -d' ' -f1)
+        NACC=$(( $(grep -c 'accepting connection' "$WORK/$srv.out") - acc0 ))
+    }
+    for how in blackhole linkdown; do
+        TAG=x-socat-$how
+        socat_case $TAG $P_SOCAT $how
+        check $([ "$GOT" = "$SUM" ] && [ "$RC" = 0 ] && echo 0 || echo 1) \
+            "32 MiB file through socat at both ends, path ${how/linkdown/link down} mid-transfer: sha256 kept (${GOT:0:16} vs ${SUM:0:16}; exit $RC after $(fmt_s "$MS"), $(resumes "$WORK/$TAG.ev") resume(s)) $(grep -v ' N ' "$WORK/$TAG.err" | head -c 200)"
+        info "socat, path ${how/linkdown/link down}: $(resume_timing "$WORK/$TAG.ev" "$WORK/srv-socat.ev")"
+        check $([ "$NACC" = 1 ] && echo 0 || echo 1) \
+            "socat TCP-LISTEN,fork, path ${how/linkdown/link down}: the server program accepted the client's one connection and no other ($NACC); the resume reached the child serving it"
+    done
+    TAG=x-socat-plain
+    socat_case $TAG $P_PSOCAT blackhole plain
+    check $([ "$RC" != 0 ] && [ "$GOT" != "$SUM" ] && echo 0 || echo 1) \
+        "socat without libresil, path blackholed: fails or hangs, the file incomplete (exit $RC after $(fmt_s "$MS"))"
+fi
+
+# ------------------------------------------------------------ 4. shapes
+# Servers of every shape (stream.py): a thread per connection
+# (ThreadingTCPServer), a fork per connection (ForkingTCPServer: the
+# parent accepts, a child serves), pre-fork workers sharing one listener.
+# Each resumes a verified stream, and its program accepts exactly the
+# connections its clients opened (stream.py prints one "accept" line per
+# accept() of the program): a resume reaches the process and thread that
+# serve the session, never the program's listener. The same servers with
+# an ordinary client: the same count.
+if want shapes; then
+    echo "--- servers of every shape"
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-thread) PACE_MS=50 "$PY" "$HERE/stream.py" \
+        serve $P_THREAD thread >"$WORK/srv-thread.out" 2>&1
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-fork) PACE_MS=50 "$PY" "$HERE/stream.py" \
+        serve $P_FORK fork >"$WORK/srv-fork.out" 2>&1
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-prefork) PACE_MS=50 "$PY" "$HERE/stream.py" \
+        serve $P_PREFORK prefork 3 >"$WORK/srv-prefork.out" 2>&1
+    check $(wait_ports $P_THREAD $P_FORK $P_PREFORK; echo $?) \
+        "bed: ThreadingTCPServer, ForkingTCPServer and pre-fork servers answer (session ports $P_THREAD $P_FORK $P_PREFORK)"
+    for sh in thread:send:$P_THREAD fork:recv:$P_FORK prefork:both:$P_PREFORK; do
+        IFS=: read -r shape dir port <<<"$sh"
+        SRVOUT=$WORK/srv-$shape.out
+        TAG=h-$shape
+        before=$(grep -c '^accept' "$SRVOUT")
+        stream_case $TAG $dir 24 blackhole pre $port
+        stream_check $TAG $dir 24 "$shape server, stream $dir 24 MiB, path blackholed"
+        n=$(( $(grep -c '^accept' "$SRVOUT") - before ))
+        lp=$(sed -n 's/^local \(.*\)/\1/p' "$WORK/$TAG.out" | head -n1)
+        apid=$(sed -n "s/^accept \([0-9]*\) .*:$lp\$/\1/p" "$SRVOUT" | head -n1)
+        rpid=$(grep '"event":"resume"' "$WORK/srv-$shape.ev" 2>/dev/null |
+            tail -n1 | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+        check $([ "$n" = 1 ] && [ -n "$apid" ] && [ "$apid" = "$rpid" ] && echo 0 || echo 1) \
+            "$shape server: its program accepted the client's one connection and nothing else ($n accept(s)); the server's resume ran in the process serving the connection (resume event pid ${rpid:-none}, serving pid ${apid:-none})"
+        TAG=h-$shape-plain
+        before=$(grep -c '^accept' "$SRVOUT")
+        stream_case $TAG $dir 8 none plain $port
+        n=$(( $(grep -c '^accept' "$SRVOUT") - before ))
+        ok=1
+        grep -q "^ok client $dir 8" "$WORK/$TAG.out" && [ "$RC" = 0 ] &&
+            server_says $TAG "$SRVOUT" | grep -q '^ok' && [ "$n" = 1 ] && ok=0
+        check $ok "$shape server, an ordinary client (no libresil), stream $dir 8 MiB: verified, one accept ($n), as plain TCP"
+        SRVOUT=
+    done
+fi
+
 # ------------------------------------------------------------ 5. clients
 if want clients; then
     echo "--- client shapes: epoll loop, two threads blocked in send and recv"
@@ -304,6 +440,243 @@ if want clients; then
     stream_check $TAG both 32 "blocking client, recv() in one thread and send in another, 32 MiB each way, path blackholed"
 fi
 
+# ------------------------------------------------------------ readiness
+# A program that waits for input in poll, ppoll, select, pselect or epoll
+# (level-triggered, edge-triggered, one-shot; and a set the fd joins only
+# after the resume) on a blocking socket, as
+# socat does: a session's WELCOME alone must not make the socket readable
+# (a read would block), and bytes that a resume drained from the old
+# connection's receive queue (the stash) must make it readable although
+# the new connection holds none. All seven clients at once, both ends preloaded,
+# and the same without libresil.
+if want readiness; then
+    echo "--- readiness calls: the handshake, and bytes a resume carried over"
+    for kind in pre plain; do
+        port=$P_STREAM
+        [ $kind = plain ] && port=$P_PSTREAM
+        rm -f "$WORK/go-$kind"
+        pids=()
+        for m in poll ppoll select pselect epoll epollet epolloneshot epolllate; do
+            TAG=y-$m-$kind envs=()
+            # shellcheck disable=SC2207
+            [ $kind = pre ] && envs=($(pre $TAG))
+            tb_c timeout 20 env "${envs[@]}" "$WORK/ready_client" "$ADDR" \
+                $port $m 65536 "$WORK/go-$kind" >"$WORK/$TAG.out" 2>&1 &
+            pids+=($!)
+        done
+        for _ in $(seq 60); do
+            [ "$(cat "$WORK"/y-*-$kind.out 2>/dev/null | grep -c '^asked')" = 8 ] && break
+            sleep 0.05
+        done
+        # the 64 KiB are in the clients' receive queues, acknowledged
+        sleep 0.3
+        break_path "$ADDR" blackhole
+        touch "$WORK/go-$kind"
+        for p in "${pids[@]}"; do wait "$p"; done
+        heal
+        for m in poll ppoll select pselect epoll epollet epolloneshot epolllate; do
+            TAG=y-$m-$kind
+            ok=1
+            grep -q "^ok $m" "$WORK/$TAG.out" && ok=0
+            if [ $kind = pre ]; then
+                [ "$(resumes "$WORK/$TAG.ev")" = 1 ] || ok=1
+                check $ok "$m: not readable on the WELCOME alone; readable at once after a resume that carried the 64 KiB left unread in the old connection ($(resumes "$WORK/$TAG.ev") resume(s)): $(grep -E '^(ok|FAIL)' "$WORK/$TAG.out" | head -n1)"
+            else
+                check $ok "$m without libresil: the same (not readable before the server sends; the unread bytes readable at once with the path blackholed): $(grep -E '^(ok|FAIL)' "$WORK/$TAG.out" | head -n1)"
+            fi
+        done
+    done
+fi
+
+# ------------------------------------------------------------ attack
+# Against redis-server (session port) with a live session, a redis-cli
+# INCR loop resumed once so that a real RESUME is on record: at the
+# server's resume listener a RESUME for the live session with a wrong
+# MAC, one for an unknown session, the recorded RESUME replayed, garbage,
+# and 2,000 connections at once (half sending random bytes, half silent);
+# at its session port 2,000 HELLOs with a wrong MAC at once. All refused
+# or closed; the server's RSS grows by little (at the session port no
+# more than the same flood grows redis-server without libresil, which
+# serves those connections too); the INCR loop goes on, is resumed once
+# more after all that, and every reply is the previous plus one.
+rss_kb() { # PORT: VmRSS of the server-namespace process listening on PORT
+    local pid
+    pid=$(tb_s ss -ltnpH "sport = :$1" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n1)
+    awk '/^VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null
+}
+if want attack; then
+    echo "--- attacks on redis-server (session port) with a live session"
+    TAG=a-live N=4000
+    # shellcheck disable=SC2046
+    tb_c timeout 60 env $(pre $TAG trace) redis-cli -h "$ADDR" -p $P_REDIS \
+        -r $N -i 0.005 INCR $TAG >"$WORK/$TAG.out" 2>"$WORK/$TAG.err" &
+    livepid=$!
+    sleep 1
+    break_path "$ADDR" blackhole
+    for _ in $(seq 60); do
+        [ "$(resumes "$WORK/$TAG.ev")" -ge 1 ] && break
+        sleep 0.05
+    done
+    heal
+    sid=$(sed -n 's/.*session id \([0-9a-f]*\) (client), peer resume port [0-9]*.*/\1/p' "$WORK/$TAG.log" | head -n1)
+    rport=$(sed -n 's/.*session id [0-9a-f]* (client), peer resume port \([0-9]*\).*/\1/p' "$WORK/$TAG.log" | head -n1)
+    # the accepted RESUME, and the listener that took it: redis-server's
+    # when the client resumed, the client's own when the server did
+    rec=$(sed -n 's/.*resume: RESUME sent on fd [0-9]*: \([0-9a-f]*\).*/\1/p' "$WORK/$TAG.log" | head -n1)
+    rto="$ADDR $rport"
+    if [ -z "$rec" ]; then
+        rec=$(sed -n 's/.*resume: message received on fd [0-9]*: \(0052534c03[0-9a-f]*\).*/\1/p' "$WORK/$TAG.log" | head -n1)
+        rto="127.0.0.1 $(sed -n 's/.*resume listener on port \([0-9]*\).*/\1/p' "$WORK/$TAG.log" | head -n1)"
+    fi
+    check $([ -n "$sid" ] && [ -n "$rport" ] && [ -n "$rec" ] && [ "$(resumes "$WORK/$TAG.ev")" = 1 ] && echo 0 || echo 1) \
+        "live session (redis-cli -r $N INCR) resumed once, its RESUME on record (id ${sid:0:8}..., redis-server's resume listener on port ${rport:-none}; the RESUME's listener: $rto)"
+    atk() { tb_c "$PY" "$HERE/resume_attack.py" "$@" 2>&1; }
+    a=$(atk badmac "$ADDR" "$rport" "$sid" 0)
+    check $([ "$a" = "answer REFUSE 2" ] && echo 0 || echo 1) "a RESUME for the live session with a wrong MAC: $a (2: BAD_MAC)"
+    a=$(atk unknown "$ADDR" "$rport")
+    check $([ "$a" = "answer REFUSE 1" ] && echo 0 || echo 1) "a RESUME for an unknown session: $a (1: UNKNOWN)"
+    # shellcheck disable=SC2086
+    a=$(atk replay $rto "$rec")
+    sleep 0.5
+    check $([ "$a" = "answer REFUSE 3" ] && [ "$(resumes "$WORK/$TAG.ev")" = 1 ] && echo 0 || echo 1) \
+        "the live session's accepted RESUME replayed: $a (3: REPLAYED), the live connection untouched (still $(resumes "$WORK/$TAG.ev") resume at the client)"
+    a=$(atk garbage "$ADDR" "$rport" | tr '\n' ' ')
+    check $([ "$a" = "answer closed answer closed " ] && echo 0 || echo 1) \
+        "garbage, then a RESUME header with a random body: $a(closed without an answer: neither decodes)"
+    r0=$(rss_kb $P_REDIS)
+    a=$(atk flood "$ADDR" "$rport" 2000 8)
+    r1=$(rss_kb $P_REDIS)
+    check $([ "$a" = "flood 2000 connected, 0 refused, 0 answered otherwise, 2000 closed by the peer, 0 still open" ] &&
+        [ -n "$r1" ] && [ $((r1 - r0)) -lt 16384 ] && echo 0 || echo 1) \
+        "2,000 connections at once at the resume listener: $a; redis-server RSS $r0 -> $r1 KiB (bound +16 MiB)"
+    p0=$(rss_kb $P_PREDIS)
+    a=$(atk flood "$ADDR" $P_PREDIS 2000 1 hello)
+    p1=$(rss_kb $P_PREDIS)
+    info "the same 2,000 HELLOs at redis-server without libresil (it answers nothing: 1 s): $a; RSS $p0 -> $p1 KiB"
+    r0=$(rss_kb $P_REDIS)
+    a=$(atk flood "$ADDR" $P_REDIS 2000 8 hello)
+    r1=$(rss_kb $P_REDIS)
+    check $([ "$a" = "flood 2000 connected, 2000 refused, 0 answered otherwise, 0 closed by the peer, 0 still open" ] &&
+        [ -n "$r1" ] && [ -n "$p1" ] && [ $(( (r1 - r0) - (p1 - p0) )) -lt 16384 ] && echo 0 || echo 1) \
+        "2,000 HELLOs with a wrong MAC at once at the session port: $a; redis-server RSS $r0 -> $r1 KiB (bound: the plain server's growth +16 MiB)"
+    alive=1
+    kill -0 $livepid 2>/dev/null && alive=0
+    # the address the session uses since its resume
+    now=$(ev_field "$WORK/$TAG.ev" resume new)
+    now=${now%:*}
+    now=${now#[}
+    now=${now%]}
+    check $alive "the live INCR loop still runs after the attacks ($(wc -l <"$WORK/$TAG.out") replies so far), over ${now:-?}"
+    break_path "${now:-$ADDR}" blackhole
+    wait $livepid
+    RC=$?
+    heal
+    got=$(redis_get $P_REDIS $TAG)
+    ok=1
+    replies_ok $TAG $N && [ "$RC" = 0 ] && [ "$got" = "$N" ] &&
+        [ "$(resumes "$WORK/$TAG.ev")" = 2 ] && ok=0
+    check $ok "the live session carried on: every reply the previous plus one, the server's counter $got, resumed again after the attacks ($(resumes "$WORK/$TAG.ev") resumes; exit $RC) $(head -c 200 "$WORK/$TAG.err")"
+    info "attack, the resume after it: $(resume_timing "$WORK/$TAG.ev" "$WORK/srv-redis.ev")"
+fi
+
+# ------------------------------------------------------------ events
+# What an operator sees of a resume, both ends at RESIL_LOG_LEVEL=info: a
+# "resume" event at each end with the old and the new address, the bytes
+# replayed each way (one end's out is the other's in) and the time from
+# the suspicion (the initiator) or from the RESUME's arrival (the
+# responder) to resumed; one log line per resume at each end; resil-run
+# --stats counting it under the destination.
+if want events; then
+    echo "--- events, log lines and resil-run --stats of a resume"
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-events info) PACE_MS=50 "$PY" "$HERE/stream.py" \
+        serve $P_EVENTS >"$WORK/srv-events.out" 2>&1
+    check $(wait_ports $P_EVENTS; echo $?) "bed: stream server at log level info answers (session port $P_EVENTS)"
+    TAG=e-both
+    SRVOUT=$WORK/srv-events.out LEVEL=info
+    stream_case $TAG both 24 blackhole pre $P_EVENTS
+    stream_check $TAG both 24 "stream both ways 24 MiB at log level info, path blackholed"
+    SRVOUT= LEVEL=
+    lp=$(sed -n 's/^local \(.*\)/\1/p' "$WORK/$TAG.out" | head -n1)
+    C=$WORK/$TAG.ev S=$WORK/srv-events.ev
+    c_old=$(ev_field "$C" resume old) c_new=$(ev_field "$C" resume new)
+    s_old=$(ev_field "$S" resume old) s_new=$(ev_field "$S" resume new)
+    c_ms=$(ev_field "$C" resume ms)
+    check $([ "$(resumes "$C")" = 1 ] && [ "$(resumes "$S")" = 1 ] &&
+        [ "$c_old" = "$ADDR:$P_EVENTS" ] && [ -n "$c_new" ] && [ "$c_new" != "$c_old" ] &&
+        [ "${s_old##*:}" = "$lp" ] && [ -n "$s_new" ] && [ "$s_new" != "$s_old" ] &&
+        [ "$(ev_field "$C" resume initiator)" != "$(ev_field "$S" resume initiator)" ] && echo 0 || echo 1) \
+        "a resume event at each end with the old and new address: client $c_old -> $c_new (initiator $(ev_field "$C" resume initiator)), server $s_old -> $s_new"
+    co=$(ev_field "$C" resume replayed_out) ci=$(ev_field "$C" resume replayed_in)
+    so=$(ev_field "$S" resume replayed_out) si=$(ev_field "$S" resume replayed_in)
+    check $([ -n "$co" ] && [ "$co" = "$si" ] && [ "$ci" = "$so" ] &&
+        [ $((co + ci)) -gt 0 ] && echo 0 || echo 1) \
+        "bytes replayed each way, as each end counts them: client sent again $co, received again $ci; server sent again $so, received again $si"
+    check $(awk -v m="$c_ms" 'BEGIN { exit !(m > 0 && m < 3000) }' && echo 0 || echo 1) \
+        "time from the failure to resumed: $c_ms ms at the initiator, since its $(ev_field "$C" resume since); the responder's $(ev_field "$S" resume ms) ms since its $(ev_field "$S" resume since)"
+    cl=$(grep -v 'summary:' "$WORK/$TAG.log" | grep -ciE 'resum|suspect')
+    sl=$(grep -v 'summary:' "$WORK/srv-events.log" | grep -ciE 'resum|suspect')
+    check $([ "$cl" = 1 ] && [ "$sl" = 1 ] && echo 0 || echo 1) \
+        "RESIL_LOG_LEVEL=info: one line per resume at each end ($cl, $sl): $(grep -iE 'resum' "$WORK/$TAG.log" | head -n1 | cut -c1-220)"
+    st=$(bash "$ROOT/scripts/resil-run" --stats "$C" 2>&1)
+    ss=$(bash "$ROOT/scripts/resil-run" --stats "$S" 2>&1)
+    check $(grep -A6 "^$ADDR:$P_EVENTS\$" <<<"$st" | grep -q "failovers .* 1 resumes" &&
+        grep -A6 "^$ADDR:$P_EVENTS\$" <<<"$st" | grep -q "($((co + ci)) bytes replayed: $co sent again, $ci received again)" &&
+        grep -q "1 resumes" <<<"$ss" && echo 0 || echo 1) \
+        "resil-run --stats counts the resume under the destination: $(grep -E "resume" <<<"$st" | tr -s ' ' | tr '\n' ';') server side: $(head -n1 <<<"$ss") $(grep -E 'resumes' <<<"$ss" | tr -s ' ')"
+fi
+
+# ------------------------------------------------------------ stdio
+# A program that moves its bytes through stdio on a session socket
+# (stdio_client.c: fdopen, fprintf, fwrite/fread): glibc's FILE functions
+# write and read with internal calls no hook sees, so the session's counts
+# disagree with the kernel's and it cannot be resumed. On a path failure
+# the program gets an error (ECONNRESET, or what the stdio call reports),
+# never a wrong byte: the receiver verifies every byte that arrived.
+if want stdio; then
+    echo "--- stdio on a session socket: not resumable, never wrong bytes"
+    # stdio_case TAG DIR MODE (pre|plain): sets RC, MS, OUT (its last line)
+    stdio_case() {
+        local tag=$1 dir=$2 envs=() port=$P_STREAM tmo=30 t0 pid
+        # shellcheck disable=SC2207
+        [ "$3" = pre ] && envs=($(pre "$tag"))
+        [ "$3" = plain ] && { port=$P_PSTREAM; tmo=8; }
+        t0=$(now_ms)
+        tb_c timeout $tmo env "${envs[@]}" PACE_MS=50 "$WORK/stdio_client" \
+            "$ADDR" $port $dir 32 >"$WORK/$tag.out" 2>&1 &
+        pid=$!
+        sleep 1
+        break_path "$ADDR" blackhole
+        wait $pid
+        RC=$?
+        MS=$(( $(now_ms) - t0 ))
+        heal
+        OUT=$(grep -vE '^peer' "$WORK/$tag.out" | tail -n1)
+    }
+    # the server's lines about the connection of TAG (stream.py tags it
+    # with the client's port; the stdio client does not print it: the
+    # connections the server saw during the case)
+    for dir in send recv; do
+        TAG=d-$dir
+        n0=$(wc -l <"$WORK/srv-stream.out")
+        stdio_case $TAG $dir pre
+        sleep 0.5
+        srv=$(tail -n +$((n0 + 1)) "$WORK/srv-stream.out" | grep -E '^(ok|FAIL)' | head -n1)
+        why=$(ev_field "$WORK/$TAG.ev" resume_failed why)
+        ok=1
+        # exit 1: an error, reported; 2 would be a wrong byte
+        if [ "$RC" = 1 ] && grep -qE '^error E[A-Z]+ after' <<<"$OUT" &&
+            ! grep -q differs <<<"$srv$OUT" && [ "$(resumes "$WORK/$TAG.ev")" = 0 ] &&
+            [ -n "$why" ]; then
+            ok=0
+        fi
+        check $ok "stdio client, $dir 32 MiB, path blackholed: $OUT (exit $RC after $(fmt_s "$MS")); the session was not resumed ($why); the server: ${srv:-nothing}"
+        stdio_case $TAG-plain $dir plain
+        check $([ "$RC" != 0 ] && ! grep -q differs <<<"$OUT" && echo 0 || echo 1) \
+            "the same without libresil: fails or hangs (exit $RC after $(fmt_s "$MS")${OUT:+: $OUT})"
+    done
+fi
+
 # ------------------------------------------------------------ 6. plain TCP
 if want plain; then
     echo "--- the same without libresil (the bed bites)"
@@ -313,6 +686,125 @@ if want plain; then
     stream_case p-recv recv 64 linkdown plain
     check $([ "$RC" != 0 ] && echo 0 || echo 1) \
         "stream recv without libresil, link down: fails or hangs (exit $RC after $(fmt_s "$MS"))"
+fi
+
+# ------------------------------------------------------------ ordinary
+# Clients that do not speak the session protocol: an ordinary one (not
+# preloaded) against a session port, and a preloaded one whose
+# destination RESIL_SESSION does not match. Client speaks first (redis
+# PING, HTTP GET to python3 -m http.server): the answer byte for byte as
+# from the same server without libresil, in as many data segments, and no
+# added wait (the bed has no delay: a round trip is tens of us, so the
+# bound, 0.8 ms on the least of the samples, catches a wait for a HELLO,
+# at least 1 ms every time, and not the load of a busy machine; the
+# segment count catches extra exchanges).
+# Server speaks first (a banner from socat): a session server waits for a
+# HELLO at most clamp(2 x RTT + 1 ms, 1 ms, 50 ms) (doc/session.md), then
+# takes the client for ordinary: that wait is measured and checked against
+# its 50 ms cap.
+if want ordinary; then
+    echo "--- ordinary clients on session ports, non-matching session clients"
+    mkdir -p "$WORK/www" && echo "libresil" >"$WORK/www/index.txt"
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-http info) "$PY" -m http.server $P_HTTP \
+        --directory "$WORK/www" >"$WORK/srv-http.out" 2>&1
+    tb_bg_s "$PY" -m http.server $P_PHTTP --directory "$WORK/www" \
+        >"$WORK/srv-phttp.out" 2>&1
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-banner info) socat TCP-LISTEN:$P_BANNER,fork,reuseaddr \
+        'SYSTEM:echo 220 libresil banner' >"$WORK/srv-banner.out" 2>&1
+    tb_bg_s socat TCP-LISTEN:$P_PBANNER,fork,reuseaddr \
+        'SYSTEM:echo 220 libresil banner' >"$WORK/srv-pbanner.out" 2>&1
+    check $(wait_ports $P_HTTP $P_PHTTP $P_BANNER $P_PBANNER; echo $?) \
+        "bed: http.server and socat banner servers answer (session ports $P_HTTP $P_BANNER, plain $P_PHTTP $P_PBANNER)"
+    # the environment of a preloaded client that RESIL_SESSION does not
+    # send to any of these ports
+    nomatch() { echo $(pre "$1") RESIL_SESSION='*:9999'; }
+    # probe TAG PORT KIND [ENV...]: sets PR (the probe's line)
+    probe() {
+        local tag=$1 port=$2 kind=$3
+        shift 3
+        tb_c env "$@" "$PY" "$HERE/stream.py" probe "$ADDR" "$port" "$kind" \
+            25 >"$WORK/$tag.out" 2>&1
+        PR=$(grep '^probe' "$WORK/$tag.out")
+    }
+    field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
+    # first-byte medians a and b in ms: b - a in us
+    diff_us() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
+
+    # redis-cli, byte for byte
+    a=$(tb_c redis-cli -h "$ADDR" -p $P_PREDIS PING 2>&1 | od -An -c)
+    b=$(tb_c redis-cli -h "$ADDR" -p $P_REDIS PING 2>&1 | od -An -c)
+    # shellcheck disable=SC2046
+    c=$(tb_c env $(nomatch o-rcli) redis-cli -h "$ADDR" -p $P_REDIS PING 2>&1 | od -An -c)
+    check $([ "$a" = "$b" ] && [ "$a" = "$c" ] && [ -n "$a" ] && echo 0 || echo 1) \
+        "redis-cli PING: an ordinary client on the session port and a preloaded one RESIL_SESSION does not match print what the plain server gets them to print ($(tr -d ' \n' <<<"$b") / $(tr -d ' \n' <<<"$c") / plain $(tr -d ' \n' <<<"$a"))"
+    # curl, byte for byte, and its own request-to-first-byte times
+    curl_case() { # TAG PORT [ENV...]: sets BODY (sha256), TTFB (median ms)
+        # and TMIN (least ms)
+        local tag=$1 port=$2 i
+        shift 2
+        : >"$WORK/$tag.t"
+        for i in $(seq 15); do
+            tb_c env "$@" curl -s -o "$WORK/$tag.body" -w '%{time_pretransfer} %{time_starttransfer}\n' \
+                "http://$ADDR:$port/" >>"$WORK/$tag.t" 2>&1
+        done
+        BODY=$(sha256sum <"$WORK/$tag.body" | cut -c1-16)
+        TTFB=$(awk '{ print ($2 - $1) * 1000 }' "$WORK/$tag.t" | sort -n | sed -n 8p)
+        TMIN=$(awk '{ print ($2 - $1) * 1000 }' "$WORK/$tag.t" | sort -n | sed -n 1p)
+    }
+    curl_case o-curl-plain $P_PHTTP
+    pb=$BODY pt=$TTFB pm=$TMIN
+    curl_case o-curl $P_HTTP
+    ob=$BODY ot=$TTFB om=$TMIN
+    # shellcheck disable=SC2046
+    curl_case o-curl-nomatch $P_HTTP $(nomatch o-curl-nomatch)
+    nb=$BODY nt=$TTFB nm=$TMIN
+    check $([ "$pb" = "$ob" ] && [ "$pb" = "$nb" ] && echo 0 || echo 1) \
+        "curl to python3 -m http.server on a session port: the body byte for byte as from the plain server, for an ordinary client and a non-matching preloaded one ($ob, $nb; plain $pb)"
+    ok=0
+    for t in "$om" "$nm"; do
+        [ "$(diff_us "$pm" "$t")" -lt 800 ] || ok=1
+    done
+    check $ok "curl: request to first byte, 15 each: ordinary client $om ms least, $ot median; non-matching preloaded client $nm, $nt; plain $pm, $pt: no added wait (least under +0.8 ms)"
+    # the probe: fresh connections, first-byte times, data segments
+    for kind in redis:$P_REDIS:$P_PREDIS http:$P_HTTP:$P_PHTTP; do
+        IFS=: read -r k sp pp <<<"$kind"
+        probe o-$k-plain "$pp" "$k"
+        P1=$PR
+        probe o-$k "$sp" "$k"
+        P2=$PR
+        # shellcheck disable=SC2046
+        probe o-$k-nomatch "$sp" "$k" $(nomatch o-$k-nomatch)
+        P3=$PR
+        ok=1
+        [ -n "$P1" ] && [ "$(field "$P1" bytes)" = "$(field "$P2" bytes)" ] &&
+            [ "$(field "$P1" bytes)" = "$(field "$P3" bytes)" ] &&
+            [ "$(field "$P1" segs_in_out)" = "$(field "$P2" segs_in_out)" ] &&
+            [ "$(field "$P1" segs_in_out)" = "$(field "$P3" segs_in_out)" ] &&
+            [ "$(diff_us "$(field "$P1" min_ms)" "$(field "$P2" min_ms)")" -lt 800 ] &&
+            [ "$(diff_us "$(field "$P1" min_ms)" "$(field "$P3" min_ms)")" -lt 800 ] && ok=0
+        check $ok "$k, 25 fresh connections each: ordinary client on the session port, non-matching preloaded client, plain server: same answer bytes ($(field "$P2" bytes) $(field "$P3" bytes) / $(field "$P1" bytes)), same data segments in/out ($(field "$P2" segs_in_out) $(field "$P3" segs_in_out) / $(field "$P1" segs_in_out)), first byte after $(field "$P2" min_ms) and $(field "$P3" min_ms) ms least (median $(field "$P2" median_ms), $(field "$P3" median_ms)) against $(field "$P1" min_ms) ($(field "$P1" median_ms)) (bound on the least +0.8 ms, under the 1 ms a wait for a HELLO would take)"
+    done
+    # server speaks first
+    probe o-banner-plain $P_PBANNER banner
+    P1=$PR
+    probe o-banner $P_BANNER banner
+    P2=$PR
+    # shellcheck disable=SC2046
+    probe o-banner-sess $P_BANNER banner $(pre o-banner-sess)
+    P3=$PR
+    w=$(diff_us "$(field "$P1" median_ms)" "$(field "$P2" median_ms)")
+    info "server speaks first (socat banner): an ordinary client waits $w us more than on the plain server (median $(field "$P2" median_ms) against $(field "$P1" median_ms) ms, 90th percentile $(field "$P2" p90_ms) against $(field "$P1" p90_ms) ms); the bed's RTT makes the documented wait 1 ms"
+    check $([ -n "$P1" ] && [ "$(field "$P1" bytes)" = "$(field "$P2" bytes)" ] &&
+        [ "$(field "$P1" segs_in_out)" = "$(field "$P2" segs_in_out)" ] &&
+        [ "$w" -le 50000 ] && echo 0 || echo 1) \
+        "server speaks first, ordinary client: the banner byte for byte ($(field "$P2" bytes) / $(field "$P1" bytes)), in as many segments, after the bounded wait ($w us, at most 50 ms)"
+    s3=$(grep -c '"event":"session"' "$WORK/o-banner-sess.ev" 2>/dev/null)
+    check $([ -n "$P3" ] && [ "$(field "$P1" bytes)" = "$(field "$P3" bytes)" ] &&
+        [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P3" median_ms)")" -le 50000 ] &&
+        [ "$s3" -ge 25 ] && echo 0 || echo 1) \
+        "server speaks first, session client: $s3 sessions of 25, the banner byte for byte ($(field "$P3" bytes)), first byte after $(field "$P3" median_ms) ms (median)"
 fi
 
 FINISHED=1

@@ -6,7 +6,8 @@ duplicated or reordered byte is caught at the byte where it happens.
 
   stream.py serve PORT [SHAPE [N]]
       listen on PORT; per connection read a request line "send N" /
-      "recv N" / "both N" and act. SHAPE is the server's shape:
+      "recv N" / "both N" / "halfclose N" / "hold N" (N bytes, not MiB,
+      at once, then nothing more until EOF) and act. SHAPE is the server's shape:
         threads  (default) a thread per connection, accept loop of our own
         thread   socketserver.ThreadingTCPServer
         fork     socketserver.ForkingTCPServer (the parent accepts, a child
@@ -15,6 +16,14 @@ duplicated or reordered byte is caught at the byte where it happens.
                  calling accept() on the one listener
       Every connection the program accepted prints "accept PID PEER" in
       the process that serves it.
+  stream.py probe HOST PORT redis|http|banner N
+      N fresh connections, each: a request (PING; GET / HTTP/1.0; none
+      for a banner server), its answer read to EOF (redis: one line;
+      HTTP: its Date header left out of the comparison);
+      prints the least, median and 90th percentile time from the request
+      (the connect, for a banner) to the first byte, the answers' sha256
+      prefixes (one when every answer was the same) and the data segments
+      in/out of the connections (TCP_INFO)
   stream.py pace FILE
       copy FILE to stdout, a MiB per PACE_MS (a paced reader for a pipe)
   stream.py client HOST PORT DIR N [nb]
@@ -32,6 +41,7 @@ connection from that port) and, at the end, "ok ..." or "FAIL <why>" (exit
 status 1). A sender paces itself (a sleep per MiB, PACE_MS) so that a
 failure can be injected in the middle.
 """
+import hashlib
 import os
 import selectors
 import socket
@@ -126,6 +136,11 @@ def serve_conn(c):
             t.start()
         if what in ("send", "both"):
             err = recv(c, n, tag)
+        if what == "hold":  # N bytes (at most a MiB) at once, then
+            # nothing more: read what comes until EOF
+            c.sendall(block(0)[:n])
+            while c.recv(65536):
+                pass
         if what == "halfclose":  # the client sends at once: read slowly
             err = recv(c, n, tag, PACE)
             if c.recv(1) != b"":
@@ -290,6 +305,44 @@ def client_nb(host, port, what, n):
     return None
 
 
+REQ = {"redis": b"PING\r\n", "http": b"GET / HTTP/1.0\r\n\r\n",
+       "banner": b""}
+
+
+def probe(host, port, kind, n):
+    """n fresh connections: the time from the request (from the connect
+    for a banner) to the first byte of the answer, the answer's bytes (to
+    EOF; a redis reply is one line), the data segments each way."""
+    times, digests, segs = [], set(), set()
+    for _ in range(n):
+        s = socket.create_connection((host, port), 5)
+        t0 = time.perf_counter()
+        if REQ[kind]:
+            s.sendall(REQ[kind])
+        got = s.recv(65536)
+        t1 = time.perf_counter()
+        while got and not (kind == "redis" and got.endswith(b"\r\n")):
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        ti = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+        # struct tcp_info: tcpi_data_segs_in, tcpi_data_segs_out
+        segs.add(struct.unpack_from("<II", ti, 152))
+        s.close()
+        times.append((t1 - t0) * 1000.0)
+        if kind == "http":  # the one header that changes every second
+            got = b"".join(x for x in got.split(b"\r\n")
+                           if not x.startswith(b"Date: "))
+        digests.add(hashlib.sha256(got).hexdigest()[:16])
+    times.sort()
+    print("probe %s n=%d min_ms=%.3f median_ms=%.3f p90_ms=%.3f bytes=%s "
+          "segs_in_out=%s"
+          % (kind, n, times[0], times[n // 2], times[n * 9 // 10],
+             ",".join(sorted(digests)),
+             ",".join("%d/%d" % x for x in sorted(segs))), flush=True)
+
+
 def pace(path):
     with open(path, "rb") as f:
         while True:
@@ -305,6 +358,9 @@ if __name__ == "__main__":
     try:
         if sys.argv[1] == "pace":
             pace(sys.argv[2])
+        elif sys.argv[1] == "probe":
+            probe(sys.argv[2], int(sys.argv[3]), sys.argv[4],
+                  int(sys.argv[5]))
         elif sys.argv[1] == "serve":
             serve(int(sys.argv[2]), *(sys.argv[3:4]),
                   *[int(a) for a in sys.argv[4:5]])

@@ -60,6 +60,7 @@ static inline struct resil_msg sample_resume(void)
     m.u.resume.flags = RESIL_RESUME_F_FIN;
     m.u.resume.counter = 0x0102030405060708ull;
     m.u.resume.r = 0x1112131415161718ull;
+    m.u.resume.w = 0x191a1b1c1d1e1f10ull;
     fill_seq(m.u.resume.tail, sizeof m.u.resume.tail, 0x20);
     fill_seq(m.u.resume.nonce, sizeof m.u.resume.nonce, 0x30);
     fill_seq(m.u.resume.mac, sizeof m.u.resume.mac, 0x40);
@@ -75,6 +76,7 @@ static inline struct resil_msg sample_resumed(void)
     fill_seq(m.u.resumed.id, sizeof m.u.resumed.id, 0x01);
     m.u.resumed.flags = 0;
     m.u.resumed.r = 0x2122232425262728ull;
+    m.u.resumed.w = 0x292a2b2c2d2e2f20ull;
     fill_seq(m.u.resumed.tail, sizeof m.u.resumed.tail, 0x50);
     fill_seq(m.u.resumed.mac, sizeof m.u.resumed.mac, 0x60);
     return m;

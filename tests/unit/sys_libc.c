@@ -58,6 +58,7 @@ void resil_sys_use_libc(void)
         .sendmsg = sendmsg,
         .sendfile = sendfile,
         .sendfile64 = sendfile64,
+        .fdopen = fdopen,
         .getsockname = getsockname,
         .getpeername = getpeername,
         .shutdown = shutdown,

@@ -61,6 +61,7 @@ static void expect_decodes_to(const uint8_t *b, size_t len,
         cr_expect_eq(a->flags, w->flags);
         cr_expect_eq(a->counter, w->counter);
         cr_expect_eq(a->r, w->r);
+        cr_expect_eq(a->w, w->w);
         cr_expect_arr_eq(a->tail, w->tail, sizeof a->tail);
         cr_expect_arr_eq(a->nonce, w->nonce, sizeof a->nonce);
         cr_expect_arr_eq(a->mac, w->mac, sizeof a->mac);
@@ -71,6 +72,7 @@ static void expect_decodes_to(const uint8_t *b, size_t len,
         cr_expect_arr_eq(a->id, w->id, sizeof a->id);
         cr_expect_eq(a->flags, w->flags);
         cr_expect_eq(a->r, w->r);
+        cr_expect_eq(a->w, w->w);
         cr_expect_arr_eq(a->tail, w->tail, sizeof a->tail);
         cr_expect_arr_eq(a->mac, w->mac, sizeof a->mac);
         break;
@@ -84,14 +86,15 @@ static void expect_decodes_to(const uint8_t *b, size_t len,
 Test(session_wire, golden_resume)
 {
     static const uint8_t want[RESIL_RESUME_LEN] = {
-        0x00, 0x52, 0x53, 0x4c, 3, 1, 0, 90,
+        0x00, 0x52, 0x53, 0x4c, 3, 1, 0, 98,
         /* id */
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c,
         0x0d, 0x0e, 0x0f, 0x10,
         /* role, flags */
         1, 1,
-        /* counter, R */
+        /* counter, R, W */
         1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18,
+        0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x10,
         /* tail, nonce, MAC */
         0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b,
         0x2c, 0x2d, 0x2e, 0x2f, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37,
@@ -104,18 +107,19 @@ Test(session_wire, golden_resume)
     cr_assert_eq(len, sizeof want);
     cr_expect_arr_eq(b, want, len);
     expect_decodes_to(want, sizeof want, &m);
-    cr_expect_eq(resil_wire_mac_offset(b, len), 74);
+    cr_expect_eq(resil_wire_mac_offset(b, len), 82);
 }
 
 Test(session_wire, golden_resumed_refuse)
 {
     static const uint8_t want[RESIL_RESUMED_LEN] = {
-        0x00, 0x52, 0x53, 0x4c, 4, 1, 0, 65,
+        0x00, 0x52, 0x53, 0x4c, 4, 1, 0, 73,
         /* id */
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c,
         0x0d, 0x0e, 0x0f, 0x10,
-        /* flags, R */
-        0, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28,
+        /* flags, R, W */
+        0, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b,
+        0x2c, 0x2d, 0x2e, 0x2f, 0x20,
         /* tail, MAC */
         0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x5b,
         0x5c, 0x5d, 0x5e, 0x5f, 0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67,
@@ -130,7 +134,7 @@ Test(session_wire, golden_resumed_refuse)
     cr_assert_eq(len, sizeof want);
     cr_expect_arr_eq(b, want, len);
     expect_decodes_to(want, sizeof want, &m);
-    cr_expect_eq(resil_wire_mac_offset(b, len), 49);
+    cr_expect_eq(resil_wire_mac_offset(b, len), 57);
     len = encode_ok(&f, b, sizeof b);
     cr_assert_eq(len, sizeof refuse);
     cr_expect_arr_eq(b, refuse, len);
@@ -514,8 +518,8 @@ static bool is_family_byte(const uint8_t *orig, size_t off)
 static struct want flip_want(const uint8_t *orig, size_t len, size_t off,
                              uint8_t nb)
 {
-    static const unsigned lo[] = {0, 81, 81, 90, 65, 9},
-                          hi[] = {0, 217, 217, 90, 65, 9};
+    static const unsigned lo[] = {0, 81, 81, 98, 73, 9},
+                          hi[] = {0, 217, 217, 98, 73, 9};
     const struct want ok = {RESIL_OK, 0, false},
                       proto = {RESIL_EPROTO, 0, false};
     unsigned type = orig[4];
