@@ -7,7 +7,7 @@
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
 # Sections (all by default): streams redis socat shapes clients readiness
-# events plain ordinary attack stdio.
+# events plain ordinary attack stdio forwarder.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -19,7 +19,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary attack stdio}
+SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary attack stdio forwarder}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -76,8 +76,10 @@ ADDR=$TB_FIRST4 # the clients' destination; its uplink is the one broken
 # 75xx are the same servers without libresil.
 P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
 P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
+P_FWD=7410 P_FWDBACK=7510
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
+SESS+=",*:7410"
 
 # The environment of a preloaded program of either end; logs go to
 # WORK/TAG.log and events to WORK/TAG.ev.
@@ -805,6 +807,31 @@ if want ordinary; then
         [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P3" median_ms)")" -le 50000 ] &&
         [ "$s3" -ge 25 ] && echo 0 || echo 1) \
         "server speaks first, session client: $s3 sessions of 25, the banner byte for byte ($(field "$P3" bytes)), first byte after $(field "$P3" median_ms) ms (median)"
+fi
+
+# ------------------------------------------------------------ forwarder
+# A server that cannot be preloaded (static, Go) gets the session through
+# a forwarder under libresil beside it (README): here redis-server runs
+# without libresil on 127.0.0.1 only, and socat under libresil forwards the
+# session port to it. The session ends at socat; the last hop is loopback.
+if want forwarder; then
+    echo "--- a forwarder under libresil in front of a server without it"
+    tb_bg_s redis-server --bind 127.0.0.1 --port $P_FWDBACK --save '' \
+        --appendonly no --protected-mode no >"$WORK/srv-fwdback.out" 2>&1
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-fwd) socat TCP-LISTEN:$P_FWD,fork,reuseaddr \
+        TCP:127.0.0.1:$P_FWDBACK >"$WORK/srv-fwd.out" 2>&1
+    check $(wait_ports $P_FWD; echo $?) \
+        "bed: the forwarder answers (session port $P_FWD)"
+    TAG=fwd N=400
+    redis_incr $TAG $P_FWD $N blackhole
+    got=$(tb_s redis-cli -p $P_FWDBACK GET $TAG 2>/dev/null)
+    ok=1
+    replies_ok $TAG $N && [ "$RC" = 0 ] && [ "$got" = "$N" ] && ok=0
+    check $ok "redis-cli -r $N INCR through socat under libresil to a redis-server without it, path blackholed: every reply the previous plus one, the server's counter $got (exit $RC after $(fmt_s "$MS"), $(resumes "$WORK/$TAG.ev") resume(s); $(head -c 200 "$WORK/$TAG.err"))"
+    n=$(resumes "$WORK/$TAG.ev")
+    check $([ "$n" -ge 1 ] && echo 0 || echo 1) \
+        "forwarder: the session resumed ($n resume(s) at the client): the failure was met and carried over, not missed"
 fi
 
 FINISHED=1
