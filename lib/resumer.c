@@ -553,6 +553,18 @@ static resil_status_t dial(struct resil_sock *s, struct resil_sess *x,
     return RESIL_OK;
 }
 
+/* What lib/resume.c checks a RESUME or RESUMED against: x's id, role, MAC
+ * key and the last counter its peer used (x->mu held by a responder). */
+static void view_of(const struct resil_sess *x, struct resil_resume_view *v)
+{
+    memset(v, 0, sizeof(*v));
+    memcpy(v->id, x->keys.id, sizeof(v->id));
+    v->role = x->role;
+    v->k_mac = x->keys.k_mac;
+    v->peer_counter = x->peer_counter;
+    v->resumable = true;
+}
+
 /* One try: RESUME on a new connection, RESUMED back. RESIL_OK: resumed;
  * RESIL_EAGAIN: try again; else the session is lost (*why). */
 static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
@@ -594,12 +606,7 @@ static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
         *why = x->why_not;
         return RESIL_EREFUSED;
     }
-    memset(&v, 0, sizeof(v));
-    memcpy(v.id, x->keys.id, sizeof(v.id));
-    v.role = x->role;
-    v.k_mac = x->keys.k_mac;
-    v.peer_counter = x->peer_counter;
-    v.resumable = true;
+    view_of(x, &v);
     v.own_attempt = true;
     v.ring = &x->ring;
     tail_of(x, tail);
@@ -850,12 +857,7 @@ static void *responder(void *arg)
     /* authentic and fresh before anything is touched: a forged, replayed
      * or stale RESUME must not freeze (and reset) a live session */
     pthread_mutex_lock(&x->mu);
-    memset(&v, 0, sizeof(v));
-    memcpy(v.id, x->keys.id, sizeof(v.id));
-    v.role = x->role;
-    v.k_mac = x->keys.k_mac;
-    v.peer_counter = x->peer_counter;
-    v.resumable = true;
+    view_of(x, &v);
     st = resil_resume_decide(&v, req, rlen, &m, &d);
     if (st == RESIL_EINVAL || !d.take_counter) {
         pthread_mutex_unlock(&x->mu);
