@@ -135,8 +135,10 @@ fuzz-corpus: $(BUILD)/fuzz/gen_corpus
 # The whole suite: unit, the fuzzer (FUZZ_TIME s), preload drivers, network
 # scenarios, the instruction-count checks (callgrind: exact, no timing),
 # then unit and drivers again under AddressSanitizer + UBSan.
+# builds with two jobs (the CI machine's two cores): three builds of the
+# library and the drivers (plain, ASan, TSan) otherwise take minutes
 test check: deps-net
-	$(MAKE) --no-print-directory unit drivers
+	$(MAKE) --no-print-directory -j2 unit drivers
 	$(MAKE) --no-print-directory fuzz
 	tests/drivers/run.sh $(BUILD)
 	tests/net/run.sh $(BUILD)
@@ -148,7 +150,7 @@ test check: deps-net
 	$(MAKE) --no-print-directory tsan
 
 asan:
-	$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	$(MAKE) --no-print-directory -j2 BUILD=build-asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  build-asan/unit-tests build-asan/libresil.so drivers-asan
 	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -164,7 +166,7 @@ drivers-asan: $(BUILD)/libresil.so $(DRIVERS) $(BUILD)/drivers/early_main
 # hooks before libresil's own runs, and an instrumented hook crashes in a
 # runtime not yet set up.
 tsan:
-	$(MAKE) --no-print-directory BUILD=build-tsan OPT=-O1 \
+	$(MAKE) --no-print-directory -j2 BUILD=build-tsan OPT=-O1 \
 	  SAN="-fsanitize=thread -fno-omit-frame-pointer" \
 	  DRV_SAN=-fsanitize=thread drivers
 	RESIL_SAN=tsan tests/drivers/run.sh build-tsan
