@@ -54,21 +54,9 @@ fi
 . "$ROOT/scripts/testbed.sh"
 
 WORK=$(mktemp -d /tmp/resil-fabric.XXXXXX)
-FINISHED=0
-on_exit() {
-    local rc=$?
-    tb_down
-    if [ $FINISHED = 0 ]; then
-        FAIL=$((FAIL + 1))
-        echo "FAIL  run aborted (exit $rc); logs kept in $WORK"
-        echo "fabric: $PASS passed, $FAIL failed"
-        exit 1
-    fi
-    [ "$FAIL" -eq 0 ] && [ -z "${KEEP:-}" ] && rm -rf "$WORK"
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+FINISHED=0 SUITE=fabric
+# shellcheck source=harness.sh
+. "$HERE/harness.sh"
 
 TB_QUIET=1 TB_NO_TRAP=1
 tb_up

@@ -47,21 +47,9 @@ fi
 . "$ROOT/scripts/testbed.sh"
 
 WORK=$(mktemp -d /tmp/resil-net.XXXXXX)
-FINISHED=0
-on_exit() {
-    local rc=$?
-    tb_down
-    if [ $FINISHED = 0 ]; then
-        FAIL=$((FAIL + 1))
-        echo "FAIL  run aborted (exit $rc); logs kept in $WORK"
-        echo "net: $PASS passed, $FAIL failed"
-        exit 1
-    fi
-    [ "$FAIL" -eq 0 ] && rm -rf "$WORK"
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+FINISHED=0 SUITE=net
+# shellcheck source=harness.sh
+. "$HERE/harness.sh"
 
 now_ms() { local t=$EPOCHREALTIME; echo $(( ${t/./} / 1000 )); }
 fmt_s() { printf "%d.%02d s" $(($1 / 1000)) $(($1 % 1000 / 10)); }

@@ -45,21 +45,9 @@ fi
 . "$ROOT/scripts/testbed.sh"
 
 WORK=$(mktemp -d /tmp/resil-session.XXXXXX)
-FINISHED=0
-on_exit() {
-    local rc=$?
-    tb_down
-    if [ $FINISHED = 0 ]; then
-        FAIL=$((FAIL + 1))
-        echo "FAIL  run aborted (exit $rc); logs kept in $WORK"
-        echo "session: $PASS passed, $FAIL failed"
-        exit 1
-    fi
-    [ "$FAIL" -eq 0 ] && [ -z "${KEEP:-}" ] && rm -rf "$WORK"
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+FINISHED=0 SUITE=session
+# shellcheck source=harness.sh
+. "$HERE/harness.sh"
 
 # The C helpers (tests/net/*.c), built for this run.
 for c in stdio_client ready_client; do
