@@ -164,8 +164,8 @@ static void *engine_main(void *arg)
         pthread_mutex_unlock(&E.mu);
         /* the monitor's system calls (one pair per socket with bytes in
          * flight) run without the engine lock: a close() or a connect()
-         * never waits for them. Its clock is read now: it stamps when it
-         * first saw bytes in flight, and the ticks above (the sockets
+         * never waits for them. Its clock is read now: it dates bytes
+         * in flight from the kernel's ages, and the ticks above (the sockets
          * due since their connect, conn.c) take their time */
         wake = min_u64(wake, resil_monitor_tick(resil_now_ns()));
         now = resil_now_ns();

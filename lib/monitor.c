@@ -274,6 +274,24 @@ static bool check(struct resil_sock *s, uint64_t now)
         goto out;
     }
     keep = true;
+    /* A new episode in flight: the first seen, or any byte acknowledged
+     * since out_since was set (progress). It began when the last ACK came
+     * or the last segment left, whichever is later: never earlier than
+     * the truth (a retransmission makes it later, by one RTO at most).
+     * Without the progress test, a reply's ACK that came between two
+     * ticks left out_since from the request before it, and the next
+     * write was found stalled early (by as long as the program waited
+     * before it). */
+    if (ti.tcpi_unacked > 0 &&
+        (s->mon.out_since == 0 || ti.tcpi_bytes_acked != s->mon.acked)) {
+        uint32_t age = ti.tcpi_last_ack_recv < ti.tcpi_last_data_sent
+                           ? ti.tcpi_last_ack_recv
+                           : ti.tcpi_last_data_sent;
+        uint64_t back = (uint64_t)age * RESIL_MS;
+
+        s->mon.out_since = back < now ? now - back : 1;
+        s->mon.acked = ti.tcpi_bytes_acked;
+    }
     if (sess) {
         session_listed = true;
         suspect = session_suspect(
@@ -288,8 +306,6 @@ static bool check(struct resil_sock *s, uint64_t now)
         disarm(s);
         goto out;
     }
-    if (s->mon.out_since == 0)
-        s->mon.out_since = now;
     /* A stall is no progress for stall_ms counted from when data became
      * outstanding: the age of the last ACK alone also counts the quiet
      * time before this write (a healthy connection idle for a while). */

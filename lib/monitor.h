@@ -7,7 +7,9 @@
  * for a grace period after the last one, so request/response traffic never
  * needs to wake it; only a mark that finds the monitor idle wakes (or
  * starts) the engine. A socket with bytes unacknowledged and no ACK for
- * stall_ms, counted from when the monitor first saw the bytes in flight,
+ * stall_ms, counted from when the bytes went out (the later of the last
+ * ACK and the last segment sent, read when the monitor first sees them in
+ * flight or sees progress: never earlier than the truth),
  * has a stalled path: TCP_USER_TIMEOUT is armed so that the program gets
  * ETIMEDOUT within fail_timeout_ms instead of TCP's minutes, and the
  * address is marked down in the health cache.

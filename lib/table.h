@@ -100,8 +100,12 @@ struct resil_sock_mon {
     bool ut_armed;                /* TCP_USER_TIMEOUT armed (s->mu) */
     bool failed;                  /* address marked down for this
                                      connection (s->mu) */
-    uint64_t out_since;           /* first seen with data in flight, ns;
-                                     0: not in flight */
+    uint64_t out_since;           /* data in flight since, ns (the later
+                                     of the last ACK and the last segment
+                                     sent when first seen); 0: not in
+                                     flight */
+    uint64_t acked;               /* tcpi_bytes_acked when out_since was
+                                     set: a change is progress */
     bool unseen;                  /* bytes move where no hook sees them
                                      (stdio): watched on every tick, not
                                      only after a write marked it (s->mu) */

@@ -3,6 +3,7 @@
 # private network namespace, with libresil preloaded into that process only.
 #
 #   tests/drivers/run.sh BUILD        (BUILD holds libresil.so and drivers/)
+#   ONLY=monitor/ tests/drivers/run.sh BUILD   (the matching subtests)
 #   RESIL_SAN=1 tests/drivers/run.sh build-asan
 #                                     (libresil built with ASan + UBSan: the
 #                                      runtimes are preloaded in front of it)
@@ -67,6 +68,9 @@ if [ "${RESIL_SAN:-0}" = 1 ]; then
     PRELOAD="$ASAN $UBSAN $LIB"
     SAN_ENV=(ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0:abort_on_error=0
              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+    # the runs without libresil are the plain build's (the drivers are
+    # not instrumented): run again here they would check nothing new
+    NO_PLAIN=1
 elif [ "${RESIL_SAN:-0}" = tsan ]; then
     TSAN=$(${CC:-gcc} -print-file-name=libtsan.so)
     [ -e "$TSAN" ] || bail "libtsan.so not found"
@@ -87,9 +91,9 @@ elif [ "${RESIL_SAN:-0}" = tsan ]; then
     # skipped under ASan run here, and pass).
     SAN_ENV=(TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1:die_after_fork=0
              DRV_TSAN=1)
-    # Only the runs with libresil: without it TSan would check nothing of
-    # ours (the plain runs prove the drivers' expectations against the
-    # kernel, which the uninstrumented run does).
+    # Only the runs with libresil (resil and bare): without it TSan would
+    # check nothing of ours (the plain runs prove the drivers'
+    # expectations against the kernel, which the uninstrumented run does).
     NO_PLAIN=1
 fi
 
@@ -118,13 +122,16 @@ EOF
 run() {
     local name=$1 mode=$2 tmo=$3
     shift 3
+    # ONLY=REGEX: only the subtests whose name matches (while working on
+    # one; the checks after the runs are then left out)
+    [ -z "${ONLY:-}" ] || [[ $name =~ $ONLY ]] || return 0
     local envs=()
     while [ "$1" != -- ]; do
         envs+=("$1")
         shift
     done
     shift
-    [ -n "${NO_PLAIN:-}" ] && [ "$mode" != resil ] && return 0
+    [ -n "${NO_PLAIN:-}" ] && [[ $mode = plain* ]] && return 0
     local pre=(DRV_PRELOADED=0)
     if [ "$mode" = resil ]; then
         pre=(LD_PRELOAD="$PRELOAD" DRV_PRELOADED=1 "${SAN_ENV[@]}"
@@ -216,7 +223,7 @@ monitor_all() {
 }
 
 echo "== test bed, without libresil"
-[ -n "${NO_PLAIN:-}" ] && echo "   (not under ThreadSanitizer)"
+[ -n "${NO_PLAIN:-}" ] && echo "   (the plain build's runs: not again here)"
 run "bed/dead-address-hangs" plain 10 -- "$DRV/race_block" dead_hang
 run "bed/dead-address-hangs-v6" plain 10 -- "$DRV/race_block" dead_hang6
 run "bed/dead-first-fails" plainfail 4 -- "$DRV/race_block" dead_first
@@ -277,6 +284,13 @@ run_all fds resil 30 RESIL_EVENTS="$TMP/fds-events" \
 run_all startup resil 20
 run "early_main/race-in-constructor" resil 20 EARLY_DEAD=1 -- \
     "$DRV/early_main"
+
+if [ -n "${ONLY:-}" ]; then
+    [ $FAIL -eq 0 ] || echo "failed: ${FAILED[*]}"
+    echo "drivers: $PASS passed, $FAIL failed (ONLY=$ONLY)"
+    [ $FAIL -eq 0 ]
+    exit
+fi
 
 # The early test only means something if libearly's constructor really runs
 # before libresil's (LD_DEBUG=files lists initializers in call order).
