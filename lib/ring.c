@@ -4,6 +4,54 @@
 
 #include "ring.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+
+/* Appends of at least this many bytes bypass the caches (copy_in). */
+#define RING_STREAM_MIN 4096
+
+/* Copy n bytes into the ring's storage. The ring is written now and read
+ * only by a resume, if ever: a large copy uses non-temporal stores, which
+ * neither read the destination's cache lines first nor push out of the
+ * caches what the program and the kernel are about to use (the same bytes
+ * on their way into the socket). A bulk writer's ring is as large as the
+ * socket's send buffer, megabytes that would otherwise cycle through the
+ * caches on every write. */
+static void copy_in(uint8_t *dst, const uint8_t *src, size_t n)
+{
+    size_t head;
+
+    if (n < RING_STREAM_MIN) {
+        memcpy(dst, src, n);
+        return;
+    }
+    head = (16 - ((uintptr_t)dst & 15)) & 15;
+    memcpy(dst, src, head);
+    dst += head;
+    src += head;
+    n -= head;
+    for (; n >= 64; n -= 64, dst += 64, src += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)src);
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(src + 32));
+        __m128i d = _mm_loadu_si128((const __m128i *)(src + 48));
+        _mm_stream_si128((__m128i *)dst, a);
+        _mm_stream_si128((__m128i *)(dst + 16), b);
+        _mm_stream_si128((__m128i *)(dst + 32), c);
+        _mm_stream_si128((__m128i *)(dst + 48), d);
+    }
+    memcpy(dst, src, n);
+    /* streaming stores are weakly ordered: visible before the session's
+     * lock is released (a resume on another thread reads them) */
+    _mm_sfence();
+}
+#else
+static void copy_in(uint8_t *dst, const uint8_t *src, size_t n)
+{
+    memcpy(dst, src, n);
+}
+#endif
+
 static uint8_t *store(const struct resil_ring *r)
 {
     return r->heap ? r->heap : (uint8_t *)r->small;
@@ -109,8 +157,8 @@ resil_status_t resil_ring_append(struct resil_ring *r, const void *data,
     }
     i = index_of(r, r->end);
     first = r->cap - i < n ? r->cap - i : n;
-    memcpy(store(r) + i, data, first);
-    memcpy(store(r), (const uint8_t *)data + first, n - first);
+    copy_in(store(r) + i, data, first);
+    copy_in(store(r), (const uint8_t *)data + first, n - first);
     r->end += n;
     return RESIL_OK;
 }
