@@ -224,6 +224,20 @@ static bool fin_unacked(int st)
     return st == 4 || st == 11 || st == 9;
 }
 
+void resil_monitor_in_flight(struct resil_sock_mon *m, uint64_t acked,
+                             uint32_t ack_age_ms, uint32_t sent_age_ms,
+                             uint64_t now)
+{
+    uint64_t back;
+
+    if (m->out_since != 0 && acked == m->acked)
+        return; /* the same episode: no byte acknowledged since */
+    back = (uint64_t)(ack_age_ms < sent_age_ms ? ack_age_ms : sent_age_ms) *
+           RESIL_MS;
+    m->out_since = back < now ? now - back : 1;
+    m->acked = acked;
+}
+
 static bool check(struct resil_sock *s, uint64_t now)
 {
     const struct resil_config *cfg = resil_config_get();
@@ -274,24 +288,10 @@ static bool check(struct resil_sock *s, uint64_t now)
         goto out;
     }
     keep = true;
-    /* A new episode in flight: the first seen, or any byte acknowledged
-     * since out_since was set (progress). It began when the last ACK came
-     * or the last segment left, whichever is later: never earlier than
-     * the truth (a retransmission makes it later, by one RTO at most).
-     * Without the progress test, a reply's ACK that came between two
-     * ticks left out_since from the request before it, and the next
-     * write was found stalled early (by as long as the program waited
-     * before it). */
-    if (ti.tcpi_unacked > 0 &&
-        (s->mon.out_since == 0 || ti.tcpi_bytes_acked != s->mon.acked)) {
-        uint32_t age = ti.tcpi_last_ack_recv < ti.tcpi_last_data_sent
-                           ? ti.tcpi_last_ack_recv
-                           : ti.tcpi_last_data_sent;
-        uint64_t back = (uint64_t)age * RESIL_MS;
-
-        s->mon.out_since = back < now ? now - back : 1;
-        s->mon.acked = ti.tcpi_bytes_acked;
-    }
+    if (ti.tcpi_unacked > 0)
+        resil_monitor_in_flight(&s->mon, ti.tcpi_bytes_acked,
+                                ti.tcpi_last_ack_recv,
+                                ti.tcpi_last_data_sent, now);
     if (sess) {
         session_listed = true;
         suspect = session_suspect(

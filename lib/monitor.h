@@ -69,6 +69,19 @@ void resil_monitor_unseen(struct resil_sock *s);
  * (UINT64_MAX when the monitor is idle). */
 uint64_t resil_monitor_tick(uint64_t now_ns);
 
+/* Bytes are in flight on a socket whose TCP_INFO says: acked bytes
+ * acknowledged in all (tcpi_bytes_acked), the last ACK ack_age_ms ago and
+ * the last segment sent sent_age_ms ago. Dates m->out_since, the start of
+ * this episode in flight, which a stall counts from: kept while no byte is
+ * acknowledged; else (first seen, or progress since) the later of the last
+ * ACK and the last segment sent, never earlier than the truth (a
+ * retransmission makes it later, by one RTO at most). A reply's ACK
+ * between two ticks must not leave it at the request before: the next
+ * write would be found stalled early. Engine thread, mon_mu held. */
+void resil_monitor_in_flight(struct resil_sock_mon *m, uint64_t acked,
+                             uint32_t ack_age_ms, uint32_t sent_age_ms,
+                             uint64_t now);
+
 /* Apply the dead-path detection settings (keepalive) that the program did
  * not choose itself to fd, a socket of s. s->mu held. */
 void resil_monitor_tune(struct resil_sock *s, int fd);

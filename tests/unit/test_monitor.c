@@ -157,3 +157,70 @@ Test(monitor, app_user_timeout_wins)
     resil_sock_set_state(s, RS_FRESH);
     done(s);
 }
+
+/* ---- dating bytes in flight (resil_monitor_in_flight) ---- */
+
+#define MS_ 1000000ull
+#define T0 (1000 * MS_) /* an arbitrary clock reading */
+
+/* The CI failure this rules out: a tick saw a request in flight (out_since
+ * set), its reply's ACK came before the next tick, and the program wrote
+ * again 100 ms after that ACK. The stall of the new bytes counts from
+ * their write, not from the request before. */
+Test(monitor, in_flight_after_progress_is_a_new_episode)
+{
+    struct resil_sock_mon m = {0};
+
+    /* t0: 100 bytes sent just now, nothing acknowledged yet */
+    resil_monitor_in_flight(&m, 1, 5000, 0, T0);
+    cr_assert_eq(m.out_since, T0);
+    /* t0+250: the request was acknowledged at t0+1 (bytes_acked 101), the
+     * next write left at t0+101; the last ACK is 249 ms old */
+    resil_monitor_in_flight(&m, 101, 249, 149, T0 + 250 * MS_);
+    cr_assert_eq(m.out_since, T0 + 101 * MS_,
+                 "dated %lld ms after t0, want the write at +101",
+                 (long long)(m.out_since - T0) / (long long)MS_);
+    cr_assert_eq(m.acked, 101);
+}
+
+Test(monitor, in_flight_without_progress_keeps_its_start)
+{
+    struct resil_sock_mon m = {0};
+
+    resil_monitor_in_flight(&m, 1, 3000, 10, T0);
+    cr_assert_eq(m.out_since, T0 - 10 * MS_);
+    /* a retransmission 300 ms later (the last segment sent is younger)
+     * does not move the start: no byte was acknowledged */
+    resil_monitor_in_flight(&m, 1, 3300, 0, T0 + 300 * MS_);
+    cr_assert_eq(m.out_since, T0 - 10 * MS_);
+}
+
+/* A bulk writer whose ACKs stop: bytes were in flight all along, so the
+ * episode starts at the last ACK (the later of the two ages), not later. */
+Test(monitor, in_flight_continuous_counts_from_the_last_ack)
+{
+    struct resil_sock_mon m = {0};
+
+    resil_monitor_in_flight(&m, 1000, 1, 0, T0);
+    resil_monitor_in_flight(&m, 9000, 200, 240, T0 + 250 * MS_);
+    cr_assert_eq(m.out_since, T0 + 50 * MS_);
+}
+
+/* An idle connection (last ACK minutes ago) that writes: from the write. */
+Test(monitor, in_flight_first_seen_after_idle)
+{
+    struct resil_sock_mon m = {0};
+
+    resil_monitor_in_flight(&m, 7, 600000, 120, T0);
+    cr_assert_eq(m.out_since, T0 - 120 * MS_);
+}
+
+/* ages beyond the clock reading (a clock near its start) stay non-zero:
+ * 0 means nothing in flight */
+Test(monitor, in_flight_ages_older_than_the_clock)
+{
+    struct resil_sock_mon m = {0};
+
+    resil_monitor_in_flight(&m, 7, 600000, 600000, 5 * MS_);
+    cr_assert_eq(m.out_since, 1);
+}
