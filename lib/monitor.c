@@ -246,6 +246,7 @@ static bool check(struct resil_sock *s, uint64_t now)
     socklen_t l = sizeof(ti);
     int outq = 0;
     bool keep = false, sess = false, trim = false, suspect = false;
+    bool kept = false;
     struct stall_note note = {.found = false};
 
     /* s->mu: the program's close() sets s->closed under it before the
@@ -325,11 +326,13 @@ out:
     report_stall(&note);
     /* the session's own locks come before s->mu (session.h) */
     if (trim)
-        resil_sess_trim(s->sess, s->fd);
+        kept = resil_sess_trim(s->sess, s->fd);
     if (suspect)
         resil_resume_start(s, "a retransmission timeout with data in "
                               "flight");
-    return keep;
+    /* a session ring that keeps its memory after writes: looked at again
+     * next tick, which gives it back if no write came */
+    return keep || kept;
 }
 
 /* Check every listed socket; drop those that need no more watching.

@@ -745,8 +745,10 @@ void resil_sess_received(struct resil_sess *x, const struct iovec *iov,
     x->r += n;
 }
 
-void resil_sess_trim(struct resil_sess *x, int fd)
+bool resil_sess_trim(struct resil_sess *x, int fd)
 {
+    bool kept = false;
+
     pthread_mutex_lock(&x->wmu);
     /* not while a resume uses the ring (its replay reads it unlocked) */
     if (atomic_load(&x->state) == RESIL_SESS_UP && !atomic_load(&x->frozen) &&
@@ -754,10 +756,19 @@ void resil_sess_trim(struct resil_sess *x, int fd)
         uint64_t a = acked_pos(x, fd);
         if (a > x->ring.end)
             a = x->ring.end;
-        if (a > x->ring.start)
+        if (x->w != x->trim_w) {
+            /* written since the last look: in use */
+            if (a > x->ring.start)
+                resil_ring_drop(&x->ring, a);
+            x->trim_w = x->w;
+            kept = x->ring.heap != NULL;
+        } else {
+            /* idle for a whole tick: the memory goes */
             resil_ring_trim(&x->ring, a);
+        }
     }
     pthread_mutex_unlock(&x->wmu);
+    return kept;
 }
 
 /* ---- attaching sessions to sockets ---- */

@@ -67,6 +67,7 @@ struct resil_sess {
     uint16_t hello_len;
     /* our stream (wmu) */
     uint64_t w;
+    uint64_t trim_w;          /* w at the last trim (resil_sess_trim) */
     struct resil_ring ring;
     /* the peer's stream (rmu) */
     uint64_t r;
@@ -167,8 +168,13 @@ void resil_sess_received(struct resil_sess *x, const struct iovec *iov,
  * them here (sendfile, MSG_TRUNC, ...): the session cannot be resumed. */
 void resil_sess_untracked(struct resil_sess *x, const char *why);
 /* Nothing is in flight on fd (the monitor saw it): drop the ring's bytes
- * the peer has. wmu is taken. */
-void resil_sess_trim(struct resil_sess *x, int fd);
+ * the peer has. Its memory goes back only when nothing was written since
+ * the previous call: a writer whose socket drains between two writes
+ * (a bulk sender faster than nothing, on its own core) would otherwise
+ * free megabytes and fault them in again on every monitor tick. Returns
+ * true while memory is kept that a later call may give back (the monitor
+ * then looks again on its next tick). wmu is taken. */
+bool resil_sess_trim(struct resil_sess *x, int fd);
 
 /* Our counts against the kernel's on fd, the session's connection:
  * bytes received less those still queued (rmu held: the stash counts as
