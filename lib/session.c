@@ -11,6 +11,7 @@
 #include <linux/tcp.h> /* glibc's struct tcp_info is too old; not both */
 
 #include "config.h"
+#include "engine.h"
 #include "events.h"
 #include "fds.h"
 #include "log.h"
@@ -204,26 +205,24 @@ void resil_sess_free(struct resil_sess *x)
 
 /* ---- what a handshake announces ---- */
 
-int resil_sess_local_addrs(int fd, struct resil_ip *out, int max)
-{
-    struct sockaddr_storage ss;
-    socklen_t l = sizeof(ss);
-    struct resil_ip local;
-    uint16_t port;
-    struct ifaddrs *ifs, *i;
-    bool loop = false;
-    int n = 0;
+/* The host's addresses a handshake may announce, loopback ones apart,
+ * RESIL_WIRE_MAX_ADDR of each at most, in getifaddrs() order. */
+struct local_addrs {
+    struct resil_ip ip[2][RESIL_WIRE_MAX_ADDR]; /* [0] others, [1] loopback */
+    int n[2];
+};
 
-    if (real.getsockname(fd, (struct sockaddr *)&ss, &l) == 0 &&
-        resil_ip_from_sa((struct sockaddr *)&ss, l, &local, &port))
-        loop = local.family == AF_INET
-                   ? (ntohl(local.u.v4.s_addr) >> 24) == 127
-                   : IN6_IS_ADDR_LOOPBACK(&local.u.v6);
+static bool read_local(struct local_addrs *t)
+{
+    struct ifaddrs *ifs, *i;
+    uint16_t port;
+
     if (getifaddrs(&ifs) < 0)
-        return 0;
-    for (i = ifs; i && n < max; i = i->ifa_next) {
+        return false;
+    t->n[0] = t->n[1] = 0;
+    for (i = ifs; i; i = i->ifa_next) {
         struct resil_ip ip;
-        bool lo;
+        int lo;
         if (i->ifa_addr == NULL || !(i->ifa_flags & IFF_UP) ||
             (i->ifa_addr->sa_family != AF_INET &&
              i->ifa_addr->sa_family != AF_INET6) ||
@@ -233,16 +232,58 @@ int resil_sess_local_addrs(int fd, struct resil_ip *out, int max)
                                   : sizeof(struct sockaddr_in6),
                               &ip, &port))
             continue;
-        lo = (i->ifa_flags & IFF_LOOPBACK) != 0;
         /* link-local addresses name an interface of ours, useless to the
-         * peer without its scope; loopback ones only to a peer on this
-         * host, and then only they */
-        if ((ip.family == AF_INET6 && IN6_IS_ADDR_LINKLOCAL(&ip.u.v6)) ||
-            lo != loop)
+         * peer without its scope */
+        if (ip.family == AF_INET6 && IN6_IS_ADDR_LINKLOCAL(&ip.u.v6))
             continue;
-        out[n++] = ip;
+        lo = (i->ifa_flags & IFF_LOOPBACK) != 0;
+        if (t->n[lo] < RESIL_WIRE_MAX_ADDR)
+            t->ip[lo][t->n[lo]++] = ip;
     }
     freeifaddrs(ifs);
+    return true;
+}
+
+/* Read at most every LOCAL_TTL: getifaddrs() dumps every link and address
+ * of the host over netlink, a cost that grows with its interfaces (a node
+ * with hundreds of container veths), and was paid by every handshake at
+ * both ends. An address gone since is tried by a resume and fails like
+ * any dead one. local_mu is only tried: a thread that finds it held (or
+ * the child of a fork taken while another thread held it) reads afresh. */
+#define LOCAL_TTL_NS (1000 * RESIL_MS)
+static pthread_mutex_t local_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct local_addrs local;
+static uint64_t local_at; /* 0: never read */
+
+int resil_sess_local_addrs(int fd, struct resil_ip *out, int max)
+{
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof(ss);
+    struct resil_ip self;
+    struct local_addrs fresh;
+    const struct local_addrs *t = &fresh;
+    uint16_t port;
+    int lo = 0, n;
+    bool cached = pthread_mutex_trylock(&local_mu) == 0;
+
+    /* loopback addresses only to a peer on this host, and then only they */
+    if (real.getsockname(fd, (struct sockaddr *)&ss, &l) == 0 &&
+        resil_ip_from_sa((struct sockaddr *)&ss, l, &self, &port))
+        lo = self.family == AF_INET ? (ntohl(self.u.v4.s_addr) >> 24) == 127
+                                    : IN6_IS_ADDR_LOOPBACK(&self.u.v6);
+    if (cached) {
+        uint64_t now = resil_now_ns();
+        if ((local_at == 0 || now - local_at >= LOCAL_TTL_NS) &&
+            read_local(&local))
+            local_at = now;
+        t = &local;
+    } else if (!read_local(&fresh)) {
+        fresh.n[0] = fresh.n[1] = 0;
+    }
+    n = t->n[lo] < max ? t->n[lo] : max;
+    memcpy(out, t->ip[lo], (size_t)n * sizeof(*out));
+    if (cached)
+        pthread_mutex_unlock(&local_mu);
     return n;
 }
 

@@ -276,3 +276,49 @@ Test(session, psk_mismatch_refused_then_plain)
     close(s);
     unlink("/tmp/resil-unit-psk");
 }
+
+static bool is_loopback(const struct resil_ip *ip)
+{
+    return ip->family == AF_INET ? (ntohl(ip->u.v4.s_addr) >> 24) == 127
+                                 : IN6_IS_ADDR_LOOPBACK(&ip->u.v6);
+}
+
+/* What a handshake announces: to a peer on this host (the socket's own
+ * address is a loopback one) only loopback addresses, else only the
+ * others, never a link-local one; at most max. The second read comes from
+ * the cache and says the same. */
+Test(session, local_addrs_announced)
+{
+    struct sockaddr_in lo = {.sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct resil_ip a[RESIL_WIRE_MAX_ADDR], b[RESIL_WIRE_MAX_ADDR];
+    int fl = socket(AF_INET, SOCK_STREAM, 0), fo = socket(AF_INET,
+                                                          SOCK_STREAM, 0);
+    int n, m;
+    bool v4lo = false;
+
+    cr_assert(fl >= 0 && fo >= 0);
+    cr_assert_eq(bind(fl, (struct sockaddr *)&lo, sizeof(lo)), 0);
+    n = resil_sess_local_addrs(fl, a, RESIL_WIRE_MAX_ADDR);
+    cr_assert_gt(n, 0, "no loopback address announced");
+    for (int i = 0; i < n; i++) {
+        cr_expect(is_loopback(&a[i]), "a non-loopback address to a local peer");
+        v4lo |= a[i].family == AF_INET &&
+                a[i].u.v4.s_addr == htonl(INADDR_LOOPBACK);
+    }
+    cr_expect(v4lo, "127.0.0.1 not announced");
+    m = resil_sess_local_addrs(fl, b, RESIL_WIRE_MAX_ADDR);
+    cr_expect_eq(m, n);
+    cr_expect_eq(memcmp(a, b, (size_t)n * sizeof(*a)), 0);
+    cr_expect_leq(resil_sess_local_addrs(fl, b, 1), 1);
+    /* unbound: 0.0.0.0, a peer elsewhere */
+    n = resil_sess_local_addrs(fo, a, RESIL_WIRE_MAX_ADDR);
+    for (int i = 0; i < n; i++) {
+        cr_expect(!is_loopback(&a[i]), "a loopback address to a remote peer");
+        cr_expect(a[i].family != AF_INET6 ||
+                      !IN6_IS_ADDR_LINKLOCAL(&a[i].u.v6),
+                  "a link-local address announced");
+    }
+    close(fl);
+    close(fo);
+}
