@@ -2521,6 +2521,13 @@ static resil_status_t rerace(struct resil_sock *s, int err, int consumed,
         return RESIL_EUNSUPP;
     resil_engine_lock();
     pthread_mutex_lock(&s->mu);
+    /* a session recovers by resuming: the socket on its fd during a
+     * resume (parked, or the new connection) has carried no byte, and
+     * the server's end is an accepted one, whose "re-race" would connect
+     * to the client's ephemeral port (seen: a server whose epoll_wait met
+     * the old connection's error mid-resume lost the session) */
+    if (s->sess != NULL)
+        goto out;
     if (!resil_sock_connected(s) || s->eof_seen || resil_sock_closed(s) ||
         !resil_config_get()->race || s->reraces >= RESIL_RERACE_MAX ||
         !resil_sock_is_ours(s))
