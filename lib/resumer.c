@@ -799,9 +799,14 @@ void resil_resume_start(struct resil_sock *s, const char *why)
 
 /* ---- the responder ---- */
 
+/* A connection at the resume listener. The acceptor reads its first
+ * message itself (read_some), and a worker takes only a whole one. */
 struct inbound {
     int fd;            /* registry-owned */
     atomic_int pins;
+    uint64_t deadline; /* not whole by then: closed */
+    size_t got, want;  /* bytes of msg read, expected (0: header first) */
+    uint8_t msg[RESIL_WIRE_MAX_LEN];
 };
 
 static void *responder(void *arg)
@@ -824,12 +829,10 @@ static void *responder(void *arg)
 
     resil_in_shim = 1;
     rdebug("resume listener: connection (fd %d)", in->fd);
-    if (read_msg(in->fd, req, &rlen, deadline) == RESIL_OK)
-        trace_msg("message received", in->fd, req, rlen);
-    else
-        rlen = 0;
-    if (rlen == 0 ||
-        resil_wire_decode(req, rlen, &m, &werr) != RESIL_OK ||
+    rlen = in->got;
+    memcpy(req, in->msg, rlen);
+    trace_msg("message received", in->fd, req, rlen);
+    if (resil_wire_decode(req, rlen, &m, &werr) != RESIL_OK ||
         m.type != RESIL_MSG_RESUME) {
         rdebug("resume listener: a connection that is not a RESUME (%s)",
                werr.why ? werr.why : "short or not a RESUME");
@@ -967,25 +970,79 @@ out:
 
 /* ---- the listener ---- */
 
-static void *acceptor(void *arg)
+/* Connections that have not sent a whole message yet, read by the
+ * acceptor without waiting on any. A worker used to read each one itself,
+ * waiting up to EXCHANGE_MS: 32 silent connections, renewed every two
+ * seconds, then held every worker, and every real RESUME was closed
+ * unanswered (its initiator retried until its linger ran out). Now
+ * silent ones hold a slot here at most until their deadline, and a new
+ * one pushes the oldest out: a real RESUME, which comes with its
+ * connection, is whole one round trip after it and goes to a worker. */
+#define PENDING 32
+
+/* Read what has come of in's message, never past its end (the bytes after
+ * a RESUME are the session's). Returns 1 whole, 0 not yet, -1 closed,
+ * failed or not a message. */
+static int read_some(struct inbound *in)
 {
-    (void)arg;
-    resil_in_shim = 1;
     for (;;) {
+        size_t want = in->want ? in->want : RESIL_WIRE_HDR_LEN;
+        ssize_t n;
+
+        if (in->got == want && in->want)
+            return 1;
+        n = real.recv(in->fd, in->msg + in->got, want - in->got,
+                      MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        if (n <= 0)
+            return -1;
+        in->got += (size_t)n;
+        if (in->got == RESIL_WIRE_HDR_LEN) {
+            in->want = ((size_t)in->msg[6] << 8) | in->msg[7];
+            if (in->want < RESIL_WIRE_HDR_LEN + 1 ||
+                in->want > RESIL_WIRE_MAX_LEN)
+                return -1;
+        }
+    }
+}
+
+static void drop(struct inbound *in)
+{
+    resil_fds_release(&in->fd);
+    free(in);
+}
+
+/* Whole: to a worker (closed when all are busy: a flood of messages costs
+ * bounded threads, never a live session). Not a message: closed. */
+static void settle(struct inbound *in, int r)
+{
+    if (r < 0 || !spawn(responder, in))
+        drop(in);
+}
+
+/* Take the listener's new connections. Returns false when it failed for
+ * good. */
+static bool take_new(struct inbound **pend, int *np, uint64_t now)
+{
+    for (int k = 0; k < 64; k++) {
         struct inbound *in;
-        int raw = real.accept4(L.lfd, NULL, NULL, SOCK_CLOEXEC);
+        int raw = real.accept4(L.lfd, NULL, NULL, SOCK_CLOEXEC), r;
+
         if (raw < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE ||
-                errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                if (errno != EINTR && errno != ECONNABORTED) {
-                    struct timespec d = {0, 100000000L};
-                    nanosleep(&d, NULL);
-                }
-                continue;
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+                return true;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
+                struct timespec d = {0, 100000000L};
+                nanosleep(&d, NULL);
+                return true;
             }
             rwarn("resume listener: accept: %s; resumes toward this "
                   "process stop", strerror(errno));
-            break;
+            return false;
         }
         in = calloc(1, sizeof(*in));
         if (in == NULL) {
@@ -995,14 +1052,82 @@ static void *acceptor(void *arg)
         atomic_init(&in->pins, 1);
         in->fd = -1;
         if (resil_fds_own(&in->fd, raw, RESIL_FD_SOCK, &in->pins) !=
-                RESIL_OK ||
-            !spawn(responder, in)) {
-            /* too many at once: a flood of connections costs bounded
-             * memory and threads, never a live session */
-            resil_fds_release(&in->fd);
+            RESIL_OK) {
             free(in);
+            continue;
         }
+        in->deadline = now + EXCHANGE_MS * RESIL_MS;
+        if ((r = read_some(in)) != 0) {
+            settle(in, r);
+            continue;
+        }
+        if (*np == PENDING) {
+            /* the oldest goes: it had the longest to speak */
+            int o = 0;
+            for (int i = 1; i < *np; i++)
+                if (pend[i]->deadline < pend[o]->deadline)
+                    o = i;
+            drop(pend[o]);
+            pend[o] = pend[--*np];
+        }
+        pend[(*np)++] = in;
     }
+    return true;
+}
+
+static void *acceptor(void *arg)
+{
+    struct inbound *pend[PENDING];
+    struct pollfd p[PENDING + 1];
+    int np = 0;
+
+    (void)arg;
+    resil_in_shim = 1;
+    for (;;) {
+        uint64_t now = resil_now_ns(), next = UINT64_MAX;
+        int rc;
+
+        for (int i = 0; i < np;) {
+            if (pend[i]->deadline <= now) {
+                drop(pend[i]);
+                pend[i] = pend[--np];
+                continue;
+            }
+            if (pend[i]->deadline < next)
+                next = pend[i]->deadline;
+            i++;
+        }
+        p[0] = (struct pollfd){.fd = L.lfd, .events = POLLIN};
+        for (int i = 0; i < np; i++)
+            p[i + 1] = (struct pollfd){.fd = pend[i]->fd, .events = POLLIN};
+        rc = real.poll(p, (nfds_t)np + 1,
+                       next == UINT64_MAX ? -1 : left_ms(next));
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            rwarn("resume listener: poll: %s; resumes toward this process "
+                  "stop", strerror(errno));
+            break;
+        }
+        /* downwards: the one swapped into slot i was looked at already */
+        for (int i = np - 1; i >= 0; i--) {
+            struct inbound *in = pend[i];
+            int r;
+            if (p[i + 1].revents == 0 || (r = read_some(in)) == 0)
+                continue;
+            pend[i] = pend[--np];
+            settle(in, r);
+        }
+        if (p[0].revents & (POLLERR | POLLNVAL)) {
+            rwarn("resume listener: its socket failed; resumes toward "
+                  "this process stop");
+            break;
+        }
+        if ((p[0].revents & POLLIN) && !take_new(pend, &np, resil_now_ns()))
+            break;
+    }
+    while (np > 0)
+        drop(pend[--np]);
     atomic_fetch_sub(&L.pins, 1);
     return NULL;
 }
@@ -1051,6 +1176,8 @@ uint16_t resil_resumer_port(void)
          * does not delay a real resume; each one is taken off the queue
          * at once (a worker, or closed when all are busy) */
         real.listen(L.lfd, SOMAXCONN) < 0 ||
+        /* the acceptor takes what is queued, never waits in accept */
+        real.fcntl(L.lfd, F_SETFL, O_NONBLOCK) < 0 ||
         real.getsockname(L.lfd, (struct sockaddr *)&ss, &len) < 0) {
         what = "bind/listen";
         goto fail;

@@ -18,6 +18,10 @@ doc/session.md "Resume decision").
                                               HELLO with a wrong MAC), held
                                               SECS seconds at most for
                                               each one's first answer
+  resume_attack.py hold HOST PORT N SECS      N silent connections kept
+                                              open for SECS seconds, each
+                                              one the peer closes opened
+                                              again at once
   resume_attack.py hellos HOST PORT N         N connections to a session
                                               port of the program, each
                                               with a HELLO whose MAC is
@@ -28,7 +32,7 @@ Each prints one line per connection or summary:
   (nothing within the wait, connection still open); flood: "flood N
   connected, R refused, A answered otherwise, C closed by the peer, O
   still open";
-  hellos: "hellos N refused R of N".
+  hellos: "hellos N refused R of N"; hold: "hold N reopened R".
 """
 import os
 import select
@@ -152,6 +156,36 @@ def flood(host, port, n, secs, what):
                connected, refused, answered, closed, still)
 
 
+def hold(host, port, n, secs):
+    """The cheapest denial of resumes: connections that say nothing, kept
+    at the listener for as long as the attacker likes."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    p = select.poll()
+    socks = {}
+    reopened = 0
+
+    def open_one():
+        s = socket.socket(fam)
+        s.setblocking(False)
+        s.connect_ex((host, port))
+        socks[s.fileno()] = s
+        p.register(s, select.POLLIN)
+
+    for _ in range(n):
+        open_one()
+    end = time.time() + secs
+    while time.time() < end:
+        for fd, _ in p.poll(50):
+            s = socks.pop(fd)
+            p.unregister(fd)
+            s.close()
+            open_one()
+            reopened += 1
+    for s in socks.values():
+        s.close()
+    return "hold %d reopened %d" % (n, reopened)
+
+
 def hellos(host, port, n):
     refused = 0
     for _ in range(n):
@@ -184,6 +218,8 @@ def main():
     elif mode == "flood":
         print(flood(host, port, int(sys.argv[4]), float(sys.argv[5]),
                     sys.argv[6] if len(sys.argv) > 6 else "random"))
+    elif mode == "hold":
+        print(hold(host, port, int(sys.argv[4]), float(sys.argv[5])))
     elif mode == "hellos":
         print(hellos(host, port, int(sys.argv[4])))
     sys.stdout.flush()

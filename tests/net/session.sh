@@ -488,7 +488,8 @@ fi
 # or closed; the server's RSS grows by little (at the session port no
 # more than the same flood grows redis-server without libresil, which
 # serves those connections too); the INCR loop goes on, is resumed once
-# more after all that, and every reply is the previous plus one.
+# more after all that (while silent connections hold both resume
+# listeners), and every reply is the previous plus one.
 rss_kb() { # PORT: VmRSS of the server-namespace process listening on PORT
     local pid
     pid=$(tb_s ss -ltnpH "sport = :$1" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n1)
@@ -557,7 +558,25 @@ if want attack; then
     now=${now#[}
     now=${now%]}
     check $alive "the live INCR loop still runs after the attacks ($(wc -l <"$WORK/$TAG.out") replies so far), over ${now:-?}"
+    # both resume listeners held by 64 silent connections each, every one
+    # the listener closes opened again, for 8 s; the path dies 1 s in: the
+    # resume must not wait for the attack to end
+    cport=$(sed -n 's/.*resume listener on port \([0-9]*\).*/\1/p' "$WORK/$TAG.log" | head -n1)
+    atk hold "$ADDR" "$rport" 64 8 >"$WORK/hold-srv.out" &
+    h1=$!
+    atk hold 127.0.0.1 "${cport:-1}" 64 8 >"$WORK/hold-cli.out" &
+    h2=$!
+    sleep 1
+    t0=$(date +%s%N)
     break_path "${now:-$ADDR}" blackhole
+    for _ in $(seq 140); do
+        [ "$(resumes "$WORK/$TAG.ev")" -ge 2 ] && break
+        sleep 0.05
+    done
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    wait $h1 $h2
+    check $([ -n "$cport" ] && [ "$(resumes "$WORK/$TAG.ev")" -ge 2 ] && [ $ms -lt 4000 ] && echo 0 || echo 1) \
+        "resumed $ms ms after the path died while silent connections held both resume listeners (bound 4000 ms; the hold lasted 7 s more; $(cat "$WORK/hold-srv.out"), client's: $(cat "$WORK/hold-cli.out"))"
     wait $livepid
     RC=$?
     heal
