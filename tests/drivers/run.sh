@@ -184,9 +184,16 @@ run_all() {
             echo "SKIP $drv/$t: ${SKIP[$drv/$t]}"
             continue
         fi
-        run "$drv/$t${SUFFIX:-}" "$mode" "$tmo" "$@" -- "$DRV/$drv" "$t"
+        # shellcheck disable=SC2086
+        run "$drv/$t${SUFFIX:-}" "$mode" "$tmo" "$@" ${TENV[$drv/$t]:-} \
+            -- "$DRV/$drv" "$t"
     done
 }
+
+# Subtests that need a setting of their own (the driver says why).
+declare -A TENV=(
+    [first_hidden/late_fail_engine]="RESIL_ATTEMPT_DELAY_MS=750"
+)
 
 # Subtests that cannot work under the sanitizers, with the reason.
 declare -A SKIP=()
