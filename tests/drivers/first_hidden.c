@@ -26,7 +26,7 @@
  *                nobody looking at the socket. (With 250 ms and four
  *                dropped ones, the fifth attempt's turn came at 1000 ms
  *                too, and which of the two the engine saw first decided
- *                the outcome: 1 CI run in about 4.)
+ *                the outcome; seen failing in CI.)
  *
  * Subtests (non-blocking unless named blocking):
  *   blocking     connect() returns 0 from the live one, ~ the delay later
