@@ -885,5 +885,5 @@ echo
 echo
 echo "ratio = libresil / plain (median of $REPS; +-N% = (max-min)/median)."
 echo "Rates: higher is better; times: lower is better. \"both ends\" = the"
-echo "server preloaded too (no session layer yet: it measures the hooks)."
+echo "server preloaded too (in plain TCP mode unless the row says session mode: it measures the hooks)."
 exit $FAILED
