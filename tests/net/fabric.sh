@@ -37,24 +37,8 @@ PY=/usr/bin/python3
 REPS=${FABRIC_REPS:-1}
 DELAY=250 # attempt_delay_ms, the default
 
-PASS=0
-FAIL=0
-pass() { PASS=$((PASS + 1)); echo "PASS  $*"; }
-fail() { FAIL=$((FAIL + 1)); echo "FAIL  $*"; }
-info() { echo "INFO  $*"; }
-check() { if [ "$1" -eq 0 ]; then pass "$2"; else fail "$2"; fi; }
-now_ms() { local t=$EPOCHREALTIME; echo $(( ${t/./} / 1000 )); }
 
-if [ ! -f "$LIB" ]; then
-    fail "setup: $BUILD/libresil.so not found (run make)"
-    echo "fabric: $PASS passed, $FAIL failed"; exit 1
-fi
-
-# shellcheck source=../../scripts/testbed.sh
-. "$ROOT/scripts/testbed.sh"
-
-WORK=$(mktemp -d /tmp/resil-fabric.XXXXXX)
-FINISHED=0 SUITE=fabric
+SUITE=fabric
 # shellcheck source=harness.sh
 . "$HERE/harness.sh"
 

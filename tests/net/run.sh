@@ -20,15 +20,6 @@ LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
 PY=/usr/bin/python3
 T_START=$EPOCHREALTIME
 
-PASS=0
-FAIL=0
-pass() { PASS=$((PASS + 1)); echo "PASS  $*"; }
-fail() { FAIL=$((FAIL + 1)); echo "FAIL  $*"; }
-info() { echo "INFO  $*"; }
-check() { # check COND_RC DESCRIPTION
-    if [ "$1" -eq 0 ]; then pass "$2"; else fail "$2"; fi
-}
-
 finish() {
     local total=$(( ($(now_ms) - ${T_START/./} / 1000) ))
     FINISHED=1
@@ -38,20 +29,10 @@ finish() {
     [ "$FAIL" -eq 0 ]
 }
 
-if [ ! -f "$LIB" ]; then
-    fail "setup: $BUILD/libresil.so not found (run make)"
-    echo "net: $PASS passed, $FAIL failed"; exit 1
-fi
-
-# shellcheck source=../../scripts/testbed.sh
-. "$ROOT/scripts/testbed.sh"
-
-WORK=$(mktemp -d /tmp/resil-net.XXXXXX)
-FINISHED=0 SUITE=net
+SUITE=net
 # shellcheck source=harness.sh
 . "$HERE/harness.sh"
 
-now_ms() { local t=$EPOCHREALTIME; echo $(( ${t/./} / 1000 )); }
 fmt_s() { printf "%d.%02d s" $(($1 / 1000)) $(($1 % 1000 / 10)); }
 
 # ---------------------------------------------------------------- bed

@@ -26,26 +26,10 @@ LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
 PY=/usr/bin/python3
 T_START=$EPOCHREALTIME
 
-PASS=0
-FAIL=0
-pass() { PASS=$((PASS + 1)); echo "PASS  $*"; }
-fail() { FAIL=$((FAIL + 1)); echo "FAIL  $*"; }
-info() { echo "INFO  $*"; }
-check() { if [ "$1" -eq 0 ]; then pass "$2"; else fail "$2"; fi; }
-now_ms() { local t=$EPOCHREALTIME; echo $(( ${t/./} / 1000 )); }
 fmt_s() { printf "%d.%02d s" $(($1 / 1000)) $(($1 % 1000 / 10)); }
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 
-if [ ! -f "$LIB" ]; then
-    fail "setup: $BUILD/libresil.so not found (run make)"
-    echo "session: $PASS passed, $FAIL failed"; exit 1
-fi
-
-# shellcheck source=../../scripts/testbed.sh
-. "$ROOT/scripts/testbed.sh"
-
-WORK=$(mktemp -d /tmp/resil-session.XXXXXX)
-FINISHED=0 SUITE=session
+SUITE=session
 # shellcheck source=harness.sh
 . "$HERE/harness.sh"
 
