@@ -91,6 +91,14 @@ static bool wait_fd(int fd, short ev, uint64_t deadline)
     return rc == 1 && (p.revents & (ev | POLLERR | POLLHUP));
 }
 
+/* The length a message's header announces, or 0 when no message of any
+ * version is that long. */
+static size_t msg_len(const uint8_t *hdr)
+{
+    size_t n = ((size_t)hdr[6] << 8) | hdr[7];
+    return n < RESIL_WIRE_HDR_LEN + 1 || n > RESIL_WIRE_MAX_LEN ? 0 : n;
+}
+
 /* Read exactly one message (its header says how long) from fd. */
 static resil_status_t read_msg(int fd, uint8_t *buf, size_t *len,
                                uint64_t deadline)
@@ -107,11 +115,8 @@ static resil_status_t read_msg(int fd, uint8_t *buf, size_t *len,
         if (n <= 0)
             return RESIL_ESYS;
         got += (size_t)n;
-        if (got == RESIL_WIRE_HDR_LEN) {
-            want = ((size_t)buf[6] << 8) | buf[7];
-            if (want < RESIL_WIRE_HDR_LEN + 1 || want > RESIL_WIRE_MAX_LEN)
-                return RESIL_EPROTO;
-        }
+        if (got == RESIL_WIRE_HDR_LEN && (want = msg_len(buf)) == 0)
+            return RESIL_EPROTO;
     }
     *len = got;
     return RESIL_OK;
@@ -1000,12 +1005,9 @@ static int read_some(struct inbound *in)
         if (n <= 0)
             return -1;
         in->got += (size_t)n;
-        if (in->got == RESIL_WIRE_HDR_LEN) {
-            in->want = ((size_t)in->msg[6] << 8) | in->msg[7];
-            if (in->want < RESIL_WIRE_HDR_LEN + 1 ||
-                in->want > RESIL_WIRE_MAX_LEN)
-                return -1;
-        }
+        if (in->got == RESIL_WIRE_HDR_LEN &&
+            (in->want = msg_len(in->msg)) == 0)
+            return -1;
     }
 }
 
