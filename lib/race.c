@@ -42,6 +42,29 @@ static bool before(const struct resil_attempt *a, const struct resil_attempt *b)
     return false;
 }
 
+/* The paths interleave() has seen, and the step each was last used at. */
+struct paths_used {
+    uint32_t path[RESIL_RACE_MAX];
+    int used_at[RESIL_RACE_MAX], n;
+};
+
+/* The index of path p, or u->n when it was never used. */
+static int path_index(const struct paths_used *u, uint32_t p)
+{
+    int k = 0;
+    while (k < u->n && u->path[k] != p)
+        k++;
+    return k;
+}
+
+static void path_used(struct paths_used *u, uint32_t p, int step)
+{
+    int k = path_index(u, p);
+    if (k == u->n)
+        u->path[u->n++] = p;
+    u->used_at[k] = step;
+}
+
 /* Interleave att[lo, hi), already in preference order, after the
  * attempts att[0, lo) (started, or placed before this group): each pick is
  * the first candidate on the path used longest ago (never used first), of
@@ -53,28 +76,20 @@ static void interleave(struct resil_attempt *att, int lo, int hi)
 {
     struct resil_attempt tmp[RESIL_RACE_MAX];
     bool taken[RESIL_RACE_MAX] = {false};
-    uint32_t path[RESIL_RACE_MAX]; /* paths used so far, and when */
-    int used_at[RESIL_RACE_MAX], np = 0;
+    struct paths_used u = {.n = 0};
     int fam = lo > 0 ? att[lo - 1].ip.family : AF_UNSPEC;
 
-    for (int i = 0; i < lo; i++) {
-        int k = 0;
-        while (k < np && path[k] != att[i].path)
-            k++;
-        if (k == np)
-            path[np++] = att[i].path;
-        used_at[k] = i;
-    }
+    for (int i = 0; i < lo; i++)
+        path_used(&u, att[i].path, i);
     for (int step = lo; step < hi; step++) {
         int best = -1, best_age = -1, best_fam = -1;
         for (int k = lo; k < hi; k++) {
-            int age = INT32_MAX, j = 0, f;
+            int age = INT32_MAX, j, f;
             if (taken[k - lo])
                 continue;
-            while (j < np && path[j] != att[k].path)
-                j++;
-            if (j < np)
-                age = step - used_at[j];
+            j = path_index(&u, att[k].path);
+            if (j < u.n)
+                age = step - u.used_at[j];
             f = att[k].ip.family != fam;
             if (age > best_age || (age == best_age && f > best_fam)) {
                 best = k;
@@ -85,14 +100,7 @@ static void interleave(struct resil_attempt *att, int lo, int hi)
         taken[best - lo] = true;
         tmp[step - lo] = att[best];
         fam = att[best].ip.family;
-        {
-            int j = 0;
-            while (j < np && path[j] != att[best].path)
-                j++;
-            if (j == np)
-                path[np++] = att[best].path;
-            used_at[j] = step;
-        }
+        path_used(&u, att[best].path, step);
     }
     memcpy(&att[lo], tmp, sizeof(tmp[0]) * (size_t)(hi - lo));
 }
