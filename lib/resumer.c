@@ -421,7 +421,7 @@ static resil_status_t switch_over(struct resil_sock *s, struct resil_sess *x,
      * ours: both sides replay at the same time); writers wait until the
      * replay is out, so that nothing is reordered */
     pthread_mutex_lock(&x->mu);
-    x->gen++;
+    __atomic_store_n(&x->gen, x->gen + 1, __ATOMIC_RELEASE); /* gen_now */
     atomic_store(&x->replaying, true);
     resil_sess_set_frozen(x, false);
     pthread_cond_broadcast(&x->cv);

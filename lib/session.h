@@ -93,7 +93,9 @@ struct resil_sess {
     int old_fd;               /* the old connection, aside (fds.h) */
     unsigned resumes;         /* completed resumes */
     unsigned gen;             /* connections put on the fd by resumes
-                                 (a call that met an error compares) */
+                                 (a call that met an error compares);
+                                 stored atomically under mu, loaded
+                                 without it (session_io.c gen_now) */
     uint64_t detached_ns;     /* when the path failed */
     uint64_t suspect_ns;      /* when we first suspected it (0: we did
                                  not), for the resume's event */

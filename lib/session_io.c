@@ -130,15 +130,13 @@ static enum resil_sess_step done(struct resil_io *io, ssize_t rc, int e)
     return RESIL_SESS_DONE;
 }
 
-/* The generation of the connection on the fd (rmu or wmu held: no resume
- * can put another one there meanwhile, its freeze needs them). */
+/* The generation of the connection on the fd. Its one writer
+ * (resumer.c switch_over) stores it atomically under x->mu, so that this,
+ * on every data call, takes no lock: a call that holds rmu, or wmu without
+ * a freeze going on, reads the connection its call goes to. */
 static unsigned gen_now(struct resil_sess *x)
 {
-    unsigned g;
-    pthread_mutex_lock(&x->mu);
-    g = x->gen;
-    pthread_mutex_unlock(&x->mu);
-    return g;
+    return __atomic_load_n(&x->gen, __ATOMIC_ACQUIRE);
 }
 
 /* The real call answered (rc, e) on an established session's connection
