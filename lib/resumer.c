@@ -345,6 +345,11 @@ static void thaw(struct resil_sess *x, bool ok)
 
 /* The session is lost: the program gets ECONNRESET, once, on the old
  * (reset) connection put back on its fd. */
+/* dial(): the peer's process has ended, its reset was its end */
+static const char peer_ended[] =
+    "the peer's resume listener refused the connection (its process has "
+    "ended)";
+
 static void lose(struct resil_sock *s, struct resil_sess *x, const char *why)
 {
     char a[RESIL_ADDRSTRLEN], dst[RESIL_ADDRSTRLEN], w[160];
@@ -354,7 +359,8 @@ static void lose(struct resil_sock *s, struct resil_sess *x, const char *why)
     pthread_mutex_unlock(&s->mu);
     /* the peer no longer has the session (its program closed or reset
      * the connection, or exited): what plain TCP's reset says too */
-    if (strstr(why, resil_refuse_str(RESIL_REFUSE_UNKNOWN)) != NULL)
+    if (why == peer_ended ||
+        strstr(why, resil_refuse_str(RESIL_REFUSE_UNKNOWN)) != NULL)
         rinfo("fd %d: session with %s ended: the peer no longer has it (%s); "
               "the program gets ECONNRESET", s->fd, a, why);
     else
@@ -494,12 +500,18 @@ static bool tcp_closed(int fd)
 
 /* A connection to the peer's resume listener: every known address of the
  * peer at once, the first to connect wins. Returns a registry-owned fd in
- * *out (pinned by the caller's pins), or RESIL_EAGAIN. */
+ * *out (pinned by the caller's pins), RESIL_EAGAIN, or RESIL_EREFUSED when
+ * an address refused it: the peer's host answers there and no listener
+ * holds the port, so its process has ended (the listener lives as long as
+ * the process; routers do not send port unreachable). Its RST on our
+ * connection was the peer's end, not a path's: the program gets
+ * ECONNRESET at once, as without libresil, not after the linger time. */
 static resil_status_t dial(struct resil_sock *s, struct resil_sess *x,
                            int *out, atomic_int *pins)
 {
     struct resil_ip cand[RESIL_WIRE_MAX_ADDR + 1];
     int fds[RESIL_WIRE_MAX_ADDR + 1], n = 0, win = -1;
+    bool refused = false;
     struct pollfd p[RESIL_WIRE_MAX_ADDR + 1];
     uint64_t deadline = resil_now_ns() + CONNECT_MS * RESIL_MS;
 
@@ -522,10 +534,12 @@ static resil_status_t dial(struct resil_sock *s, struct resil_sess *x,
             resil_fds_own(&fds[i], raw, RESIL_FD_SOCK, pins) != RESIL_OK)
             continue;
         if (real.connect(fds[i], (struct sockaddr *)&sa, len) < 0 &&
-            errno != EINPROGRESS)
+            errno != EINPROGRESS) {
+            refused |= errno == ECONNREFUSED;
             resil_fds_release(&fds[i]);
+        }
     }
-    while (win < 0 && left_ms(deadline) > 0) {
+    while (win < 0 && !refused && left_ms(deadline) > 0) {
         int k = 0, map[RESIL_WIRE_MAX_ADDR + 1];
         for (int i = 0; i < n; i++)
             if (fds[i] >= 0) {
@@ -544,13 +558,14 @@ static resil_status_t dial(struct resil_sock *s, struct resil_sess *x,
                 win = map[j];
             else
                 resil_fds_release(&fds[map[j]]);
+            refused |= err == ECONNREFUSED;
         }
     }
     for (int i = 0; i < n; i++)
         if (i != win)
             resil_fds_release(&fds[i]);
     if (win < 0)
-        return RESIL_EAGAIN;
+        return refused ? RESIL_EREFUSED : RESIL_EAGAIN;
     resil_fds_transfer(&fds[win], out);
     pthread_mutex_lock(&s->mu);
     s->cur_ip = cand[win];
@@ -591,7 +606,12 @@ static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
     pthread_mutex_lock(&s->mu);
     o.old = s->cur_ip;
     pthread_mutex_unlock(&s->mu);
-    if (dial(s, x, &fd, pins) != RESIL_OK) {
+    st = dial(s, x, &fd, pins);
+    if (st == RESIL_EREFUSED) {
+        *why = peer_ended;
+        return RESIL_EREFUSED;
+    }
+    if (st != RESIL_OK) {
         rdebug("fd %d: resume: no connection to the peer's listener", s->fd);
         return RESIL_EAGAIN;
     }
