@@ -36,7 +36,7 @@ LIB_SRC  := lib/status.c lib/log.c lib/config.c lib/addr.c lib/table.c \
             lib/events.c lib/dns.c lib/swap.c lib/monitor.c lib/conn.c \
             lib/session_wire.c lib/ring.c lib/session_crypto.c lib/resume.c \
             lib/fds.c lib/epoll.c lib/session.c lib/resumer.c \
-            lib/session_io.c
+            lib/session_io.c lib/linger.c
 SHIM_SRC := shim/init.c shim/socket.c shim/dns.c shim/io.c shim/poll.c
 UNIT_SRC := $(wildcard tests/unit/*.c)
 DRV_SRC  := $(wildcard tests/drivers/*.c)

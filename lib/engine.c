@@ -18,7 +18,9 @@
 #include "events.h"
 #include "fds.h"
 #include "health.h"
+#include "linger.h"
 #include "path.h"
+#include "session.h"
 #include "log.h"
 #include "monitor.h"
 #include "names.h"
@@ -160,7 +162,8 @@ static void *engine_main(void *arg)
             /* stopped (resil_engine_release) or replaced: leave */
             break;
         }
-        wake = min_u64(resil_conn_tick(now), resil_dns_tick(now));
+        wake = min_u64(min_u64(resil_conn_tick(now), resil_dns_tick(now)),
+                       resil_linger_tick(now));
         pthread_mutex_unlock(&E.mu);
         /* the monitor's system calls (one pair per socket with bytes in
          * flight) run without the engine lock: a close() or a connect()
@@ -484,6 +487,8 @@ void resil_engine_atfork_prepare(void)
      * child never inherits one locked by a thread that does not exist
      * there (socket mutexes of racing sockets are re-made in the child) */
     pthread_mutex_lock(&E.mu);
+    /* every socket's file is the child's too */
+    atomic_fetch_add(&resil_sess_shares, 1);
     resil_fds_atfork_prepare();
     resil_table_lock_all();
     resil_health_lock();
@@ -532,6 +537,7 @@ void resil_engine_atfork_child(void)
     resil_conn_atfork_child();
     resil_monitor_atfork_child();
     resil_dns_atfork_child();
+    resil_linger_atfork_child();
     set_running(false);
     E.alive = 0;
     E.waiting = false;

@@ -476,6 +476,16 @@ void resil_epoll_sock_closed(struct resil_sock *s)
     resil_unlock(&s->ep_mu);
 }
 
+void resil_epoll_sock_unwatch(struct resil_sock *s)
+{
+    resil_lock(&s->ep_mu);
+    for (struct resil_epreg *r = s->ep; r; r = r->s_next)
+        if (r->set != NULL)
+            /* not registered there any more: ENOENT, harmless */
+            real.epoll_ctl(r->set->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+    resil_unlock(&s->ep_mu);
+}
+
 void resil_epoll_sock_free(struct resil_sock *s)
 {
     /* nobody else holds s; the sets' indexes may still point at it */

@@ -78,6 +78,13 @@ resil_status_t resil_epoll_ctl(struct resil_sock *s, int epfd, int op,
 resil_status_t resil_epoll_ctl_fd(int fd, int epfd, int op,
                                   struct epoll_event *ev, int *err);
 
+/* Take s->fd out of the kernel's epoll sets it was added to by the
+ * program, before a close() that will not release the socket (linger.h
+ * keeps a duplicate): the kernel drops an epoll registration only with
+ * the last reference to the file, and the program must not hear of a
+ * number it closed. */
+void resil_epoll_sock_unwatch(struct resil_sock *s);
+
 /* The program closed s->fd (or it was replaced): forget its registrations.
  * Nothing may be registered for s after this. */
 void resil_epoll_sock_closed(struct resil_sock *s);

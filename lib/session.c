@@ -34,6 +34,7 @@ enum {
 /* ---- process-wide ---- */
 
 atomic_int resil_sess_count;
+atomic_uint resil_sess_shares;
 atomic_int resil_sess_attention;
 
 bool resil_sess_handshaking(int state)
@@ -849,6 +850,7 @@ resil_status_t resil_sess_attach(struct resil_sock *s, int role)
     if (x == NULL)
         return RESIL_ENOMEM;
     x->sock = s;
+    x->share = atomic_load(&resil_sess_shares);
     s->sess = x;
     atomic_fetch_add(&resil_sess_count, 1);
     atomic_fetch_add(&resil_sess_attention, 1); /* a handshake state */

@@ -49,6 +49,7 @@ struct resil_sess {
     pthread_cond_t cv;        /* a frozen session thawed (mu) */
     _Atomic int state;        /* enum resil_sess_state */
     int role;                 /* RESIL_ROLE_CLIENT or RESIL_ROLE_SERVER */
+    unsigned share;           /* resil_sess_shares when it began */
     atomic_bool replaying;    /* the replay goes out: writers wait */
     atomic_bool frozen;       /* a resume is switching connections (set
                                  under mu, read by the hooks without) */
@@ -110,6 +111,10 @@ struct resil_sess {
 /* Sockets with a session state in this process: while 0 the data hooks
  * never look for one. */
 extern atomic_int resil_sess_count;
+/* Bumped by every fork and every dup of a managed socket: a session whose
+ * share is still the current count has its file on one descriptor of one
+ * process (linger.h). */
+extern atomic_uint resil_sess_shares;
 /* Sessions whose readiness is not the kernel's: a handshake message may
  * be all that makes the socket readable (HELLO_SENT, CLASSIFY, LATE), the
  * stash holds bytes the socket does not have, or a resume is switching

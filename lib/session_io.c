@@ -15,6 +15,7 @@
 #include "engine.h"
 #include "epoll.h"
 #include "fds.h"
+#include "linger.h"
 #include "log.h"
 #include "monitor.h"
 #include "resumer.h"
@@ -346,6 +347,18 @@ enum resil_sess_step resil_sess_post(struct resil_sock *s, struct resil_io *io,
         return done(io, rc, err);
     return io->write ? write_post(s, x, io, rc, err)
                      : read_post(s, x, io, rc, err);
+}
+
+void resil_sess_closing(int fd)
+{
+    struct resil_sock *s = resil_sess_sock(fd);
+
+    if (s == NULL)
+        return;
+    if (s->sess->role == RESIL_ROLE_CLIENT &&
+        atomic_load(&s->sess->state) == RESIL_SESS_HELLO_SENT)
+        (void)resil_linger_start(s, fd);
+    resil_sock_unref(s);
 }
 
 struct resil_sock *resil_sess_sock(int fd)

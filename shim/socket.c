@@ -17,6 +17,7 @@
 #include "log.h"
 #include "shim.h"
 #include "session.h"
+#include "session_io.h"
 #include "swap.h"
 
 void resil_shim_drop(int fd)
@@ -456,6 +457,8 @@ static RESIL_SLOW int close_managed(int fd)
             errno = EBADF;
             return -1;
         }
+        if (atomic_load_explicit(&resil_sess_count, memory_order_relaxed))
+            resil_sess_closing(fd);
         resil_shim_drop(fd);
     }
     if (!resil_in_shim)
@@ -484,6 +487,8 @@ static RESIL_SLOW int fcntl_managed(int (*fn)(int, int, ...), int fd, int cmd,
         errno = EBADF;
         return -1;
     }
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+        atomic_fetch_add(&resil_sess_shares, 1); /* session.h */
     return fn(fd, cmd, arg);
 }
 
@@ -519,6 +524,7 @@ static RESIL_SLOW int dup_managed(int fd)
         errno = EBADF;
         return -1;
     }
+    atomic_fetch_add(&resil_sess_shares, 1); /* session.h */
     return real.dup(fd);
 }
 
@@ -551,6 +557,8 @@ static RESIL_SLOW int dup_onto_managed(int oldfd, int newfd, bool three,
      * number onto itself, else EBADF) and touches nothing. */
     if (resil_table_internal(oldfd) && !(three && oldfd == newfd))
         oldfd = -1;
+    else if (resil_table_has(oldfd))
+        atomic_fetch_add(&resil_sess_shares, 1); /* session.h */
     /* only a call that will replace newfd: a bad oldfd leaves it alone */
     if (oldfd >= 0 && oldfd != newfd && real.fcntl(oldfd, F_GETFD) >= 0) {
         if (resil_table_internal(newfd))

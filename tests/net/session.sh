@@ -7,7 +7,7 @@
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
 # Sections (all by default): streams redis socat shapes clients readiness
-# events plain ordinary attack stdio forwarder.
+# events plain ordinary closing attack stdio forwarder.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -19,7 +19,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary attack stdio forwarder}
+SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing attack stdio forwarder}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -48,10 +48,10 @@ ADDR=$TB_FIRST4 # the clients' destination; its uplink is the one broken
 # 75xx are the same servers without libresil.
 P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
 P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
-P_FWD=7410 P_FWDBACK=7510
+P_FWD=7410 P_FWDBACK=7510 P_CLOSE=7411 P_PCLOSE=7511
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
-SESS+=",*:7410"
+SESS+=",*:7410,*:7411"
 
 # The environment of a preloaded program of either end; logs go to
 # WORK/TAG.log and events to WORK/TAG.ev.
@@ -798,6 +798,73 @@ if want ordinary; then
         [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P3" median_ms)")" -le 50000 ] &&
         [ "$s3" -ge 25 ] && echo 0 || echo 1) \
         "server speaks first, session client: $s3 sessions of 25, the banner byte for byte ($(field "$P3" bytes)), first byte after $(field "$P3" median_ms) ms (median)"
+fi
+
+# ------------------------------------------------------------ closing
+# A session client whose program closes before the server's WELCOME came
+# (it leaves at the server program's first data call): a health check
+# that connects and closes (nc -z), and a client that writes 3 MB and
+# closes without reading while the server program is busy for 300 ms.
+# The WELCOME must not reach a closed socket, whose reset would throw
+# away the bytes still queued and give the server ECONNRESET where plain
+# TCP gives it every byte and then EOF (linger.h; the 3 MB case lost
+# 2.87 MB before).
+if want closing; then
+    echo "--- a session client that closes before the WELCOME"
+    closesrv='
+import socket, sys, time
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
+while True:
+    c, _ = s.accept(); time.sleep(float(sys.argv[3])); n = 0
+    try:
+        while True:
+            b = c.recv(65536)
+            if not b: break
+            n += len(b)
+        r = "EOF"
+    except OSError as e:
+        r = "errno=%d" % e.errno
+    print("read %d %s" % (n, r), flush=True); c.close()'
+    upload='
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+c.sendall(b"x" * int(sys.argv[3])); c.close()'
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-close) "$PY" -c "$closesrv" :: $P_CLOSE 0.3 \
+        >"$WORK/srv-close.out" 2>&1
+    tb_bg_s "$PY" -c "$closesrv" :: $P_PCLOSE 0.3 >"$WORK/srv-pclose.out" 2>&1
+    check $(wait_ports $P_CLOSE $P_PCLOSE; echo $?) \
+        "bed: closing servers answer (session port $P_CLOSE, plain $P_PCLOSE)"
+    # wait_ports' own connection is read after the servers' 300 ms
+    sleep 0.8
+    : >"$WORK/srv-close.out" && : >"$WORK/srv-pclose.out"
+    for i in 1 2 3; do
+        tb_c nc -z "$ADDR" $P_PCLOSE
+        # shellcheck disable=SC2046
+        tb_c env $(pre cl-nc) nc -z "$ADDR" $P_CLOSE
+    done
+    for i in 1 2 3; do
+        tb_c "$PY" -c "$upload" "$ADDR" $P_PCLOSE 3000000
+        # shellcheck disable=SC2046
+        tb_c env $(pre cl-up) "$PY" -c "$upload" "$ADDR" $P_CLOSE 3000000
+    done
+    for i in $(seq 50); do
+        [ "$(wc -l <"$WORK/srv-close.out")" -ge 6 ] &&
+            [ "$(wc -l <"$WORK/srv-pclose.out")" -ge 6 ] && break
+        sleep 0.2
+    done
+    a=$(head -3 "$WORK/srv-pclose.out" | tr '\n' ' ')
+    b=$(head -3 "$WORK/srv-close.out" | tr '\n' ' ')
+    check $([ "$a" = "read 0 EOF read 0 EOF read 0 EOF " ] && [ "$a" = "$b" ] &&
+        echo 0 || echo 1) \
+        "nc -z (connect, close) to a session server: the server program reads EOF, as from plain nc -z to a plain server ($b; plain $a)"
+    a=$(tail -n +4 "$WORK/srv-pclose.out" | tr '\n' ' ')
+    b=$(tail -n +4 "$WORK/srv-close.out" | tr '\n' ' ')
+    check $([ "$a" = "read 3000000 EOF read 3000000 EOF read 3000000 EOF " ] &&
+        [ "$a" = "$b" ] && echo 0 || echo 1) \
+        "python3 writes 3 MB and closes, the session server reads after 300 ms: every byte, then EOF, as plain ($b; plain $a)"
 fi
 
 # ------------------------------------------------------------ forwarder

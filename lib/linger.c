@@ -1,0 +1,163 @@
+/* libresil: closed session client sockets kept for their WELCOME
+ * (linger.h). The list and every entry are the engine lock's. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "config.h"
+#include "engine.h"
+#include "epoll.h"
+#include "fds.h"
+#include "linger.h"
+#include "log.h"
+#include "session.h"
+#include "session_wire.h"
+#include "sys.h"
+#include "table.h"
+
+struct kept {
+    struct resil_watch w; /* first: the engine's event data */
+    struct kept *next;
+    int fd;               /* ours (fds.h) */
+    uint64_t deadline;
+};
+
+static struct kept *kept_list; /* engine lock */
+static atomic_int kept_n;      /* its length: written under the lock */
+
+static void drop(struct kept *k)
+{
+    for (struct kept **p = &kept_list; *p; p = &(*p)->next)
+        if (*p == k) {
+            *p = k->next;
+            break;
+        }
+    atomic_fetch_sub(&kept_n, 1);
+    resil_engine_del(k->fd);
+    resil_fds_close(&k->fd);
+    free(k);
+}
+
+/* What came on k's socket: the WELCOME (or a REFUSE) read off, then k
+ * closed; or wait for the rest of it. */
+static void kept_event(struct resil_watch *w, uint32_t events, uint64_t now)
+{
+    struct kept *k = (struct kept *)w;
+    uint8_t buf[RESIL_WIRE_MAX_LEN];
+    struct resil_msg m;
+    ssize_t n;
+    resil_status_t st;
+
+    (void)now;
+    do
+        n = real.recv(k->fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EAGAIN && !(events & (EPOLLERR | EPOLLHUP)))
+        return;
+    if (n > 0) {
+        st = resil_wire_decode(buf, (size_t)n, &m, NULL);
+        if (st == RESIL_EAGAIN && !(events & (EPOLLRDHUP | EPOLLHUP |
+                                              EPOLLERR)))
+            return; /* the rest of it is on its way */
+        if (st == RESIL_OK && (m.type == RESIL_MSG_WELCOME ||
+                               m.type == RESIL_MSG_REFUSE))
+            (void)!real.recv(k->fd, buf, m.len, MSG_DONTWAIT);
+    }
+    /* read off, or EOF, an error, the server program's own bytes (the
+     * close resets the connection as the program's own would have) */
+    drop(k);
+}
+
+bool resil_linger_start(struct resil_sock *s, int fd)
+{
+    struct kept *k;
+    struct linger lg = {0};
+    socklen_t l = sizeof(lg);
+    RESIL_KEEP_ERRNO();
+
+    if (atomic_load(&resil_sess_shares) != s->sess->share ||
+        (real.getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l) == 0 &&
+         lg.l_onoff && lg.l_linger == 0))
+        return false;
+    k = calloc(1, sizeof(*k));
+    if (k == NULL)
+        return false;
+    k->w.fn = kept_event;
+    k->fd = -1;
+    k->deadline = resil_now_ns() +
+                  (uint64_t)resil_config_get()->session_linger_ms * RESIL_MS;
+    resil_engine_lock();
+    if (resil_engine_start() != RESIL_OK ||
+        resil_fds_dup(&k->fd, fd, RESIL_FD_SOCK) != RESIL_OK ||
+        resil_engine_add(k->fd, EPOLLIN | EPOLLRDHUP, &k->w) != RESIL_OK) {
+        resil_fds_close(&k->fd);
+        resil_engine_unlock();
+        free(k);
+        return false;
+    }
+    k->next = kept_list;
+    kept_list = k;
+    atomic_fetch_add(&kept_n, 1);
+    /* the FIN the program's close sends, after its bytes */
+    real.shutdown(k->fd, SHUT_WR);
+    resil_engine_unlock();
+    resil_epoll_sock_unwatch(s);
+    resil_engine_wake(); /* its deadline */
+    rdebug("fd %d: closed before the session WELCOME came; kept for it",
+           fd);
+    return true;
+}
+
+uint64_t resil_linger_tick(uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+
+    for (struct kept *k = kept_list, *nx; k; k = nx) {
+        nx = k->next;
+        if (k->deadline <= now)
+            drop(k);
+        else if (k->deadline < next)
+            next = k->deadline;
+    }
+    return next;
+}
+
+/* At exit() the process's descriptors close with it, ours too: a kept
+ * socket would then meet its WELCOME closed after all. Exit waits for the
+ * engine to read them off, as long as LINGER_EXIT_MS at most (a server
+ * program that has not made its first data call by then has its
+ * connection reset, as before). Not at _exit(), nor on a fatal signal. */
+#define LINGER_EXIT_MS 2000
+
+__attribute__((destructor)) static void linger_exit(void)
+{
+    uint64_t deadline = resil_now_ns() + LINGER_EXIT_MS * RESIL_MS;
+    struct timespec nap = {0, 2 * 1000000L};
+    bool left;
+
+    if (atomic_load(&kept_n) == 0)
+        return;
+    for (;;) {
+        resil_engine_lock();
+        left = kept_list != NULL && resil_engine_running();
+        resil_engine_unlock();
+        if (!left || resil_now_ns() >= deadline)
+            break;
+        nanosleep(&nap, NULL);
+    }
+}
+
+void resil_linger_atfork_child(void)
+{
+    while (kept_list != NULL) {
+        struct kept *k = kept_list;
+        kept_list = k->next;
+        atomic_fetch_sub(&kept_n, 1);
+        /* the engine's epoll set is the parent's: no DEL */
+        resil_fds_close(&k->fd);
+        free(k);
+    }
+}
