@@ -22,11 +22,13 @@ struct kept {
     struct resil_watch w; /* first: the engine's event data */
     struct kept *next;
     int fd;               /* ours (fds.h) */
+    int want;             /* RESIL_MSG_WELCOME (client) or HELLO (server) */
     uint64_t deadline;
 };
 
 static struct kept *kept_list; /* engine lock */
-static atomic_int kept_n;      /* its length: written under the lock */
+static atomic_int kept_n;      /* clients on it, which exit() waits for:
+                                  written under the lock */
 
 static void drop(struct kept *k)
 {
@@ -35,39 +37,54 @@ static void drop(struct kept *k)
             *p = k->next;
             break;
         }
-    atomic_fetch_sub(&kept_n, 1);
+    if (k->want == RESIL_MSG_WELCOME)
+        atomic_fetch_sub(&kept_n, 1);
     resil_engine_del(k->fd);
     resil_fds_close(&k->fd);
     free(k);
 }
 
-/* What came on k's socket: the WELCOME (or a REFUSE) read off, then k
- * closed; or wait for the rest of it. */
-static void kept_event(struct resil_watch *w, uint32_t events, uint64_t now)
+/* The handshake message fd's peer owes it (want, or a REFUSE for a
+ * client) is at the head of its queue: read it off. RESIL_EAGAIN while a
+ * part of it is there; else whatever came (nothing, EOF, an error, bytes
+ * of the peer program) stays. */
+static resil_status_t read_off(int fd, int want)
 {
-    struct kept *k = (struct kept *)w;
     uint8_t buf[RESIL_WIRE_MAX_LEN];
     struct resil_msg m;
     ssize_t n;
     resil_status_t st;
 
-    (void)now;
     do
-        n = real.recv(k->fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+        n = real.recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
-    if (n < 0 && errno == EAGAIN && !(events & (EPOLLERR | EPOLLHUP)))
-        return;
-    if (n > 0) {
-        st = resil_wire_decode(buf, (size_t)n, &m, NULL);
-        if (st == RESIL_EAGAIN && !(events & (EPOLLRDHUP | EPOLLHUP |
-                                              EPOLLERR)))
-            return; /* the rest of it is on its way */
-        if (st == RESIL_OK && (m.type == RESIL_MSG_WELCOME ||
-                               m.type == RESIL_MSG_REFUSE))
-            (void)!real.recv(k->fd, buf, m.len, MSG_DONTWAIT);
-    }
-    /* read off, or EOF, an error, the server program's own bytes (the
-     * close resets the connection as the program's own would have) */
+    if (n < 0 && errno == EAGAIN)
+        return RESIL_EAGAIN;
+    if (n <= 0)
+        return RESIL_ENOENT;
+    st = resil_wire_decode(buf, (size_t)n, &m, NULL);
+    if (st == RESIL_EAGAIN)
+        return RESIL_EAGAIN;
+    if (st != RESIL_OK ||
+        (m.type != want &&
+         !(want == RESIL_MSG_WELCOME && m.type == RESIL_MSG_REFUSE)))
+        return RESIL_ENOENT;
+    (void)!real.recv(fd, buf, m.len, MSG_DONTWAIT);
+    return RESIL_OK;
+}
+
+/* What came on k's socket (edge-triggered: new bytes, EOF, an error):
+ * the message read off, then k closed; or wait for the rest of it. */
+static void kept_event(struct resil_watch *w, uint32_t events, uint64_t now)
+{
+    struct kept *k = (struct kept *)w;
+
+    (void)now;
+    if (read_off(k->fd, k->want) == RESIL_EAGAIN &&
+        !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+        return; /* nothing yet, or the rest of it is on its way */
+    /* read off, or EOF, an error, the peer program's own bytes (the close
+     * resets the connection as the program's own would have) */
     drop(k);
 }
 
@@ -78,36 +95,54 @@ bool resil_linger_start(struct resil_sock *s, int fd)
     socklen_t l = sizeof(lg);
     RESIL_KEEP_ERRNO();
 
+    int want = s->sess->role == RESIL_ROLE_CLIENT ? RESIL_MSG_WELCOME
+                                                  : RESIL_MSG_HELLO;
+
     if (atomic_load(&resil_sess_shares) != s->sess->share ||
         (real.getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l) == 0 &&
          lg.l_onoff && lg.l_linger == 0))
+        return false;
+    /* there already: read off, and the close is the plain one; other
+     * bytes there: the close resets the connection, as without us */
+    if (read_off(fd, want) != RESIL_EAGAIN)
         return false;
     k = calloc(1, sizeof(*k));
     if (k == NULL)
         return false;
     k->w.fn = kept_event;
     k->fd = -1;
+    k->want = want;
     k->deadline = resil_now_ns() +
                   (uint64_t)resil_config_get()->session_linger_ms * RESIL_MS;
     resil_engine_lock();
     if (resil_engine_start() != RESIL_OK ||
         resil_fds_dup(&k->fd, fd, RESIL_FD_SOCK) != RESIL_OK ||
-        resil_engine_add(k->fd, EPOLLIN | EPOLLRDHUP, &k->w) != RESIL_OK) {
+        resil_engine_add(k->fd, EPOLLIN | EPOLLRDHUP | EPOLLET, &k->w) !=
+            RESIL_OK) {
         resil_fds_close(&k->fd);
         resil_engine_unlock();
         free(k);
         return false;
     }
-    k->next = kept_list;
-    kept_list = k;
-    atomic_fetch_add(&kept_n, 1);
     /* the FIN the program's close sends, after its bytes */
     real.shutdown(k->fd, SHUT_WR);
+    if (read_off(k->fd, k->want) != RESIL_EAGAIN) {
+        /* it came meanwhile: the close goes on as it is */
+        resil_engine_del(k->fd);
+        resil_fds_close(&k->fd);
+        resil_engine_unlock();
+        free(k);
+        return true;
+    }
+    k->next = kept_list;
+    kept_list = k;
+    if (k->want == RESIL_MSG_WELCOME)
+        atomic_fetch_add(&kept_n, 1);
     resil_engine_unlock();
     resil_epoll_sock_unwatch(s);
     resil_engine_wake(); /* its deadline */
-    rdebug("fd %d: closed before the session WELCOME came; kept for it",
-           fd);
+    rdebug("fd %d: closed before the session %s came; kept for it", fd,
+           k->want == RESIL_MSG_WELCOME ? "WELCOME" : "HELLO");
     return true;
 }
 

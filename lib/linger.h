@@ -1,5 +1,7 @@
 /* libresil: a session client's socket that its program closed before the
- * server's WELCOME came, kept open until it has.
+ * server's WELCOME came, kept open until it has; and a session server's
+ * accepted socket closed before its first data call, kept for the
+ * client's HELLO (which would reset the client just the same).
  *
  * The WELCOME leaves the server at its program's first data call. A client
  * program that closes first (a health check that connects and closes, a

@@ -355,8 +355,10 @@ void resil_sess_closing(int fd)
 
     if (s == NULL)
         return;
-    if (s->sess->role == RESIL_ROLE_CLIENT &&
-        atomic_load(&s->sess->state) == RESIL_SESS_HELLO_SENT)
+    if ((s->sess->role == RESIL_ROLE_CLIENT &&
+         atomic_load(&s->sess->state) == RESIL_SESS_HELLO_SENT) ||
+        (s->sess->role == RESIL_ROLE_SERVER &&
+         atomic_load(&s->sess->state) == RESIL_SESS_CLASSIFY))
         (void)resil_linger_start(s, fd);
     resil_sock_unref(s);
 }

@@ -18,8 +18,9 @@
  * NULL. */
 struct resil_sock *resil_sess_sock(int fd);
 
-/* The program closes fd: a session client whose WELCOME has not come is
- * kept until it has (linger.h). Any thread, no lock held. */
+/* The program closes fd: a session client whose WELCOME has not come, a
+ * server socket whose client's HELLO was never read, is kept until it has
+ * come (linger.h). Any thread, no lock held. */
 void resil_sess_closing(int fd);
 
 /* One data call of the program, as the hook describes it. */

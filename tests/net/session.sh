@@ -49,9 +49,10 @@ ADDR=$TB_FIRST4 # the clients' destination; its uplink is the one broken
 P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
 P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
 P_FWD=7410 P_FWDBACK=7510 P_CLOSE=7411 P_PCLOSE=7511
+P_ACLOSE=7412 P_PACLOSE=7512
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
-SESS+=",*:7410,*:7411"
+SESS+=",*:7410,*:7411,*:7412"
 
 # The environment of a preloaded program of either end; logs go to
 # WORK/TAG.log and events to WORK/TAG.ev.
@@ -808,9 +809,12 @@ fi
 # The WELCOME must not reach a closed socket, whose reset would throw
 # away the bytes still queued and give the server ECONNRESET where plain
 # TCP gives it every byte and then EOF (linger.h; the 3 MB case lost
-# 2.87 MB before).
+# 2.87 MB on loopback before). And the other way round: a server program
+# that accepts and closes at once (the client's HELLO never read) must
+# not reset its client, which reads EOF and can still write once, as
+# from plain TCP (before: EPIPE).
 if want closing; then
-    echo "--- a session client that closes before the WELCOME"
+    echo "--- closing before the session handshake is done"
     closesrv='
 import socket, sys, time
 s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
@@ -831,12 +835,31 @@ while True:
 import socket, sys
 c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 c.sendall(b"x" * int(sys.argv[3])); c.close()'
+    acloser='
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
+while True:
+    c, _ = s.accept(); c.close()'
+    aclient='
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+time.sleep(0.2); out = []
+for step in (lambda: c.recv(100), lambda: c.sendall(b"x"), lambda: time.sleep(0.2), lambda: c.recv(100)):
+    try: out.append(repr(step()))
+    except OSError as e: out.append("errno=%d" % e.errno)
+print(" ".join(out))'
     # shellcheck disable=SC2046
     tb_bg_s env $(pre srv-close) "$PY" -c "$closesrv" :: $P_CLOSE 0.3 \
         >"$WORK/srv-close.out" 2>&1
     tb_bg_s "$PY" -c "$closesrv" :: $P_PCLOSE 0.3 >"$WORK/srv-pclose.out" 2>&1
-    check $(wait_ports $P_CLOSE $P_PCLOSE; echo $?) \
-        "bed: closing servers answer (session port $P_CLOSE, plain $P_PCLOSE)"
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-aclose) "$PY" -c "$acloser" :: $P_ACLOSE \
+        >"$WORK/srv-aclose.out" 2>&1
+    tb_bg_s "$PY" -c "$acloser" :: $P_PACLOSE >"$WORK/srv-paclose.out" 2>&1
+    check $(wait_ports $P_CLOSE $P_PCLOSE $P_ACLOSE $P_PACLOSE; echo $?) \
+        "bed: closing servers answer (session ports $P_CLOSE $P_ACLOSE, plain $P_PCLOSE $P_PACLOSE)"
     # wait_ports' own connection is read after the servers' 300 ms
     sleep 0.8
     : >"$WORK/srv-close.out" && : >"$WORK/srv-pclose.out"
@@ -865,6 +888,12 @@ c.sendall(b"x" * int(sys.argv[3])); c.close()'
     check $([ "$a" = "read 3000000 EOF read 3000000 EOF read 3000000 EOF " ] &&
         [ "$a" = "$b" ] && echo 0 || echo 1) \
         "python3 writes 3 MB and closes, the session server reads after 300 ms: every byte, then EOF, as plain ($b; plain $a)"
+    a=$(tb_c "$PY" -c "$aclient" "$ADDR" $P_PACLOSE 2>&1)
+    # shellcheck disable=SC2046
+    b=$(tb_c env $(pre cl-aclose) "$PY" -c "$aclient" "$ADDR" $P_ACLOSE 2>&1)
+    check $([ "$a" = "b'' None None b''" ] && [ "$a" = "$b" ] && echo 0 ||
+        echo 1) \
+        "python3 against a session server that accepts and closes: recv, send, recv as from plain TCP ($b; plain $a)"
 fi
 
 # ------------------------------------------------------------ forwarder
