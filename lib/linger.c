@@ -1,6 +1,8 @@
 /* libresil: closed session client sockets kept for their WELCOME
  * (linger.h). The list and every entry are the engine lock's. */
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -14,6 +16,7 @@
 #include "linger.h"
 #include "log.h"
 #include "session.h"
+#include "session_io.h"
 #include "session_wire.h"
 #include "sys.h"
 #include "table.h"
@@ -167,22 +170,80 @@ uint64_t resil_linger_tick(uint64_t now)
  * connection reset, as before). Not at _exit(), nor on a fatal signal. */
 #define LINGER_EXIT_MS 2000
 
+/* Session clients the program leaves open at exit, their WELCOME still to
+ * come: exit closes them, and the WELCOME would meet them closed all the
+ * same. Their WELCOME is read off on their own descriptors (the program's
+ * last FIN is exit's to send: nothing shut here, a thread of the program
+ * may still write). At most EXIT_OPEN of them. */
+#define EXIT_OPEN 64
+struct exit_open {
+    struct pollfd p[EXIT_OPEN];
+    int n;
+};
+
+static void collect(struct resil_sock *s, void *arg)
+{
+    struct exit_open *o = arg;
+    struct resil_sess *x = s->sess;
+
+    if (x != NULL && o->n < EXIT_OPEN && x->role == RESIL_ROLE_CLIENT &&
+        atomic_load(&x->state) == RESIL_SESS_HELLO_SENT &&
+        atomic_load(&resil_sess_shares) == x->share && !resil_sock_closed(s))
+        o->p[o->n++] = (struct pollfd){.fd = s->fd, .events = POLLIN};
+}
+
+/* One look at the open ones: those done leave o. */
+static void exit_look(struct exit_open *o, int ms)
+{
+    if (o->n == 0 || real.poll(o->p, (nfds_t)o->n, ms) <= 0)
+        return;
+    for (int i = 0; i < o->n;) {
+        struct resil_sock *s;
+        bool done = o->p[i].revents & (POLLERR | POLLHUP | POLLNVAL);
+
+        if (!done && (o->p[i].revents & POLLIN) &&
+            (s = resil_sess_sock(o->p[i].fd)) != NULL) {
+            /* not under a reading thread of the program */
+            if (pthread_mutex_trylock(&s->sess->rmu) == 0) {
+                done = read_off(o->p[i].fd, RESIL_MSG_WELCOME) !=
+                       RESIL_EAGAIN;
+                pthread_mutex_unlock(&s->sess->rmu);
+            }
+            resil_sock_unref(s);
+        }
+        if (done)
+            o->p[i] = o->p[--o->n];
+        else
+            i++;
+    }
+}
+
 __attribute__((destructor)) static void linger_exit(void)
 {
     uint64_t deadline = resil_now_ns() + LINGER_EXIT_MS * RESIL_MS;
-    struct timespec nap = {0, 2 * 1000000L};
-    bool left;
+    struct exit_open o = {.n = 0};
+    int nap_ms = 2;
+    bool kept;
 
-    if (atomic_load(&kept_n) == 0)
+    if (atomic_load(&kept_n) == 0 && atomic_load(&resil_sess_count) == 0)
         return;
+    resil_in_shim++; /* our calls go to the kernel as they are */
+    if (atomic_load(&resil_sess_count) > 0)
+        resil_table_foreach(collect, &o);
     for (;;) {
         resil_engine_lock();
-        left = kept_list != NULL && resil_engine_running();
+        kept = atomic_load(&kept_n) > 0 && resil_engine_running();
         resil_engine_unlock();
-        if (!left || resil_now_ns() >= deadline)
+        if ((!kept && o.n == 0) || resil_now_ns() >= deadline)
             break;
-        nanosleep(&nap, NULL);
+        if (o.n > 0) {
+            exit_look(&o, nap_ms);
+        } else {
+            struct timespec nap = {0, nap_ms * 1000000L};
+            nanosleep(&nap, NULL);
+        }
     }
+    resil_in_shim--;
 }
 
 void resil_linger_atfork_child(void)

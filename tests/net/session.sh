@@ -34,7 +34,7 @@ SUITE=session
 . "$HERE/harness.sh"
 
 # The C helpers (tests/net/*.c), built for this run.
-for c in stdio_client ready_client; do
+for c in stdio_client ready_client exit_writer; do
     cc -O2 -Wall -Wextra -o "$WORK/$c" "$HERE/$c.c" >"$WORK/$c.cc" 2>&1 ||
         fail "setup: cannot build $c: $(head -c 300 "$WORK/$c.cc")"
 done
@@ -809,7 +809,8 @@ fi
 # The WELCOME must not reach a closed socket, whose reset would throw
 # away the bytes still queued and give the server ECONNRESET where plain
 # TCP gives it every byte and then EOF (linger.h; the 3 MB case lost
-# 2.87 MB on loopback before). And the other way round: a server program
+# 2.87 MB on loopback before); the same from a C client that exits
+# without close() (exit closes it). And the other way round: a server program
 # that accepts and closes at once (the client's HELLO never read) must
 # not reset its client, which reads EOF and can still write once, as
 # from plain TCP (before: EPIPE).
@@ -873,9 +874,14 @@ print(" ".join(out))'
         # shellcheck disable=SC2046
         tb_c env $(pre cl-up) "$PY" -c "$upload" "$ADDR" $P_CLOSE 3000000
     done
+    for i in 1 2 3; do
+        tb_c "$WORK/exit_writer" "$ADDR" $P_PCLOSE 3000000
+        # shellcheck disable=SC2046
+        tb_c env $(pre cl-exit) "$WORK/exit_writer" "$ADDR" $P_CLOSE 3000000
+    done
     for i in $(seq 50); do
-        [ "$(wc -l <"$WORK/srv-close.out")" -ge 6 ] &&
-            [ "$(wc -l <"$WORK/srv-pclose.out")" -ge 6 ] && break
+        [ "$(wc -l <"$WORK/srv-close.out")" -ge 9 ] &&
+            [ "$(wc -l <"$WORK/srv-pclose.out")" -ge 9 ] && break
         sleep 0.2
     done
     a=$(head -3 "$WORK/srv-pclose.out" | tr '\n' ' ')
@@ -883,11 +889,16 @@ print(" ".join(out))'
     check $([ "$a" = "read 0 EOF read 0 EOF read 0 EOF " ] && [ "$a" = "$b" ] &&
         echo 0 || echo 1) \
         "nc -z (connect, close) to a session server: the server program reads EOF, as from plain nc -z to a plain server ($b; plain $a)"
-    a=$(tail -n +4 "$WORK/srv-pclose.out" | tr '\n' ' ')
-    b=$(tail -n +4 "$WORK/srv-close.out" | tr '\n' ' ')
+    a=$(sed -n 4,6p "$WORK/srv-pclose.out" | tr '\n' ' ')
+    b=$(sed -n 4,6p "$WORK/srv-close.out" | tr '\n' ' ')
     check $([ "$a" = "read 3000000 EOF read 3000000 EOF read 3000000 EOF " ] &&
         [ "$a" = "$b" ] && echo 0 || echo 1) \
         "python3 writes 3 MB and closes, the session server reads after 300 ms: every byte, then EOF, as plain ($b; plain $a)"
+    a=$(sed -n 7,9p "$WORK/srv-pclose.out" | tr '\n' ' ')
+    b=$(sed -n 7,9p "$WORK/srv-close.out" | tr '\n' ' ')
+    check $([ "$a" = "read 3000000 EOF read 3000000 EOF read 3000000 EOF " ] &&
+        [ "$a" = "$b" ] && echo 0 || echo 1) \
+        "a C client writes 3 MB and exits without close(), the session server reads after 300 ms: every byte, then EOF, as plain ($b; plain $a)"
     a=$(tb_c "$PY" -c "$aclient" "$ADDR" $P_PACLOSE 2>&1)
     # shellcheck disable=SC2046
     b=$(tb_c env $(pre cl-aclose) "$PY" -c "$aclient" "$ADDR" $P_ACLOSE 2>&1)
