@@ -47,11 +47,7 @@ static void drop(struct kept *k)
     free(k);
 }
 
-/* The handshake message fd's peer owes it (want, or a REFUSE for a
- * client) is at the head of its queue: read it off. RESIL_EAGAIN while a
- * part of it is there; else whatever came (nothing, EOF, an error, bytes
- * of the peer program) stays. */
-static resil_status_t read_off(int fd, int want)
+resil_status_t resil_linger_read_off(int fd, int want)
 {
     uint8_t buf[RESIL_WIRE_MAX_LEN];
     struct resil_msg m;
@@ -83,7 +79,7 @@ static void kept_event(struct resil_watch *w, uint32_t events, uint64_t now)
     struct kept *k = (struct kept *)w;
 
     (void)now;
-    if (read_off(k->fd, k->want) == RESIL_EAGAIN &&
+    if (resil_linger_read_off(k->fd, k->want) == RESIL_EAGAIN &&
         !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
         return; /* nothing yet, or the rest of it is on its way */
     /* read off, or EOF, an error, the peer program's own bytes (the close
@@ -107,7 +103,7 @@ bool resil_linger_start(struct resil_sock *s, int fd)
         return false;
     /* there already: read off, and the close is the plain one; other
      * bytes there: the close resets the connection, as without us */
-    if (read_off(fd, want) != RESIL_EAGAIN)
+    if (resil_linger_read_off(fd, want) != RESIL_EAGAIN)
         return false;
     k = calloc(1, sizeof(*k));
     if (k == NULL)
@@ -129,7 +125,7 @@ bool resil_linger_start(struct resil_sock *s, int fd)
     }
     /* the FIN the program's close sends, after its bytes */
     real.shutdown(k->fd, SHUT_WR);
-    if (read_off(k->fd, k->want) != RESIL_EAGAIN) {
+    if (resil_linger_read_off(k->fd, k->want) != RESIL_EAGAIN) {
         /* it came meanwhile: the close goes on as it is */
         resil_engine_del(k->fd);
         resil_fds_close(&k->fd);
@@ -205,7 +201,7 @@ static void exit_look(struct exit_open *o, int ms)
             (s = resil_sess_sock(o->p[i].fd)) != NULL) {
             /* not under a reading thread of the program */
             if (pthread_mutex_trylock(&s->sess->rmu) == 0) {
-                done = read_off(o->p[i].fd, RESIL_MSG_WELCOME) !=
+                done = resil_linger_read_off(o->p[i].fd, RESIL_MSG_WELCOME) !=
                        RESIL_EAGAIN;
                 pthread_mutex_unlock(&s->sess->rmu);
             }
