@@ -115,9 +115,7 @@ bool resil_linger_start(struct resil_sock *s, int fd)
                   (uint64_t)resil_config_get()->session_linger_ms * RESIL_MS;
     resil_engine_lock();
     if (resil_engine_start() != RESIL_OK ||
-        resil_fds_dup(&k->fd, fd, RESIL_FD_SOCK) != RESIL_OK ||
-        resil_engine_add(k->fd, EPOLLIN | EPOLLRDHUP | EPOLLET, &k->w) !=
-            RESIL_OK) {
+        resil_fds_dup(&k->fd, fd, RESIL_FD_SOCK) != RESIL_OK) {
         resil_fds_close(&k->fd);
         resil_engine_unlock();
         free(k);
@@ -125,9 +123,13 @@ bool resil_linger_start(struct resil_sock *s, int fd)
     }
     /* the FIN the program's close sends, after its bytes */
     real.shutdown(k->fd, SHUT_WR);
-    if (resil_linger_read_off(k->fd, k->want) != RESIL_EAGAIN) {
-        /* it came meanwhile: the close goes on as it is */
-        resil_engine_del(k->fd);
+    /* Once in the engine's set, k is the engine thread's to free: an
+     * epoll_wait may already hold an event for it (so it came meanwhile
+     * is asked first; an edge since is queued by the ADD itself). */
+    if (resil_linger_read_off(k->fd, k->want) != RESIL_EAGAIN ||
+        resil_engine_add(k->fd, EPOLLIN | EPOLLRDHUP | EPOLLET, &k->w) !=
+            RESIL_OK) {
+        /* it came meanwhile (or cannot be watched): the close goes on */
         resil_fds_close(&k->fd);
         resil_engine_unlock();
         free(k);

@@ -905,6 +905,19 @@ print(" ".join(out))'
     check $([ "$a" = "b'' None None b''" ] && [ "$a" = "$b" ] && echo 0 ||
         echo 1) \
         "python3 against a session server that accepts and closes: recv, send, recv as from plain TCP ($b; plain $a)"
+    # many at once: each close keeps a socket in the server's engine, whose
+    # events race with its HELLO read at once (a use after free once)
+    manyc='
+import socket, sys
+for i in range(int(sys.argv[3])):
+    socket.create_connection((sys.argv[1], int(sys.argv[2]))).close()'
+    # shellcheck disable=SC2046
+    tb_c env $(pre cl-many info) "$PY" -c "$manyc" "$ADDR" $P_ACLOSE 500 \
+        >"$WORK/cl-many.out" 2>&1
+    rc=$?
+    b=$(tb_c "$PY" -c "$aclient" "$ADDR" $P_ACLOSE 2>&1)
+    check $([ $rc = 0 ] && [ "$b" = "$a" ] && echo 0 || echo 1) \
+        "500 session connections to the accept-and-close server, one after the other: all made (exit $rc), and the server still answers as before ($b)"
 fi
 
 # ------------------------------------------------------------ forwarder
