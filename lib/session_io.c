@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -347,6 +348,32 @@ enum resil_sess_step resil_sess_post(struct resil_sock *s, struct resil_io *io,
         return done(io, rc, err);
     return io->write ? write_post(s, x, io, rc, err)
                      : read_post(s, x, io, rc, err);
+}
+
+bool resil_sess_fionread(struct resil_sock *s, int fd, int *n)
+{
+    struct resil_sess *x = s->sess;
+    int st = atomic_load(&x->state), k = 0;
+    bool ours = true;
+
+    if (st == RESIL_SESS_PLAIN || st == RESIL_SESS_BROKEN)
+        return false;
+    pthread_mutex_lock(&x->rmu);
+    if (atomic_load(&x->frozen)) {
+        /* a resume switches connections: the stash is all there is */
+        k = 0;
+    } else {
+        resil_status_t d = due(x, fd);
+        if (d == RESIL_EAGAIN)
+            k = 0; /* the handshake message is not whole: nothing yet */
+        else if (d != RESIL_OK || real.ioctl(fd, FIONREAD, &k) < 0)
+            ours = false;
+    }
+    if (ours && atomic_load(&x->state) == RESIL_SESS_UP)
+        k += (int)(x->stash_len - x->stash_off);
+    pthread_mutex_unlock(&x->rmu);
+    *n = k;
+    return ours;
 }
 
 void resil_sess_closing(int fd)

@@ -18,6 +18,12 @@
  * NULL. */
 struct resil_sock *resil_sess_sock(int fd);
 
+/* ioctl(FIONREAD) on s's fd: the bytes the program can read (the
+ * handshake still due done first, as a read would do it: its message is
+ * not the program's; a resume's stash counted). False when the kernel's
+ * answer is the program's (a plain or lost session). */
+bool resil_sess_fionread(struct resil_sock *s, int fd, int *n);
+
 /* The program closes fd: a session client whose WELCOME has not come, a
  * server socket whose client's HELLO was never read, is kept until it has
  * come (linger.h). Any thread, no lock held. */

@@ -5,7 +5,7 @@
  * starts at a resolver of the same type (shim/init.c) that looks the
  * function up on its first call, dlsym(RTLD_NEXT) for the functions the
  * shim interposes and the global definition for the few it does not
- * (ioctl, shutdown, getsockname, getpeername), stores it and calls it: a
+ * (shutdown, getsockname, getpeername), stores it and calls it: a
  * call through the table never tests anything, and a process pays only for
  * the functions it uses. The entries are atomic: a resolver may store one
  * while other threads call through it (both store the same value). The

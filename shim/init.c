@@ -393,7 +393,7 @@ static int lazy_ioctl(int fd, unsigned long req, ...)
     va_start(ap, req);
     arg = va_arg(ap, void *);
     va_end(ap);
-    return RESOLVE_GLOBAL(ioctl)(fd, req, arg);
+    return RESOLVE(ioctl)(fd, req, arg);
 }
 
 struct resil_real real = {
@@ -505,7 +505,7 @@ static void resolve_all(void)
     (void)RESOLVE_GLOBAL_NOW(getsockname);
     (void)RESOLVE_GLOBAL_NOW(getpeername);
     (void)RESOLVE_GLOBAL_NOW(shutdown);
-    (void)RESOLVE_GLOBAL_NOW(ioctl);
+    (void)RESOLVE_NOW(ioctl);
     (void)RESOLVE_NOW(fdopen);
 }
 

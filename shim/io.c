@@ -8,6 +8,8 @@
  * connection, a non-blocking one gets EAGAIN and is woken by the swap. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 
 #include "config.h"
@@ -454,4 +456,37 @@ RESIL_EXPORT FILE *fdopen(int fd, const char *mode)
         resil_table_has(fd))
         resil_sess_stdio(fd);
     return real.fdopen(fd, mode);
+}
+
+/* ioctl(FIONREAD) (SIOCINQ) on a session socket counts the bytes the
+ * program can read: not a handshake message still queued, a resume's
+ * stash too. Every other request, and every other fd, is libc's. The
+ * kernel answers first: a bad pointer is its EFAULT. */
+static RESIL_SLOW int ioctl_managed(int fd, unsigned long req, void *arg)
+{
+    struct resil_sock *s;
+    int rc = real.ioctl(fd, req, arg), saved = errno, n;
+
+    if (rc == 0 && req == FIONREAD &&
+        atomic_load_explicit(&resil_sess_count, memory_order_relaxed) &&
+        (s = resil_sess_sock(fd)) != NULL) {
+        if (resil_sess_fionread(s, fd, &n))
+            *(int *)arg = n;
+        resil_sock_unref(s);
+    }
+    errno = saved;
+    return rc;
+}
+
+RESIL_EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    void *arg;
+
+    va_start(ap, req);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    if (resil_hooked(fd))
+        return ioctl_managed(fd, req, arg);
+    return real.ioctl(fd, req, arg);
 }

@@ -7,7 +7,7 @@
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
 # Sections (all by default): streams redis socat shapes clients readiness
-# events plain ordinary closing attack stdio forwarder.
+# events plain ordinary closing fionread attack stdio forwarder.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -19,7 +19,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing attack stdio forwarder}
+SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread attack stdio forwarder}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -49,10 +49,10 @@ ADDR=$TB_FIRST4 # the clients' destination; its uplink is the one broken
 P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
 P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
 P_FWD=7410 P_FWDBACK=7510 P_CLOSE=7411 P_PCLOSE=7511
-P_ACLOSE=7412 P_PACLOSE=7512
+P_ACLOSE=7412 P_PACLOSE=7512 P_FION=7413 P_PFION=7513
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
-SESS+=",*:7410,*:7411,*:7412"
+SESS+=",*:7410,*:7411,*:7412,*:7413"
 
 # The environment of a preloaded program of either end; logs go to
 # WORK/TAG.log and events to WORK/TAG.ev.
@@ -918,6 +918,47 @@ for i in range(int(sys.argv[3])):
     b=$(tb_c "$PY" -c "$aclient" "$ADDR" $P_ACLOSE 2>&1)
     check $([ $rc = 0 ] && [ "$b" = "$a" ] && echo 0 || echo 1) \
         "500 session connections to the accept-and-close server, one after the other: all made (exit $rc), and the server still answers as before ($b)"
+fi
+
+# ------------------------------------------------------------ fionread
+# ioctl(FIONREAD) counts the bytes the program can read: not the HELLO or
+# the WELCOME still queued (before: 103 bytes more at each end).
+if want fionread; then
+    echo "--- ioctl(FIONREAD) on session sockets"
+    fionsrv='
+import fcntl, socket, struct, sys, termios, time
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
+while True:
+    c, _ = s.accept(); time.sleep(0.3)
+    n = struct.unpack("i", fcntl.ioctl(c, termios.FIONREAD, b"\0" * 4))[0]
+    print("server FIONREAD %d got %r" % (n, c.recv(100)), flush=True)
+    c.sendall(b"pong"); c.recv(1); c.close()'
+    fioncli='
+import fcntl, socket, struct, sys, termios, time
+q = lambda c: struct.unpack("i", fcntl.ioctl(c, termios.FIONREAD, b"\0" * 4))[0]
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+time.sleep(0.1); a = q(c)
+c.sendall(b"ping"); time.sleep(0.5)
+print("client FIONREAD %d %d got %r" % (a, q(c), c.recv(100)))'
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-fion) "$PY" -c "$fionsrv" :: $P_FION \
+        >"$WORK/srv-fion.out" 2>&1
+    tb_bg_s "$PY" -c "$fionsrv" :: $P_PFION >"$WORK/srv-pfion.out" 2>&1
+    check $(wait_ports $P_FION $P_PFION; echo $?) \
+        "bed: FIONREAD servers answer (session port $P_FION, plain $P_PFION)"
+    sleep 0.8 # wait_ports' own connection
+    : >"$WORK/srv-fion.out" && : >"$WORK/srv-pfion.out"
+    a=$(tb_c "$PY" -c "$fioncli" "$ADDR" $P_PFION 2>&1)
+    # shellcheck disable=SC2046
+    b=$(tb_c env $(pre cl-fion) "$PY" -c "$fioncli" "$ADDR" $P_FION 2>&1)
+    sleep 0.3
+    pa=$(cat "$WORK/srv-pfion.out") pb=$(cat "$WORK/srv-fion.out")
+    check $([ "$a" = "client FIONREAD 0 4 got b'pong'" ] && [ "$a" = "$b" ] &&
+        [ "$pa" = "server FIONREAD 4 got b'ping'" ] && [ "$pa" = "$pb" ] &&
+        echo 0 || echo 1) \
+        "python3 ioctl(FIONREAD) at both ends of a session: what plain TCP counts ($b / $pb; plain $a / $pa)"
 fi
 
 # ------------------------------------------------------------ forwarder
