@@ -41,6 +41,10 @@ static struct {
     uint16_t port;
     bool tried;         /* set up once per process; not again on failure */
     int workers;        /* running worker threads */
+    int inits;          /* of which resuming for this end (initiators) */
+    /* sessions to resume while every worker is at work: the next worker
+     * to finish takes the first (a reference held on each) */
+    struct resil_sess *queue, *queue_tail;
 } L = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = -1};
 
 /* ---- threads ---- */
@@ -61,16 +65,76 @@ static bool spawn(void *(*fn)(void *), void *arg)
         pthread_mutex_lock(&L.mu);
         L.workers--;
         pthread_mutex_unlock(&L.mu);
+        errno = rc;
         return false;
     }
     return true;
 }
 
-static void worker_done(void)
+static void run_initiator(struct resil_sock *s);
+static void *initiator(void *arg);
+
+/* A worker's job is done (init: it resumed for this end): the next queued
+ * resume, in this thread, while initiators may take one more; else leave.
+ * The queue and the counts change together under L.mu: a resume queued
+ * while a worker runs (start_init) is always taken by one. */
+static void worker_done(bool init)
 {
+    for (;;) {
+        struct resil_sess *x;
+        pthread_mutex_lock(&L.mu);
+        x = L.queue;
+        if (x == NULL || (!init && L.inits >= RESIL_RESUME_INITIATORS)) {
+            L.workers--;
+            L.inits -= init;
+            pthread_mutex_unlock(&L.mu);
+            return;
+        }
+        L.queue = x->init_next;
+        if (L.queue == NULL)
+            L.queue_tail = NULL;
+        if (!init)
+            L.inits++;
+        init = true;
+        pthread_mutex_unlock(&L.mu);
+        run_initiator(x->sock); /* drops the queue's reference */
+    }
+}
+
+/* Resume s in a worker of its own, or queued for the next one. False when
+ * neither can be (no thread could be started, and none runs). */
+static bool start_init(struct resil_sock *s)
+{
+    int rc;
+
+    resil_sock_ref(s);
     pthread_mutex_lock(&L.mu);
-    L.workers--;
+    if (L.workers < RESIL_RESUME_WORKERS &&
+        L.inits < RESIL_RESUME_INITIATORS) {
+        L.workers++;
+        L.inits++;
+        pthread_mutex_unlock(&L.mu);
+        rc = resil_thread_start("resil-resume", initiator, s);
+        if (rc == 0)
+            return true;
+        pthread_mutex_lock(&L.mu);
+        L.workers--;
+        L.inits--;
+        errno = rc;
+    }
+    if (L.workers == 0) {
+        pthread_mutex_unlock(&L.mu);
+        resil_sock_unref(s);
+        return false;
+    }
+    s->sess->init_next = NULL;
+    if (L.queue_tail)
+        L.queue_tail->init_next = s->sess;
+    else
+        L.queue = s->sess;
+    L.queue_tail = s->sess;
     pthread_mutex_unlock(&L.mu);
+    return true;
 }
 
 /* ---- small blocking helpers with deadlines (worker threads only) ---- */
@@ -706,7 +770,14 @@ static bool recovered(int fd, uint64_t since)
 
 static void *initiator(void *arg)
 {
-    struct resil_sock *s = arg;
+    run_initiator(arg);
+    worker_done(true);
+    return NULL;
+}
+
+/* One resume, initiated here (s referenced for it: dropped at the end). */
+static void run_initiator(struct resil_sock *s)
+{
     struct resil_sess *x = s->sess;
     const struct resil_config *cfg = resil_config_get();
     atomic_int pins = 1; /* our descriptors stay put while we run */
@@ -765,8 +836,6 @@ static void *initiator(void *arg)
     }
     atomic_fetch_sub(&pins, 1);
     resil_sock_unref(s);
-    worker_done();
-    return NULL;
 }
 
 void resil_resume_start(struct resil_sock *s, const char *why)
@@ -804,9 +873,9 @@ void resil_resume_start(struct resil_sock *s, const char *why)
     x->busy = RESIL_RESUME_INIT;
     pthread_mutex_unlock(&x->mu);
     rdebug("fd %d: session path suspected dead (%s); resuming", s->fd, why);
-    resil_sock_ref(s);
-    if (!spawn(initiator, s)) {
-        resil_sock_unref(s);
+    /* every worker at work (a burst: all the sessions of a server whose
+     * uplink died): queued for the next one, never given up */
+    if (!start_init(s)) {
         pthread_mutex_lock(&x->mu);
         x->busy = 0;
         pthread_mutex_unlock(&x->mu);
@@ -814,9 +883,9 @@ void resil_resume_start(struct resil_sock *s, const char *why)
          * server resetting at once) would flood the log */
         static atomic_bool told;
         if (!atomic_exchange(&told, true))
-            rwarn("fd %d: cannot start a resume thread (%d at work); the "
-                  "program gets its connection's own error (further "
-                  "cases at debug level)", s->fd, RESIL_RESUME_WORKERS);
+            rwarn("fd %d: cannot start a resume thread (%s); the program "
+                  "gets its connection's own error (further cases at debug "
+                  "level)", s->fd, strerror(errno));
         else
             rdebug("fd %d: cannot start a resume thread", s->fd);
     }
@@ -989,7 +1058,7 @@ out:
     atomic_fetch_sub(&in->pins, 1);
     resil_sock_unref(s);
     free(in);
-    worker_done();
+    worker_done(false);
     return NULL;
 }
 
@@ -1238,6 +1307,15 @@ void resil_resumer_atfork_child(void)
     L.tried = false;
     L.port = 0;
     L.workers = 0;
+    L.inits = 0;
+    /* the parent's workers resume those: here nobody will */
+    while (L.queue != NULL) {
+        struct resil_sess *x = L.queue;
+        L.queue = x->init_next;
+        x->busy = 0;
+        resil_sock_unref(x->sock);
+    }
+    L.queue_tail = NULL;
 }
 
 /* ---- the program's calls while a session is away ---- */

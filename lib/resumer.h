@@ -8,7 +8,13 @@
  * writers are woken and wait), the RESUME/RESUMED exchange, the replay and
  * the swap. Resumes are rare; a thread each keeps the engine thread and the
  * engine lock out of every wait. At most RESIL_RESUME_WORKERS run at once
- * (a flood of bogus resume connections costs bounded memory and CPU).
+ * (a flood of bogus resume connections costs bounded memory and CPU), of
+ * which at most RESIL_RESUME_INITIATORS resume sessions this end
+ * suspected: the others answer the peers' resumes (two processes whose
+ * many sessions fail at once would otherwise each fill every worker with
+ * its own resumes, and drop the other's). A resume with no worker free
+ * waits in a queue for the next one, in order: a burst of failures (every
+ * session of a server on the uplink that died) is resumed in full.
  */
 #ifndef RESIL_RESUMER_H
 #define RESIL_RESUMER_H
@@ -19,6 +25,7 @@
 #include "table.h"
 
 #define RESIL_RESUME_WORKERS 32
+#define RESIL_RESUME_INITIATORS 24
 
 /* The port of this process's resume listener, set up on first use; 0 when
  * it cannot be (the HELLO/WELCOME then announces none). Any thread, no

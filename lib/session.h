@@ -89,6 +89,8 @@ struct resil_sess {
     bool fin_out, fin_in;     /* our program shut down writing / saw EOF */
     /* resume (mu) */
     int busy;                 /* 0, or who resumes: RESUME_INIT/RESP */
+    struct resil_sess *init_next; /* resumer.c's queue of resumes waiting
+                                     for a worker (its lock) */
     bool abort_init;          /* a client's RESUME wins over our attempt */
     bool detached;            /* frozen, the old connection put aside */
     int old_fd;               /* the old connection, aside (fds.h) */

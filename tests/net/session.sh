@@ -7,7 +7,7 @@
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
 # Sections (all by default): streams redis socat shapes clients readiness
-# events plain ordinary closing fionread attack stdio forwarder.
+# events plain ordinary closing fionread burst attack stdio forwarder.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -19,7 +19,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread attack stdio forwarder}
+SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread burst attack stdio forwarder}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -49,10 +49,10 @@ ADDR=$TB_FIRST4 # the clients' destination; its uplink is the one broken
 P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
 P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
 P_FWD=7410 P_FWDBACK=7510 P_CLOSE=7411 P_PCLOSE=7511
-P_ACLOSE=7412 P_PACLOSE=7512 P_FION=7413 P_PFION=7513
+P_ACLOSE=7412 P_PACLOSE=7512 P_FION=7413 P_PFION=7513 P_BURST=7414
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
-SESS+=",*:7410,*:7411,*:7412,*:7413"
+SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414"
 
 # The environment of a preloaded program of either end; logs go to
 # WORK/TAG.log and events to WORK/TAG.ev.
@@ -959,6 +959,63 @@ print("client FIONREAD %d %d got %r" % (a, q(c), c.recv(100)))'
         [ "$pa" = "server FIONREAD 4 got b'ping'" ] && [ "$pa" = "$pb" ] &&
         echo 0 || echo 1) \
         "python3 ioctl(FIONREAD) at both ends of a session: what plain TCP counts ($b / $pb; plain $a / $pa)"
+fi
+
+# ------------------------------------------------------------ burst
+# Many sessions of one process lose their path at once (a server's uplink,
+# a client's): more resumes than resume threads (32). Each waits for a
+# thread, none is given up (before: the 33rd and later got the old
+# connection's error).
+if want burst; then
+    echo "--- 96 sessions of one client lose their path at once"
+    echosrv='
+import socket, sys, threading
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(256)
+def echo(c):
+    while True:
+        b = c.recv(4096)
+        if not b: break
+        c.sendall(b)
+    c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=echo, args=(c,), daemon=True).start()'
+    burstcli='
+import socket, sys, time
+n = int(sys.argv[3])
+cs = [socket.create_connection((sys.argv[1], int(sys.argv[2]))) for i in range(n)]
+for c in cs:
+    c.sendall(b"a"); assert c.recv(1) == b"a"
+print("peer %s" % cs[0].getpeername()[0], flush=True)
+sys.stdin.readline()
+ok = 0
+for c in cs: c.sendall(b"b")
+for c in cs:
+    c.settimeout(20)
+    try:
+        ok += c.recv(1) == b"b"
+    except OSError as e:
+        print("error %s" % e, flush=True)
+print("echoed %d of %d" % (ok, n), flush=True)'
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-burst info) "$PY" -c "$echosrv" :: $P_BURST \
+        >"$WORK/srv-burst.out" 2>&1
+    check $(wait_ports $P_BURST; echo $?) "bed: burst echo server answers (session port $P_BURST)"
+    # shellcheck disable=SC2046
+    coproc BURST { tb_c timeout 60 env $(pre cl-burst info) "$PY" -c \
+        "$burstcli" "$ADDR" $P_BURST 96 2>&1; }
+    read -r -t 20 line <&"${BURST[0]}"
+    pa=${line#peer }
+    break_path "${pa#::ffff:}" blackhole
+    echo go >&"${BURST[1]}"
+    out=$(timeout 40 cat <&"${BURST[0]}")
+    wait "$BURST_PID" 2>/dev/null
+    heal
+    n=$(resumes "$WORK/cl-burst.ev" "$WORK/srv-burst.ev")
+    check $([ "$(tail -n1 <<<"$out")" = "echoed 96 of 96" ] && echo 0 ||
+        echo 1) \
+        "96 sessions in one python3 client, their path blackholed at once: every one resumed and echoed ($(tail -n1 <<<"$out"), $n resume(s); $(grep -m1 error <<<"$out"))"
 fi
 
 # ------------------------------------------------------------ forwarder
