@@ -786,7 +786,12 @@ static void run_initiator(struct resil_sock *s)
     resil_status_t st = RESIL_EAGAIN;
 
     resil_in_shim = 1;
-    deadline = t0 + (uint64_t)cfg->session_linger_ms * RESIL_MS;
+    /* the linger time counts from the request, not from this start (a
+     * resume may have waited its turn in the queue): it never outlives the
+     * program's own wait for it (resil_resume_wait) */
+    pthread_mutex_lock(&x->mu);
+    deadline = x->init_ns + (uint64_t)cfg->session_linger_ms * RESIL_MS;
+    pthread_mutex_unlock(&x->mu);
     if (x->peer_port == 0) {
         st = RESIL_EREFUSED;
         why = "the peer announced no resume listener";
@@ -871,6 +876,7 @@ void resil_resume_start(struct resil_sock *s, const char *why)
         return;
     }
     x->busy = RESIL_RESUME_INIT;
+    x->init_ns = resil_now_ns();
     pthread_mutex_unlock(&x->mu);
     rdebug("fd %d: session path suspected dead (%s); resuming", s->fd, why);
     /* every worker at work (a burst: all the sessions of a server whose

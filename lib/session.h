@@ -91,6 +91,7 @@ struct resil_sess {
     int busy;                 /* 0, or who resumes: RESUME_INIT/RESP */
     struct resil_sess *init_next; /* resumer.c's queue of resumes waiting
                                      for a worker (its lock) */
+    uint64_t init_ns;         /* when this end's resume was asked for (mu) */
     bool abort_init;          /* a client's RESUME wins over our attempt */
     bool detached;            /* frozen, the old connection put aside */
     int old_fd;               /* the old connection, aside (fds.h) */
