@@ -735,7 +735,7 @@ if want ordinary; then
         "redis-cli PING: an ordinary client on the session port and a preloaded one RESIL_SESSION does not match print what the plain server gets them to print ($(tr -d ' \n' <<<"$b") / $(tr -d ' \n' <<<"$c") / plain $(tr -d ' \n' <<<"$a"))"
     # curl, byte for byte, and its own request-to-first-byte times
     curl_case() { # TAG PORT [ENV...]: sets BODY (sha256), TTFB (median ms)
-        # and TMIN (least ms)
+        # TMIN (least ms) and TLOW (third least)
         local tag=$1 port=$2 i
         shift 2
         : >"$WORK/$tag.t"
@@ -746,9 +746,10 @@ if want ordinary; then
         BODY=$(sha256sum <"$WORK/$tag.body" | cut -c1-16)
         TTFB=$(awk '{ print ($2 - $1) * 1000 }' "$WORK/$tag.t" | sort -n | sed -n 8p)
         TMIN=$(awk '{ print ($2 - $1) * 1000 }' "$WORK/$tag.t" | sort -n | sed -n 1p)
+        TLOW=$(awk '{ print ($2 - $1) * 1000 }' "$WORK/$tag.t" | sort -n | sed -n 3p)
     }
     curl_case o-curl-plain $P_PHTTP
-    pb=$BODY pt=$TTFB pm=$TMIN
+    pb=$BODY pt=$TTFB pm=$TMIN pl=$TLOW
     curl_case o-curl $P_HTTP
     ob=$BODY ot=$TTFB om=$TMIN
     # shellcheck disable=SC2046
@@ -756,11 +757,13 @@ if want ordinary; then
     nb=$BODY nt=$TTFB nm=$TMIN
     check $([ "$pb" = "$ob" ] && [ "$pb" = "$nb" ] && echo 0 || echo 1) \
         "curl to python3 -m http.server on a session port: the body byte for byte as from the plain server, for an ordinary client and a non-matching preloaded one ($ob, $nb; plain $pb)"
+    # against plain's third least: its very least was once 0.009 ms (the
+    # others about 1 ms), which no run of 15 can come within 0.8 ms of
     ok=0
     for t in "$om" "$nm"; do
-        [ "$(diff_us "$pm" "$t")" -lt 800 ] || ok=1
+        [ "$(diff_us "$pl" "$t")" -lt 800 ] || ok=1
     done
-    check $ok "curl: request to first byte, 15 each: ordinary client $om ms least, $ot median; non-matching preloaded client $nm, $nt; plain $pm, $pt: no added wait (least under +0.8 ms)"
+    check $ok "curl: request to first byte, 15 each: ordinary client $om ms least, $ot median; non-matching preloaded client $nm, $nt; plain $pm least, $pl third, $pt median: no added wait (least under plain's third least +0.8 ms)"
     # the probe: fresh connections, first-byte times, data segments
     for kind in redis:$P_REDIS:$P_PREDIS http:$P_HTTP:$P_PHTTP; do
         IFS=: read -r k sp pp <<<"$kind"
