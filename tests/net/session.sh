@@ -62,6 +62,14 @@ pre() { # TAG [LEVEL]
         RESIL_EVENTS="$WORK/$1.ev" RESIL_FAIL_TIMEOUT_MS=3000
 }
 
+# The head of the small python3 servers below: s listens on ADDR PORT
+# (argv 1 and 2), IPv6 when ADDR has a colon.
+PYLISTEN='
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(256)'
+
 # Wait until every given port of the server accepts (from the client ns).
 wait_ports() {
     local i p ok
@@ -819,11 +827,8 @@ fi
 # from plain TCP (before: EPIPE).
 if want closing; then
     echo "--- closing before the session handshake is done"
-    closesrv='
-import socket, sys, time
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
+    closesrv="$PYLISTEN"'
+import time
 while True:
     c, _ = s.accept(); time.sleep(float(sys.argv[3])); n = 0
     try:
@@ -839,11 +844,7 @@ while True:
 import socket, sys
 c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 c.sendall(b"x" * int(sys.argv[3])); c.close()'
-    acloser='
-import socket, sys
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
+    acloser="$PYLISTEN"'
 while True:
     c, _ = s.accept(); c.close()'
     aclient='
@@ -928,11 +929,8 @@ fi
 # the WELCOME still queued (before: 103 bytes more at each end).
 if want fionread; then
     echo "--- ioctl(FIONREAD) on session sockets"
-    fionsrv='
-import fcntl, socket, struct, sys, termios, time
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
+    fionsrv="$PYLISTEN"'
+import fcntl, struct, termios, time
 while True:
     c, _ = s.accept(); time.sleep(0.3)
     n = struct.unpack("i", fcntl.ioctl(c, termios.FIONREAD, b"\0" * 4))[0]
@@ -971,11 +969,8 @@ fi
 # connection's error).
 if want burst; then
     echo "--- 96 sessions of one client lose their path at once"
-    echosrv='
-import socket, sys, threading
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(256)
+    echosrv="$PYLISTEN"'
+import threading
 def echo(c):
     while True:
         b = c.recv(4096)
