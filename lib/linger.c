@@ -47,31 +47,6 @@ static void drop(struct kept *k)
     free(k);
 }
 
-resil_status_t resil_linger_read_off(int fd, int want)
-{
-    uint8_t buf[RESIL_WIRE_MAX_LEN];
-    struct resil_msg m;
-    ssize_t n;
-    resil_status_t st;
-
-    do
-        n = real.recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && errno == EAGAIN)
-        return RESIL_EAGAIN;
-    if (n <= 0)
-        return RESIL_ENOENT;
-    st = resil_wire_decode(buf, (size_t)n, &m, NULL);
-    if (st == RESIL_EAGAIN)
-        return RESIL_EAGAIN;
-    if (st != RESIL_OK ||
-        (m.type != want &&
-         !(want == RESIL_MSG_WELCOME && m.type == RESIL_MSG_REFUSE)))
-        return RESIL_ENOENT;
-    (void)!real.recv(fd, buf, m.len, MSG_DONTWAIT);
-    return RESIL_OK;
-}
-
 /* What came on k's socket (edge-triggered: new bytes, EOF, an error):
  * the message read off, then k closed; or wait for the rest of it. */
 static void kept_event(struct resil_watch *w, uint32_t events, uint64_t now)
@@ -79,7 +54,7 @@ static void kept_event(struct resil_watch *w, uint32_t events, uint64_t now)
     struct kept *k = (struct kept *)w;
 
     (void)now;
-    if (resil_linger_read_off(k->fd, k->want) == RESIL_EAGAIN &&
+    if (resil_sess_read_off(k->fd, k->want) == RESIL_EAGAIN &&
         !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
         return; /* nothing yet, or the rest of it is on its way */
     /* read off, or EOF, an error, the peer program's own bytes (the close
@@ -89,13 +64,12 @@ static void kept_event(struct resil_watch *w, uint32_t events, uint64_t now)
 
 bool resil_linger_start(struct resil_sock *s, int fd)
 {
+    int want = s->sess->role == RESIL_ROLE_CLIENT ? RESIL_MSG_WELCOME
+                                                  : RESIL_MSG_HELLO;
     struct kept *k;
     struct linger lg = {0};
     socklen_t l = sizeof(lg);
     RESIL_KEEP_ERRNO();
-
-    int want = s->sess->role == RESIL_ROLE_CLIENT ? RESIL_MSG_WELCOME
-                                                  : RESIL_MSG_HELLO;
 
     if (atomic_load(&resil_sess_shares) != s->sess->share ||
         (real.getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l) == 0 &&
@@ -103,7 +77,7 @@ bool resil_linger_start(struct resil_sock *s, int fd)
         return false;
     /* there already: read off, and the close is the plain one; other
      * bytes there: the close resets the connection, as without us */
-    if (resil_linger_read_off(fd, want) != RESIL_EAGAIN)
+    if (resil_sess_read_off(fd, want) != RESIL_EAGAIN)
         return false;
     k = calloc(1, sizeof(*k));
     if (k == NULL)
@@ -123,10 +97,11 @@ bool resil_linger_start(struct resil_sock *s, int fd)
     }
     /* the FIN the program's close sends, after its bytes */
     real.shutdown(k->fd, SHUT_WR);
-    /* Once in the engine's set, k is the engine thread's to free: an
-     * epoll_wait may already hold an event for it (so it came meanwhile
-     * is asked first; an edge since is queued by the ADD itself). */
-    if (resil_linger_read_off(k->fd, k->want) != RESIL_EAGAIN ||
+    /* Once in the engine's set, k is the engine thread's to free (an
+     * epoll_wait may already hold an event for it): whether the message
+     * came meanwhile is asked before the ADD, whose own look at the
+     * socket queues an edge for anything since. */
+    if (resil_sess_read_off(k->fd, k->want) != RESIL_EAGAIN ||
         resil_engine_add(k->fd, EPOLLIN | EPOLLRDHUP | EPOLLET, &k->w) !=
             RESIL_OK) {
         /* it came meanwhile (or cannot be watched): the close goes on */
@@ -203,7 +178,7 @@ static void exit_look(struct exit_open *o, int ms)
             (s = resil_sess_sock(o->p[i].fd)) != NULL) {
             /* not under a reading thread of the program */
             if (pthread_mutex_trylock(&s->sess->rmu) == 0) {
-                done = resil_linger_read_off(o->p[i].fd, RESIL_MSG_WELCOME) !=
+                done = resil_sess_read_off(o->p[i].fd, RESIL_MSG_WELCOME) !=
                        RESIL_EAGAIN;
                 pthread_mutex_unlock(&s->sess->rmu);
             }

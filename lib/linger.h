@@ -27,8 +27,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "status.h"
-
 struct resil_sock;
 
 /* The program closes fd, s's (a session client's, its WELCOME not read):
@@ -36,13 +34,6 @@ struct resil_sock;
  * program's epoll sets no longer hold fd; the caller closes fd as usual);
  * false when nothing was done. No lock held. */
 bool resil_linger_start(struct resil_sock *s, int fd);
-
-/* The handshake message fd's peer owes it (want: RESIL_MSG_WELCOME, which
- * a REFUSE also answers, or RESIL_MSG_HELLO) is at the head of fd's
- * queue: read it off (RESIL_OK). RESIL_EAGAIN while nothing or a part of
- * it is there; RESIL_ENOENT when something else came (EOF, an error, the
- * peer program's bytes, another message), left where it is. */
-resil_status_t resil_linger_read_off(int fd, int want);
 
 /* The engine's turn (engine lock held): close what is due; returns the
  * next deadline (UINT64_MAX: none). */

@@ -379,6 +379,27 @@ static ssize_t peek(int fd, void *buf, size_t len)
     return n;
 }
 
+resil_status_t resil_sess_read_off(int fd, int want)
+{
+    uint8_t buf[RESIL_WIRE_MAX_LEN];
+    struct resil_msg m;
+    ssize_t n = peek(fd, buf, sizeof(buf));
+    resil_status_t st;
+
+    if (n < 0 && errno == EAGAIN)
+        return RESIL_EAGAIN;
+    if (n <= 0)
+        return RESIL_ENOENT;
+    st = resil_wire_decode(buf, (size_t)n, &m, NULL);
+    if (st == RESIL_EAGAIN)
+        return RESIL_EAGAIN;
+    if (st != RESIL_OK ||
+        (m.type != want &&
+         !(want == RESIL_MSG_WELCOME && m.type == RESIL_MSG_REFUSE)))
+        return RESIL_ENOENT;
+    return consume(fd, m.len) == RESIL_OK ? RESIL_OK : RESIL_ENOENT;
+}
+
 /* The ring holds what the kernel may still lack, and the tail the peer's
  * resume checks; our stream starts at 0 after the handshake. */
 static void ring_start(struct resil_sess *x, int fd)
@@ -623,24 +644,14 @@ resil_status_t resil_sess_server_hello(struct resil_sess *x, int fd,
 
 resil_status_t resil_sess_swallow_late(struct resil_sess *x, int fd)
 {
-    uint8_t buf[RESIL_WIRE_MAX_LEN];
-    struct resil_wire_err why = {0};
-    struct resil_msg m;
-    ssize_t n = peek(fd, buf, sizeof(buf));
+    resil_status_t st = resil_sess_read_off(fd, RESIL_MSG_HELLO);
 
-    if (n < 0 && errno == EAGAIN)
+    if (st == RESIL_EAGAIN)
         return RESIL_EAGAIN;
-    if (n > 0 && resil_wire_sniff(buf, (size_t)n) != RESIL_SNIFF_NO) {
-        resil_status_t st = resil_wire_decode(buf, (size_t)n, &m, &why);
-        if (st == RESIL_EAGAIN)
-            return RESIL_EAGAIN;
-        if (st == RESIL_OK && m.type == RESIL_MSG_HELLO) {
-            /* the client sees our program's bytes where a WELCOME would
-             * be and goes plain as well */
-            rinfo("fd %d: a late session HELLO swallowed; plain TCP", fd);
-            consume(fd, m.len);
-        }
-    }
+    if (st == RESIL_OK)
+        /* the client sees our program's bytes where a WELCOME would be
+         * and goes plain as well */
+        rinfo("fd %d: a late session HELLO swallowed; plain TCP", fd);
     resil_sess_set_state(x, RESIL_SESS_PLAIN);
     return RESIL_OK;
 }

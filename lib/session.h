@@ -168,6 +168,13 @@ resil_status_t resil_sess_server_hello(struct resil_sess *x, int fd,
  * when a HELLO may still be arriving. rmu held. */
 resil_status_t resil_sess_swallow_late(struct resil_sess *x, int fd);
 
+/* The handshake message fd's peer owes it (want: RESIL_MSG_WELCOME, which
+ * a REFUSE also answers, or RESIL_MSG_HELLO) is at the head of fd's
+ * queue: read it off (RESIL_OK). RESIL_EAGAIN while nothing or a part of
+ * it is there; RESIL_ENOENT when something else came (EOF, an error, the
+ * peer program's bytes, another message), left where it is. */
+resil_status_t resil_sess_read_off(int fd, int want);
+
 /* The program wrote n bytes of iov on fd (wmu held): into the ring. */
 void resil_sess_sent(struct resil_sess *x, int fd, const struct iovec *iov,
                      int cnt, size_t n);

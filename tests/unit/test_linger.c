@@ -1,10 +1,11 @@
-/* lib/linger.c: reading a handshake message off a closed socket's queue
- * (resil_linger_read_off), over a local stream pair. */
+/* Reading a handshake message off a socket's queue (lib/session.c
+ * resil_sess_read_off: a closed socket kept by lib/linger.c, a late
+ * HELLO), over a local stream pair. */
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "common.h"
-#include "linger.h"
+#include "session.h"
 #include "session_util.h"
 
 TestSuite(linger, .init = unit_setup);
@@ -41,10 +42,10 @@ Test(linger, nothing_yet_then_the_welcome)
     int sv[2];
 
     pair(sv);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_WELCOME),
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_WELCOME),
                  RESIL_EAGAIN);
     put(sv[0], w, n);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_WELCOME), RESIL_OK);
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_WELCOME), RESIL_OK);
     cr_expect_eq(left(sv[1], b, sizeof b), -1, "the WELCOME was read off");
     close(sv[0]);
     close(sv[1]);
@@ -58,13 +59,13 @@ Test(linger, a_part_waits_for_the_rest)
 
     pair(sv);
     put(sv[0], w, 5);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_WELCOME),
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_WELCOME),
                  RESIL_EAGAIN, "the magic and a byte: more to come");
     put(sv[0], w + 5, n - 20);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_WELCOME),
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_WELCOME),
                  RESIL_EAGAIN);
     put(sv[0], w + n - 15, 15);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_WELCOME), RESIL_OK);
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_WELCOME), RESIL_OK);
     close(sv[0]);
     close(sv[1]);
 }
@@ -78,7 +79,7 @@ Test(linger, the_peer_programs_bytes_after_it_stay)
     pair(sv);
     put(sv[0], w, n);
     put(sv[0], "+OK\r\n", 5);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_WELCOME), RESIL_OK);
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_WELCOME), RESIL_OK);
     cr_expect_eq(left(sv[1], b, sizeof b), 5);
     cr_expect(memcmp(b, "+OK\r\n", 5) == 0);
     close(sv[0]);
@@ -98,7 +99,7 @@ Test(linger, a_refuse_answers_a_hello_too)
     cr_assert(resil_wire_encode(&m, r, sizeof r, &n) == RESIL_OK);
     pair(sv);
     put(sv[0], r, n);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_WELCOME), RESIL_OK);
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_WELCOME), RESIL_OK);
     close(sv[0]);
     close(sv[1]);
 }
@@ -112,7 +113,7 @@ Test(linger, anything_else_is_left_alone)
     /* a plain server's bytes */
     pair(sv);
     put(sv[0], "220 ready\r\n", 11);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_WELCOME),
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_WELCOME),
                  RESIL_ENOENT);
     cr_expect_eq(left(sv[1], b, sizeof b), 11, "left where they were");
     close(sv[0]);
@@ -120,16 +121,16 @@ Test(linger, anything_else_is_left_alone)
     /* the message the other side owes, not this one's */
     pair(sv);
     put(sv[0], h, n);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_WELCOME),
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_WELCOME),
                  RESIL_ENOENT);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_HELLO), RESIL_OK);
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_HELLO), RESIL_OK);
     close(sv[0]);
     close(sv[1]);
     /* garbage after the magic */
     pair(sv);
     memset(h + 4, 0xff, 12);
     put(sv[0], h, 16);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_HELLO), RESIL_ENOENT);
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_HELLO), RESIL_ENOENT);
     cr_expect_eq(left(sv[1], b, sizeof b), 16);
     close(sv[0]);
     close(sv[1]);
@@ -141,7 +142,7 @@ Test(linger, eof_ends_the_wait)
 
     pair(sv);
     close(sv[0]);
-    cr_expect_eq(resil_linger_read_off(sv[1], RESIL_MSG_WELCOME),
+    cr_expect_eq(resil_sess_read_off(sv[1], RESIL_MSG_WELCOME),
                  RESIL_ENOENT);
     close(sv[1]);
 }
