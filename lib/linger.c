@@ -112,13 +112,14 @@ bool resil_linger_start(struct resil_sock *s, int fd)
     }
     k->next = kept_list;
     kept_list = k;
-    if (k->want == RESIL_MSG_WELCOME)
+    if (want == RESIL_MSG_WELCOME)
         atomic_fetch_add(&kept_n, 1);
     resil_engine_unlock();
+    /* k is the engine's now: not touched again here */
     resil_epoll_sock_unwatch(s);
     resil_engine_wake(); /* its deadline */
     rdebug("fd %d: closed before the session %s came; kept for it", fd,
-           k->want == RESIL_MSG_WELCOME ? "WELCOME" : "HELLO");
+           want == RESIL_MSG_WELCOME ? "WELCOME" : "HELLO");
     return true;
 }
 
