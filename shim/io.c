@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 
@@ -471,7 +472,7 @@ static RESIL_SLOW int ioctl_managed(int fd, unsigned long req, void *arg)
         atomic_load_explicit(&resil_sess_count, memory_order_relaxed) &&
         (s = resil_sess_sock(fd)) != NULL) {
         if (resil_sess_fionread(s, fd, &n))
-            *(int *)arg = n;
+            memcpy(arg, &n, sizeof(n)); /* the buffer may be unaligned */
         resil_sock_unref(s);
     }
     errno = saved;
