@@ -156,6 +156,7 @@ asan:
 	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  build-asan/unit-tests --jobs 2
 	RESIL_SAN=1 tests/drivers/run.sh build-asan
+	RESIL_SAN=1 tests/net/session.sh build-asan closing fionread burst
 
 drivers-asan: $(BUILD)/libresil.so $(DRIVERS) $(BUILD)/drivers/early_main
 

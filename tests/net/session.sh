@@ -54,10 +54,25 @@ P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
 SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414"
 
+# RESIL_SAN=1 (make asan, BUILD build-asan): libresil built with ASan and
+# UBSan, their runtimes preloaded first; a report goes to WORK/san.PID and
+# fails the run (the end of this script).
+SANPRE=
+if [ "${RESIL_SAN:-0}" = 1 ]; then
+    ASAN=$(${CC:-gcc} -print-file-name=libasan.so)
+    UBSAN=$(${CC:-gcc} -print-file-name=libubsan.so)
+    [ -e "$ASAN" ] && [ -e "$UBSAN" ] || fail "setup: sanitizer runtimes not found"
+    SANPRE="ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0:log_path=$WORK/san"
+    SANPRE+=" UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$WORK/san"
+    LIBPRE=$ASAN:$UBSAN:$LIB
+else
+    LIBPRE=$LIB
+fi
+
 # The environment of a preloaded program of either end; logs go to
 # WORK/TAG.log and events to WORK/TAG.ev.
 pre() { # TAG [LEVEL]
-    echo LD_PRELOAD="$LIB" RESIL_SESSION="$SESS" \
+    echo $SANPRE LD_PRELOAD="$LIBPRE" RESIL_SESSION="$SESS" \
         RESIL_LOG_LEVEL="${2:-debug}" RESIL_LOG_FILE="$WORK/$1.log" \
         RESIL_EVENTS="$WORK/$1.ev" RESIL_FAIL_TIMEOUT_MS=3000
 }
@@ -933,9 +948,13 @@ if want fionread; then
 import fcntl, struct, termios, time
 while True:
     c, _ = s.accept(); time.sleep(0.3)
-    n = struct.unpack("i", fcntl.ioctl(c, termios.FIONREAD, b"\0" * 4))[0]
-    print("server FIONREAD %d got %r" % (n, c.recv(100)), flush=True)
-    c.sendall(b"pong"); c.recv(1); c.close()'
+    try: # the probe of wait_ports has closed: a reset must not end us
+        n = struct.unpack("i", fcntl.ioctl(c, termios.FIONREAD, b"\0" * 4))[0]
+        print("server FIONREAD %d got %r" % (n, c.recv(100)), flush=True)
+        c.sendall(b"pong"); c.recv(1)
+    except OSError as e:
+        print("server error %s" % e, flush=True)
+    c.close()'
     fioncli='
 import fcntl, socket, struct, sys, termios, time
 q = lambda c: struct.unpack("i", fcntl.ioctl(c, termios.FIONREAD, b"\0" * 4))[0]
@@ -1039,6 +1058,13 @@ if want forwarder; then
     n=$(resumes "$WORK/$TAG.ev")
     check $([ "$n" -ge 1 ] && echo 0 || echo 1) \
         "forwarder: the session resumed ($n resume(s) at the client): the failure was met and carried over, not missed"
+fi
+
+if [ "${RESIL_SAN:-0}" = 1 ]; then
+    sleep 0.5 # the servers' reports at their exit (the harness stops them)
+    reps=$(cat "$WORK"/san.* 2>/dev/null | grep -E 'ERROR: AddressSanitizer|runtime error' | head -3)
+    check $([ -z "$reps" ] && echo 0 || echo 1) \
+        "ASan/UBSan: no report from any preloaded program ($(ls "$WORK"/san.* 2>/dev/null | wc -l) report file(s)${reps:+: $reps})"
 fi
 
 FINISHED=1
