@@ -205,9 +205,9 @@ __attribute__((destructor)) static void linger_exit(void)
     if (atomic_load(&resil_sess_count) > 0)
         resil_table_foreach(collect, &o);
     for (;;) {
-        resil_engine_lock();
+        /* no lock: exit() may come from a thread, or a handler, that holds
+         * the engine's; the engine thread drops what it read off */
         kept = atomic_load(&kept_n) > 0 && resil_engine_running();
-        resil_engine_unlock();
         if ((!kept && o.n == 0) || resil_now_ns() >= deadline)
             break;
         if (o.n > 0) {
