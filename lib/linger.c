@@ -225,9 +225,9 @@ void resil_linger_atfork_child(void)
     while (kept_list != NULL) {
         struct kept *k = kept_list;
         kept_list = k->next;
-        atomic_fetch_sub(&kept_n, 1);
         /* the engine's epoll set is the parent's: no DEL */
         resil_fds_close(&k->fd);
         free(k);
     }
+    atomic_store(&kept_n, 0);
 }
