@@ -49,10 +49,24 @@ static struct {
 
 /* ---- threads ---- */
 
+/* Start a worker counted already (L.workers, and L.inits for an
+ * initiator): on failure the count is given back, errno says why. */
+static bool launch(void *(*fn)(void *), void *arg, bool init)
+{
+    int rc = resil_thread_start("resil-resume", fn, arg);
+
+    if (rc == 0)
+        return true;
+    pthread_mutex_lock(&L.mu);
+    L.workers--;
+    L.inits -= init;
+    pthread_mutex_unlock(&L.mu);
+    errno = rc;
+    return false;
+}
+
 static bool spawn(void *(*fn)(void *), void *arg)
 {
-    int rc;
-
     pthread_mutex_lock(&L.mu);
     if (L.workers >= RESIL_RESUME_WORKERS) {
         pthread_mutex_unlock(&L.mu);
@@ -60,15 +74,7 @@ static bool spawn(void *(*fn)(void *), void *arg)
     }
     L.workers++;
     pthread_mutex_unlock(&L.mu);
-    rc = resil_thread_start("resil-resume", fn, arg);
-    if (rc != 0) {
-        pthread_mutex_lock(&L.mu);
-        L.workers--;
-        pthread_mutex_unlock(&L.mu);
-        errno = rc;
-        return false;
-    }
-    return true;
+    return launch(fn, arg, false);
 }
 
 static void run_initiator(struct resil_sock *s);
@@ -105,8 +111,6 @@ static void worker_done(bool init)
  * neither can be (no thread could be started, and none runs). */
 static bool start_init(struct resil_sock *s)
 {
-    int rc;
-
     resil_sock_ref(s);
     pthread_mutex_lock(&L.mu);
     if (L.workers < RESIL_RESUME_WORKERS &&
@@ -114,13 +118,10 @@ static bool start_init(struct resil_sock *s)
         L.workers++;
         L.inits++;
         pthread_mutex_unlock(&L.mu);
-        rc = resil_thread_start("resil-resume", initiator, s);
-        if (rc == 0)
+        if (launch(initiator, s, true))
             return true;
+        /* none started: queued if a worker runs that will take it */
         pthread_mutex_lock(&L.mu);
-        L.workers--;
-        L.inits--;
-        errno = rc;
     }
     if (L.workers == 0) {
         pthread_mutex_unlock(&L.mu);
