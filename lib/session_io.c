@@ -359,14 +359,12 @@ bool resil_sess_fionread(struct resil_sock *s, int fd, int *n)
     if (st == RESIL_SESS_PLAIN || st == RESIL_SESS_BROKEN)
         return false;
     pthread_mutex_lock(&x->rmu);
-    if (atomic_load(&x->frozen)) {
-        /* a resume switches connections: the stash is all there is */
-        k = 0;
-    } else {
+    /* frozen (a resume switches connections): the stash is all there is;
+     * the handshake message not whole yet: nothing either */
+    if (!atomic_load(&x->frozen)) {
         resil_status_t d = due(x, fd);
-        if (d == RESIL_EAGAIN)
-            k = 0; /* the handshake message is not whole: nothing yet */
-        else if (d != RESIL_OK || real.ioctl(fd, FIONREAD, &k) < 0)
+        if (d != RESIL_EAGAIN &&
+            (d != RESIL_OK || real.ioctl(fd, FIONREAD, &k) < 0))
             ours = false;
     }
     if (ours && atomic_load(&x->state) == RESIL_SESS_UP)
