@@ -304,14 +304,20 @@ static void wait_pollers(struct resil_sess *x)
 /* Freeze x (idempotent): readers and writers of the program are woken
  * and wait; the old connection's queue goes to the stash; counts are
  * checked against the kernel; the old connection is reset (put aside on
- * x->old_fd), a parked socket stands on the fd. Returns RESIL_OK, or an
- * error when the fd is not the session's any more. Worker thread, no lock
- * held; x->busy is ours. */
+ * x->old_fd), a parked socket stands on the fd. Returns RESIL_OK, or
+ * RESIL_ENOENT, with nothing done, when the program has closed the
+ * session's fd. Worker thread, no lock held; x->busy is ours.
+ *
+ * Every call below acts on a duplicate of the session's socket, taken
+ * while the fd was still the program's (s->mu, the cookie): the program
+ * may close its number at any moment, and the kernel then gives that
+ * number to the program's next socket, which a reset, a shutdown or a
+ * read meant for the session must never touch. */
 static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
 {
     struct sockaddr unspec = {.sa_family = AF_UNSPEC};
-    int fd = s->fd, parked;
-    bool wlocked;
+    int fd, own = -1, parked;
+    bool wlocked, mine;
     resil_status_t st;
 
     pthread_mutex_lock(&x->mu);
@@ -319,6 +325,15 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
         pthread_mutex_unlock(&x->mu);
         return RESIL_OK;
     }
+    pthread_mutex_unlock(&x->mu);
+    pthread_mutex_lock(&s->mu);
+    mine = resil_sock_is_ours(s) &&
+           resil_fds_dup(&own, s->fd, RESIL_FD_SOCK) == RESIL_OK;
+    pthread_mutex_unlock(&s->mu);
+    if (!mine)
+        return RESIL_ENOENT;
+    fd = own;
+    pthread_mutex_lock(&x->mu);
     resil_sess_set_frozen(x, true);
     pthread_mutex_unlock(&x->mu);
     parked = make_parked(s);
@@ -372,13 +387,15 @@ static resil_status_t detach(struct resil_sock *s, struct resil_sess *x)
     /* the old connection aside, the parked socket on the fd */
     pthread_mutex_lock(&s->mu);
     st = RESIL_ESYS;
-    if (parked >= 0 &&
-        resil_fds_dup(&x->old_fd, fd, RESIL_FD_SOCK) == RESIL_OK) {
+    if (parked >= 0) {
+        resil_fds_close(&x->old_fd);
+        resil_fds_transfer(&own, &x->old_fd);
         st = resil_swap_in(s, parked);
         parked = -1;
     }
     pthread_mutex_unlock(&s->mu);
     resil_fds_close_fd(parked);
+    resil_fds_close(&own);
     pthread_mutex_lock(&x->mu);
     x->detached = true;
     if (x->detached_ns == 0)
@@ -423,17 +440,23 @@ static void lose(struct resil_sock *s, struct resil_sess *x, const char *why)
     resil_ip_format(&s->peer_ip, s->peer_port, dst, sizeof(dst));
     pthread_mutex_unlock(&s->mu);
     /* the peer no longer has the session (its program closed or reset
-     * the connection, or exited): what plain TCP's reset says too */
-    if (why == peer_ended ||
-        strstr(why, resil_refuse_str(RESIL_REFUSE_UNKNOWN)) != NULL)
-        rinfo("fd %d: session with %s ended: the peer no longer has it (%s); "
-              "the program gets ECONNRESET", s->fd, a, why);
-    else
-        rwarn("fd %d: session with %s lost: %s; the program gets "
-              "ECONNRESET", s->fd, a, why);
-    resil_event("resume_failed", s->fd,
-                "\"dst\":\"%s\",\"peer\":\"%s\",\"why\":\"%s\"", dst, a,
-                resil_json_str(why, w, sizeof(w)));
+     * the connection, or exited): what plain TCP's reset says too. Our
+     * own program closed it (during the resume): nothing to tell */
+    if (resil_sock_closed(s)) {
+        rdebug("fd %d: session with %s ended: the program closed it", s->fd,
+               a);
+    } else {
+        if (why == peer_ended ||
+            strstr(why, resil_refuse_str(RESIL_REFUSE_UNKNOWN)) != NULL)
+            rinfo("fd %d: session with %s ended: the peer no longer has it "
+                  "(%s); the program gets ECONNRESET", s->fd, a, why);
+        else
+            rwarn("fd %d: session with %s lost: %s; the program gets "
+                  "ECONNRESET", s->fd, a, why);
+        resil_event("resume_failed", s->fd,
+                    "\"dst\":\"%s\",\"peer\":\"%s\",\"why\":\"%s\"", dst,
+                    a, resil_json_str(why, w, sizeof(w)));
+    }
     resil_sess_set_state(x, RESIL_SESS_BROKEN);
     pthread_mutex_lock(&s->mu);
     if (x->old_fd >= 0) {
@@ -690,7 +713,12 @@ static resil_status_t try_resume(struct resil_sock *s, struct resil_sess *x,
         return RESIL_ECANCELED;
     }
     pthread_mutex_unlock(&x->mu);
-    detach(s, x);
+    if (detach(s, x) == RESIL_ENOENT) {
+        /* the program closed the socket: the session ended with it */
+        resil_fds_release(&fd);
+        *why = NULL;
+        return RESIL_ECANCELED;
+    }
     if (!x->resumable) {
         resil_fds_release(&fd);
         *why = x->why_not;
@@ -801,9 +829,15 @@ static void run_initiator(struct resil_sock *s)
      * at once, so that event loops sleep on a parked socket instead of
      * spinning on the dead one's error; a suspected one stays on the fd
      * until its replacement is connected (make before break) */
-    if (st == RESIL_EAGAIN && tcp_closed(s->fd))
-        detach(s, x);
+    if (st == RESIL_EAGAIN && tcp_closed(s->fd) &&
+        detach(s, x) == RESIL_ENOENT)
+        st = RESIL_ECANCELED; /* closed by the program meanwhile */
     while (st == RESIL_EAGAIN && resil_now_ns() < deadline) {
+        if (resil_sock_closed(s)) {
+            /* the program closed it: nothing left to resume */
+            st = RESIL_ECANCELED;
+            break;
+        }
         if (!x->detached && recovered(s->fd, t0)) {
             /* the old path carries bytes again: leave it be */
             st = RESIL_ECANCELED;
@@ -954,6 +988,13 @@ static void *responder(void *arg)
             s = NULL, x = NULL;
     }
     resil_sess_index_unlock();
+    if (x != NULL && resil_sock_closed(s)) {
+        /* closed by the program after the lookup (resil_sess_closing
+         * takes it out of the index first) */
+        resil_sock_unref(s);
+        s = NULL;
+        x = NULL;
+    }
     if (x == NULL) {
         refuse(in->fd, RESIL_REFUSE_UNKNOWN);
         goto out;
@@ -1000,8 +1041,14 @@ static void *responder(void *arg)
     v.resumable = x->resumable;
     v.ring = &x->ring;
     pthread_mutex_unlock(&x->mu);
-    if (x->resumable && detach(s, x) != RESIL_OK)
-        v.resumable = false;
+    if (x->resumable && detach(s, x) == RESIL_ENOENT) {
+        /* our program closed the socket meanwhile: the session is over,
+         * as the reset its peer met says */
+        rdebug("fd %d: a RESUME refused: the program closed the session",
+               s->fd);
+        refuse(in->fd, RESIL_REFUSE_UNKNOWN);
+        goto out;
+    }
     v.resumable = v.resumable && x->resumable;
     st = resil_resume_decide(&v, req, rlen, &m, &d);
     if (st != RESIL_OK) {

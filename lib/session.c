@@ -158,6 +158,11 @@ static void index_del(struct resil_sess *x)
     pthread_mutex_unlock(&index_mu);
 }
 
+void resil_sess_unindex(struct resil_sess *x)
+{
+    index_del(x);
+}
+
 /* ---- life ---- */
 
 struct resil_sess *resil_sess_new(int role)

@@ -206,6 +206,9 @@ int resil_sess_out_check(struct resil_sess *x, int fd);
 void resil_sess_index_lock(void);
 void resil_sess_index_unlock(void);
 struct resil_sess *resil_sess_find(const uint8_t *id, int role);
+/* Take x out of the index (its program closed its socket): no RESUME finds
+ * it any more. Idempotent; resil_sess_free does it too. */
+void resil_sess_unindex(struct resil_sess *x);
 
 /* Whether a connect to ip:port (name: the name ip came from, or NULL)
  * speaks the session protocol (RESIL_SESSION; sessions set up). */
