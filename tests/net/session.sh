@@ -7,7 +7,7 @@
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
 # Sections (all by default): streams redis socat shapes clients readiness
-# events plain ordinary closing fionread burst attack stdio forwarder.
+# events plain ordinary closing fionread burst abort attack stdio forwarder.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -19,7 +19,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread burst attack stdio forwarder}
+SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread burst abort attack stdio forwarder}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -50,9 +50,10 @@ P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
 P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
 P_FWD=7410 P_FWDBACK=7510 P_CLOSE=7411 P_PCLOSE=7511
 P_ACLOSE=7412 P_PACLOSE=7512 P_FION=7413 P_PFION=7513 P_BURST=7414
+P_ABORT=7415 P_PABORT=7515
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
-SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414"
+SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414,*:7415"
 
 # RESIL_SAN=1 (make asan, BUILD build-asan): libresil built with ASan and
 # UBSan, their runtimes preloaded first; a report goes to WORK/san.PID and
@@ -1033,6 +1034,66 @@ print("echoed %d of %d" % (ok, n), flush=True)'
     check $([ "$(tail -n1 <<<"$out")" = "echoed 96 of 96" ] && echo 0 ||
         echo 1) \
         "96 sessions in one python3 client, their path blackholed at once: every one resumed and echoed ($(tail -n1 <<<"$out"), $n resume(s); $(grep -m1 error <<<"$out"))"
+fi
+
+# ------------------------------------------------------------ abort
+# A client that ends each connection with a reset (SO_LINGER 0: load
+# generators, pools that shed TIME_WAIT) and opens the next at once, which
+# gets the same fd number. The server side takes the reset for a path
+# failure and asks the client's resume listener; the client's program has
+# closed that session. Before: the client found the closed session (still
+# held by its monitor) and reset, drained and replaced whatever socket its
+# number now was: 558 of 2,000 requests failed on loopback (ECONNRESET,
+# EPIPE, lost bytes), none with plain TCP.
+if want abort; then
+    echo "--- a client that resets each connection and reuses its number"
+    echosrv="$PYLISTEN"'
+import threading
+def echo(c):
+    try:
+        while True:
+            b = c.recv(4096)
+            if not b: break
+            c.sendall(b)
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=echo, args=(c,), daemon=True).start()'
+    abortcli='
+import socket, struct, sys
+n = int(sys.argv[3]); bad = 0
+for i in range(n):
+    try:
+        c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+        msg = b"req%06d" % i
+        c.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            b = c.recv(100)
+            if not b: break
+            got += b
+        bad += got != msg
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    except OSError as e:
+        bad += 1
+        if bad < 4: print("error %d %s" % (i, e), flush=True)
+print("%d requests, %d failed" % (n, bad))'
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-abort info) "$PY" -c "$echosrv" :: $P_ABORT \
+        >"$WORK/srv-abort.out" 2>&1
+    tb_bg_s "$PY" -c "$echosrv" :: $P_PABORT >"$WORK/srv-pabort.out" 2>&1
+    check $(wait_ports $P_ABORT $P_PABORT; echo $?) \
+        "bed: echo servers answer (session port $P_ABORT, plain $P_PABORT)"
+    pout=$(tb_c timeout 60 "$PY" -c "$abortcli" "$ADDR" $P_PABORT 400 2>&1)
+    # shellcheck disable=SC2046
+    out=$(tb_c timeout 60 env $(pre cl-abort info) "$PY" -c "$abortcli" \
+        "$ADDR" $P_ABORT 400 2>&1)
+    check $([ "$(tail -n1 <<<"$out")" = "$(tail -n1 <<<"$pout")" ] &&
+        [ "$(tail -n1 <<<"$pout")" = "400 requests, 0 failed" ] &&
+        echo 0 || echo 1) \
+        "python3, 400 sessions each closed with a reset, the next on the same number: what plain TCP does ($(tail -n1 <<<"$out"); plain: $(tail -n1 <<<"$pout"); $(grep -m1 error <<<"$out"))"
 fi
 
 # ------------------------------------------------------------ forwarder
