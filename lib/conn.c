@@ -313,6 +313,7 @@ static int bind_attempt(struct resil_race_ctx *c, int fd)
  * s->mu held. */
 static void hello(struct resil_sock *s, int fd)
 {
+    s->hello_here = false;
     if (resil_sess_attach(s, RESIL_ROLE_CLIENT) != RESIL_OK ||
         resil_sess_client_hello(s->sess, fd) != RESIL_OK) {
         rwarn("fd %d: cannot send the session HELLO (%s); plain TCP", s->fd,
@@ -429,6 +430,12 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     if (stay && !gone) {
         if (resil_sock_is_ours(s)) {
             st = RESIL_OK;
+            /* a session destination's first attempt, in place, won while
+             * the program waits in its connect(): the HELLO goes before
+             * any byte of the program can (else it stays plain TCP) */
+            if (winner_idx == 0 && s->want_sess && s->hello_here &&
+                c->waiters > 0 && c->won_err == 0)
+                hello(s, s->fd);
         } else {
             /* closed behind our back: the number is not ours to touch
              * (logged below, after s->mu) */
@@ -1724,6 +1731,7 @@ static void fast_abandon(struct fastrec r)
     if (r.restore)
         put_sndtimeo(r.s, &r.app);
     pthread_mutex_lock(&r.s->mu);
+    r.s->hello_here = false; /* the program left its connect() */
     if (!resil_sock_closed(r.s) && resil_sock_state(r.s) == RS_TRYING &&
         r.s->try_blocking) {
         /* connecting on: the engine races it when it is due */
@@ -1781,6 +1789,15 @@ static int timed_connect(struct resil_sock *s, const struct sockaddr *sa,
     return rc == 0 ? 0 : e;
 }
 
+/* The program's connect() returns without its connection made: a HELLO
+ * may no longer go first (s->hello_here). */
+static void no_hello(struct resil_sock *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->hello_here = false;
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* Blocking connect() of s to its first candidate sa (s RS_TRYING with
  * try_blocking, since t0): the kernel waits for it up to the attempt
  * delay; only then, or when it fails first, does a race start, with it in
@@ -1799,6 +1816,11 @@ static resil_status_t connect_blocking(struct resil_sock *s,
 
     pthread_mutex_lock(&s->mu);
     has_app = app_sndtimeo(s, &app);
+    /* a session destination: the HELLO goes out from here, or from the
+     * race's end while this connect() waits for it (finish()) */
+    s->hello_here = s->want_sess;
+    if (s->want_sess && s->cookie == 0)
+        s->cookie = resil_sock_cookie(s->fd); /* detach() checks it */
     pthread_mutex_unlock(&s->mu);
     /* the program's timeout comes first: its own connect, as it is */
     own = has_app && tv_ns(&app) <= delay;
@@ -1832,12 +1854,18 @@ static resil_status_t connect_blocking(struct resil_sock *s,
         pthread_mutex_lock(&s->mu);
         if (resil_sock_state(s) == RS_TRYING)
             first_won(s, now - t0, now);
+        if (s->hello_here && !resil_sock_closed(s))
+            hello(s, s->fd);
         pthread_mutex_unlock(&s->mu);
         first_event(s, now - t0);
         pend_push(s, false); /* keepalive, an attempt delay from now */
         *err = 0;
         return RESIL_OK;
     }
+    /* from here on, a connection made while the program is not inside
+     * this connect() carries no session (its bytes could go first) */
+    if (e != EINPROGRESS && e != EALREADY)
+        no_hello(s);
     if (e != EINPROGRESS && e != EALREADY && e != EINTR && !dest_error(e)) {
         pthread_mutex_lock(&s->mu);
         not_dest(s, e);
@@ -1873,6 +1901,7 @@ static resil_status_t connect_blocking(struct resil_sock *s,
     pthread_mutex_unlock(&s->mu);
     resil_engine_unlock();
     if (st != RESIL_OK) {
+        no_hello(s); /* the kernel's connect, alone: plain TCP */
         if (st == RESIL_ESYS)
             fallback(s, true);
         if (resil_sock_state(s) == RS_DIRECT) {
@@ -1880,6 +1909,20 @@ static resil_status_t connect_blocking(struct resil_sock *s,
             if (e == EINPROGRESS || e == EALREADY) {
                 if (own) {
                     *err = EINPROGRESS;
+                    return RESIL_OK;
+                }
+                if (s->want_sess) {
+                    /* nothing to race it with: the kernel's own wait for
+                     * the rest, here, so that a connection it makes
+                     * carries the HELLO before connect() returns */
+                    e = timed_connect(s, sa, len, NULL, NULL, cs);
+                    pthread_mutex_lock(&s->mu);
+                    if (e == 0 && !resil_sock_closed(s))
+                        hello(s, s->fd);
+                    pthread_mutex_unlock(&s->mu);
+                    if (e == 0)
+                        first_event(s, resil_now_ns() - t0);
+                    *err = e;
                     return RESIL_OK;
                 }
                 /* the kernel waits on for the rest (the program's own
@@ -1892,6 +1935,7 @@ static resil_status_t connect_blocking(struct resil_sock *s,
     }
     if (c == NULL) {
         /* the race goes on; connect() says what the kernel's said */
+        no_hello(s);
         *err = e == EALREADY ? EINPROGRESS : e;
         return RESIL_OK;
     }
@@ -1900,6 +1944,7 @@ static resil_status_t connect_blocking(struct resil_sock *s,
     if (has_app)
         wait_ms = ns_to_ms((int64_t)tv_ns(&app) - (int64_t)(now - t0));
     *err = race_wait(s, c, sa, len, EINPROGRESS, wait_ms, cs);
+    no_hello(s);
     return RESIL_OK;
 }
 
@@ -2106,8 +2151,6 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
         return RESIL_EUNSUPP;
     }
     pthread_mutex_unlock(&s->mu);
-    if (want)
-        return connect_parked(s, &ip, port, sa, len, cs, err);
     /* the race's first candidate (race.h: recent winners, the program's
      * own choice, its name's order, recent failures last) */
     fi = resil_race_first(cand, n, s->family, s->v6only, now);
@@ -2126,6 +2169,12 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     fl = real.fcntl(s->fd, F_GETFL);
     if (fl < 0)
         goto passthru;
+    /* a session destination's non-blocking connect races from a parked
+     * fd: the program could write the moment its own socket connects,
+     * before any HELLO of ours. A blocking one waits inside connect() for
+     * its first attempt in place, which sends the HELLO */
+    if (want && (fl & O_NONBLOCK))
+        return connect_parked(s, &ip, port, sa, len, cs, err);
     if (cfg->strict && (fl & O_NONBLOCK) && !resil_engine_running()) {
         resil_status_t st;
         resil_engine_lock();

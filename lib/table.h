@@ -130,6 +130,10 @@ struct resil_sock {
     bool fastopen;        /* TCP_FASTOPEN_CONNECT: connect stays real */
     bool listening;       /* a listening socket of a session port */
     bool want_sess;       /* connect: the destination speaks sessions */
+    bool hello_here;      /* a blocking connect of a session destination
+                             waits in its connect() for its first attempt,
+                             on the fd: whoever connects it sends the
+                             HELLO before the program can write */
     bool bound;           /* bind() with port 0 seen: replay it */
     bool eof_seen;        /* the program saw EOF: never re-race */
     /* an error the kernel would report once (SO_ERROR, the next data call,
