@@ -7,7 +7,7 @@
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
 # Sections (all by default): streams redis socat shapes clients readiness
-# events plain ordinary closing fionread burst abort attack stdio forwarder.
+# events plain ordinary closing fionread burst abort inplace attack stdio forwarder.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -19,7 +19,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread burst abort attack stdio forwarder}
+SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread burst abort inplace attack stdio forwarder}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -50,10 +50,10 @@ P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
 P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
 P_FWD=7410 P_FWDBACK=7510 P_CLOSE=7411 P_PCLOSE=7511
 P_ACLOSE=7412 P_PACLOSE=7512 P_FION=7413 P_PFION=7513 P_BURST=7414
-P_ABORT=7415 P_PABORT=7515
+P_ABORT=7415 P_PABORT=7515 P_INPLACE=7416
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
-SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414,*:7415"
+SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414,*:7415,*:7416"
 
 # RESIL_SAN=1 (make asan, BUILD build-asan): libresil built with ASan and
 # UBSan, their runtimes preloaded first; a report goes to WORK/san.PID and
@@ -85,6 +85,21 @@ import socket, sys
 s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(256)'
+
+# An echo server, a thread per connection, on ADDR PORT (argv 1 and 2).
+ECHOSRV="$PYLISTEN"'
+import threading
+def echo(c):
+    try:
+        while True:
+            b = c.recv(4096)
+            if not b: break
+            c.sendall(b)
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=echo, args=(c,), daemon=True).start()'
 
 # Wait until every given port of the server accepts (from the client ns).
 wait_ports() {
@@ -989,16 +1004,6 @@ fi
 # connection's error).
 if want burst; then
     echo "--- 96 sessions of one client lose their path at once"
-    echosrv="$PYLISTEN"'
-import threading
-def echo(c):
-    while True:
-        b = c.recv(4096)
-        if not b: break
-        c.sendall(b)
-    c.close()
-while True:
-    c, _ = s.accept(); threading.Thread(target=echo, args=(c,), daemon=True).start()'
     burstcli='
 import socket, sys, time
 n = int(sys.argv[3])
@@ -1017,7 +1022,7 @@ for c in cs:
         print("error %s" % e, flush=True)
 print("echoed %d of %d" % (ok, n), flush=True)'
     # shellcheck disable=SC2046
-    tb_bg_s env $(pre srv-burst info) "$PY" -c "$echosrv" :: $P_BURST \
+    tb_bg_s env $(pre srv-burst info) "$PY" -c "$ECHOSRV" :: $P_BURST \
         >"$WORK/srv-burst.out" 2>&1
     check $(wait_ports $P_BURST; echo $?) "bed: burst echo server answers (session port $P_BURST)"
     # shellcheck disable=SC2046
@@ -1047,19 +1052,6 @@ fi
 # EPIPE, lost bytes), none with plain TCP.
 if want abort; then
     echo "--- a client that resets each connection and reuses its number"
-    echosrv="$PYLISTEN"'
-import threading
-def echo(c):
-    try:
-        while True:
-            b = c.recv(4096)
-            if not b: break
-            c.sendall(b)
-    except OSError:
-        pass
-    c.close()
-while True:
-    c, _ = s.accept(); threading.Thread(target=echo, args=(c,), daemon=True).start()'
     abortcli='
 import socket, struct, sys
 n = int(sys.argv[3]); bad = 0
@@ -1081,9 +1073,9 @@ for i in range(n):
         if bad < 4: print("error %d %s" % (i, e), flush=True)
 print("%d requests, %d failed" % (n, bad))'
     # shellcheck disable=SC2046
-    tb_bg_s env $(pre srv-abort info) "$PY" -c "$echosrv" :: $P_ABORT \
+    tb_bg_s env $(pre srv-abort info) "$PY" -c "$ECHOSRV" :: $P_ABORT \
         >"$WORK/srv-abort.out" 2>&1
-    tb_bg_s "$PY" -c "$echosrv" :: $P_PABORT >"$WORK/srv-pabort.out" 2>&1
+    tb_bg_s "$PY" -c "$ECHOSRV" :: $P_PABORT >"$WORK/srv-pabort.out" 2>&1
     check $(wait_ports $P_ABORT $P_PABORT; echo $?) \
         "bed: echo servers answer (session port $P_ABORT, plain $P_PABORT)"
     pout=$(tb_c timeout 60 "$PY" -c "$abortcli" "$ADDR" $P_PABORT 400 2>&1)
@@ -1094,6 +1086,59 @@ print("%d requests, %d failed" % (n, bad))'
         [ "$(tail -n1 <<<"$pout")" = "400 requests, 0 failed" ] &&
         echo 0 || echo 1) \
         "python3, 400 sessions each closed with a reset, the next on the same number: what plain TCP does ($(tail -n1 <<<"$out"); plain: $(tail -n1 <<<"$pout"); $(grep -m1 error <<<"$out"))"
+fi
+
+# ------------------------------------------------------------ inplace
+# A blocking connect to a session destination runs its first attempt on
+# the program's own socket, and the HELLO goes out on it before connect()
+# returns. Here the first SYN is dropped (the addresses blackholed for
+# 400 ms, healed before the kernel's retransmission at 1 s), so the
+# attempt delay passes first: with one address the hook waits on for the
+# kernel's connect; with two (an alternates group) the race starts with
+# the attempt in place, and that attempt wins at about 1 s while the
+# program waits in connect(). Either way the session must be up at both
+# ends and the echo exact, as through a fast connect.
+if want inplace; then
+    echo "--- a blocking session connect whose first attempt wins late, in place"
+    slowcli='
+import socket, sys, time
+t = time.monotonic()
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+ms = (time.monotonic() - t) * 1000
+c.sendall(b"ping"); got = c.recv(100)
+print("connected after %.0f ms, echo %r" % (ms, got), flush=True)'
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-inplace) "$PY" -c "$ECHOSRV" :: $P_INPLACE \
+        >"$WORK/srv-inplace.out" 2>&1
+    check $(wait_ports $P_INPLACE; echo $?) \
+        "bed: echo server answers (session port $P_INPLACE)"
+    ADDR2=$(tb_srv_addr4 2)
+    for alt in "" "$ADDR,$ADDR2"; do
+        tag=cl-inplace${alt:+-alt}
+        : >"$WORK/srv-inplace.log"
+        break_path "$ADDR" blackhole
+        [ -z "$alt" ] || break_path "$ADDR2" blackhole
+        # shellcheck disable=SC2046
+        tb_c timeout 20 env $(pre $tag) RESIL_ALTERNATES="$alt" "$PY" -c \
+            "$slowcli" "$ADDR" $P_INPLACE >"$WORK/$tag.out" 2>&1 &
+        sleep 0.4
+        heal
+        wait $!
+        out=$(cat "$WORK/$tag.out")
+        up_c=$(grep -c "session established (client)" "$WORK/$tag.log")
+        up_s=$(grep -c "session established (server)" "$WORK/srv-inplace.log")
+        if [ -z "$alt" ]; then
+            how="one address: the kernel's connect, waited for in the hook"
+            won="first attempt $ADDR:$P_INPLACE won after"
+        else
+            how="two addresses: the race, its attempt in place wins"
+            won="race $ADDR:$P_INPLACE won after"
+        fi
+        check $(grep -q "echo b'ping'" <<<"$out" &&
+            grep -q "$won" "$WORK/$tag.log" &&
+            [ "$up_c" = 1 ] && [ "$up_s" = 1 ] && echo 0 || echo 1) \
+            "python3 blocking connect, first SYN dropped, $how; the session is up ($out; sessions up: client $up_c, server $up_s)"
+    done
 fi
 
 # ------------------------------------------------------------ forwarder
