@@ -385,10 +385,6 @@ void resil_sess_closing(int fd)
         (s->sess->role == RESIL_ROLE_SERVER &&
          atomic_load(&s->sess->state) == RESIL_SESS_CLASSIFY))
         (void)resil_linger_start(s, fd);
-    /* the session ends with the program's socket: a RESUME for it (its
-     * peer met the reset of a close with SO_LINGER 0, say) finds nothing,
-     * while something else still holds s (a monitor mark, a worker) */
-    resil_sess_unindex(s->sess);
     resil_sock_unref(s);
 }
 

@@ -23,9 +23,21 @@
 void resil_shim_drop(int fd)
 {
     struct resil_sock *s = resil_table_take(fd);
+    struct resil_sess *x;
+
     if (s == NULL)
         return;
     resil_conn_forget(s);
+    /* a session ends with the program's socket (close, dup2 onto it,
+     * close_range): a RESUME for it (its peer met the reset of a close
+     * with SO_LINGER 0, say) finds nothing, while something else still
+     * holds s (a monitor mark, a worker). None is attached after the
+     * forget (s->closed). */
+    pthread_mutex_lock(&s->mu);
+    x = s->sess;
+    pthread_mutex_unlock(&s->mu);
+    if (x != NULL)
+        resil_sess_unindex(x);
     resil_epoll_sock_closed(s);
     resil_sock_unref(s);
 }
