@@ -242,6 +242,9 @@ static enum resil_sess_step read_post(struct resil_sock *s,
         if (n > 0 && !(io->flags & MSG_PEEK)) {
             if (io->flags & MSG_TRUNC)
                 resil_sess_untracked(x, "MSG_TRUNC discarded bytes");
+            if (io->flags & MSG_OOB)
+                /* the urgent byte, out of its place in the stream */
+                resil_sess_untracked(x, "urgent data (MSG_OOB) was read");
             resil_sess_received(x, io->iov, io->iovcnt, (size_t)n);
         } else if (n == 0 && io->len > 0 && !x->fin_in && x->resumable &&
                    dead_eof(x, io->fd)) {
@@ -311,6 +314,11 @@ static enum resil_sess_step write_post(struct resil_sock *s,
         if (n > 0) {
             if (io->untracked)
                 resil_sess_untracked(x, io->untracked);
+            else if (io->flags & MSG_OOB)
+                /* a replay would send the urgent byte as an ordinary one,
+                 * and a peer without SO_OOBINLINE keeps it out of the
+                 * stream: no resume can say where it stands */
+                resil_sess_untracked(x, "urgent data (MSG_OOB) was sent");
             else
                 resil_sess_sent(x, io->fd, io->iov, io->iovcnt, (size_t)n);
             resil_monitor_mark(s);
