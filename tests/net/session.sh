@@ -7,7 +7,7 @@
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
 # Sections (all by default): streams redis socat shapes clients readiness
-# events plain ordinary closing fionread burst abort inplace attack stdio forwarder.
+# events plain ordinary closing fionread burst abort inplace oob attack stdio forwarder.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -19,7 +19,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread burst abort inplace attack stdio forwarder}
+SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread burst abort inplace oob attack stdio forwarder}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -50,10 +50,10 @@ P_STREAM=7400 P_REDIS=7401 P_SOCAT=7402 P_THREAD=7403 P_FORK=7404
 P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
 P_FWD=7410 P_FWDBACK=7510 P_CLOSE=7411 P_PCLOSE=7511
 P_ACLOSE=7412 P_PACLOSE=7512 P_FION=7413 P_PFION=7513 P_BURST=7414
-P_ABORT=7415 P_PABORT=7515 P_INPLACE=7416
+P_ABORT=7415 P_PABORT=7515 P_INPLACE=7416 P_OOB=7417 P_POOB=7517
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
-SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414,*:7415,*:7416"
+SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414,*:7415,*:7416,*:7417"
 
 # RESIL_SAN=1 (make asan, BUILD build-asan): libresil built with ASan and
 # UBSan, their runtimes preloaded first; a report goes to WORK/san.PID and
@@ -1139,6 +1139,65 @@ print("connected after %.0f ms, echo %r" % (ms, got), flush=True)'
             [ "$up_c" = 1 ] && [ "$up_s" = 1 ] && echo 0 || echo 1) \
             "python3 blocking connect, first SYN dropped, $how; the session is up ($out; sessions up: client $up_c, server $up_s)"
     done
+fi
+
+# ------------------------------------------------------------ oob
+# Urgent data (MSG_OOB: telnet, rlogin, ftp's ABOR) has no place in a
+# replay: a resume would send the urgent byte as an ordinary one, and a
+# peer without SO_OOBINLINE keeps it out of the stream. Sending or reading
+# it makes the session non-resumable (plain TCP's fate on a path failure:
+# a loud error, never a wrong byte); the bytes are what plain TCP gives.
+if want oob; then
+    echo "--- urgent data (MSG_OOB) on a session"
+    oobsrv="$PYLISTEN"'
+c, _ = s.accept(); c.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+got = b""
+while len(got) < 3:
+    b = c.recv(100)
+    if not b: break
+    got += b
+c.sendall(b"x"); c.send(b"!", socket.MSG_OOB); c.sendall(b"y")
+print("server read %r" % got, flush=True); c.recv(100)'
+    oobcli='
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+c.sendall(b"a"); c.send(b"!", socket.MSG_OOB); c.sendall(b"b")
+time.sleep(0.3)
+oob = c.recv(1, socket.MSG_OOB); inb = b""
+while len(inb) < 2:
+    b = c.recv(100)
+    if not b: break
+    inb += b
+print("client read %r in band, %r urgent" % (inb, oob), flush=True); c.close()'
+    res=()
+    for p in $P_OOB $P_POOB; do
+        tag=oob; [ $p = $P_POOB ] && tag=poob
+        if [ $p = $P_OOB ]; then
+            # shellcheck disable=SC2046
+            tb_bg_s env $(pre srv-$tag info) "$PY" -c "$oobsrv" :: $p \
+                >"$WORK/srv-$tag.out" 2>&1
+        else
+            tb_bg_s "$PY" -c "$oobsrv" :: $p >"$WORK/srv-$tag.out" 2>&1
+        fi
+        spid=$TB_LAST_PID
+        sleep 0.3
+        if [ $p = $P_OOB ]; then
+            # shellcheck disable=SC2046
+            tb_c timeout 10 env $(pre cl-$tag info) "$PY" -c "$oobcli" \
+                "$ADDR" $p >"$WORK/cl-$tag.out" 2>&1
+        else
+            tb_c timeout 10 "$PY" -c "$oobcli" "$ADDR" $p \
+                >"$WORK/cl-$tag.out" 2>&1
+        fi
+        wait $spid 2>/dev/null
+        res+=("$(cat "$WORK/srv-$tag.out") / $(cat "$WORK/cl-$tag.out")")
+    done
+    nr_c=$(grep -c "no longer resumable: urgent data (MSG_OOB) was sent" "$WORK/cl-oob.log")
+    nr_s=$(grep -c "no longer resumable: urgent data (MSG_OOB) was sent" "$WORK/srv-oob.log")
+    up=$(cat "$WORK/cl-oob.log" "$WORK/srv-oob.log" | grep -c "session established")
+    check $([ "${res[0]}" = "${res[1]}" ] && [ "$up" = 2 ] &&
+        [ "$nr_c" = 1 ] && [ "$nr_s" = 1 ] && echo 0 || echo 1) \
+        "python3 sends and reads MSG_OOB both ways: the bytes plain TCP gives (${res[0]}; plain ${res[1]}), and both ends' session is no longer resumable ($nr_c, $nr_s)"
 fi
 
 # ------------------------------------------------------------ forwarder
