@@ -384,12 +384,14 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
             /* no attempt got as far as a socket: a fresh one polls
              * writable (POLLOUT|POLLHUP), so waiters wake */
             int fresh = -1;
+            resil_fds_making(); /* made low, moved high (fds.h) */
             fd = real.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
             if (fd >= 0 &&
                 resil_fds_own(&fresh, fd, RESIL_FD_SOCK, NULL) == RESIL_OK)
                 fd = resil_fds_take(&fresh);
             else
                 fd = -1;
+            resil_fds_made();
             pend = err;
         }
     }
@@ -575,17 +577,21 @@ static void start_attempt(struct resil_race_ctx *c, int i, uint64_t now)
     int fd;
 
     len = resil_ip_to_sa(&c->r.att[i].ip, c->port, s->family, &sa);
+    resil_fds_making(); /* made low, moved high (fds.h) */
     fd = real.socket(s->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || len == 0) {
         resil_race_failed(&c->r, i, fd < 0 ? errno : EAFNOSUPPORT, now);
         if (fd >= 0)
             real.close(fd);
+        resil_fds_made();
         return;
     }
     if (resil_fds_own(&c->fds[i], fd, RESIL_FD_SOCK, NULL) != RESIL_OK) {
+        resil_fds_made();
         resil_race_failed(&c->r, i, errno, now);
         return;
     }
+    resil_fds_made();
     fd = c->fds[i];
     pthread_mutex_lock(&s->mu);
     replay_opts(s, fd, 0);

@@ -166,6 +166,28 @@ resil_status_t resil_fds_dup(int *owner, int fd, enum resil_fd_kind kind)
     return own(owner, fd, kind, NULL, true);
 }
 
+_Atomic uint64_t resil_fds_making_word;
+
+int resil_fds_settle_slow(int fd, bool cloexec)
+{
+    struct timespec d = {.tv_nsec = 50000};
+    int low, saved = errno;
+
+    /* ours is moved within microseconds; a thread of ours that stalls
+     * (descheduled) leaves the number as it is after 5 ms */
+    for (int i = 0; i < 100 && (uint32_t)resil_fds_mark() != 0; i++)
+        nanosleep(&d, NULL);
+    low = real.fcntl(fd, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
+    if (low >= 0 && low < fd) {
+        real.close(fd);
+        fd = low;
+    } else if (low >= 0) {
+        real.close(low);
+    }
+    errno = saved;
+    return fd;
+}
+
 bool resil_fds_spare(int fd)
 {
     int t = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);

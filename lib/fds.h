@@ -71,6 +71,46 @@ resil_status_t resil_fds_own(int *owner, int fd, enum resil_fd_kind kind,
 /* The same for a duplicate of fd, which stays the caller's. */
 resil_status_t resil_fds_dup(int *owner, int fd, enum resil_fd_kind kind);
 
+/* Descriptors of ours being made on a thread of libresil (an engine's race
+ * attempt, a resume's connection, the resume listener's accept): the
+ * kernel gives a new one the lowest free number, and it is ours there
+ * until resil_fds_own moves it high. A program thread that makes one of
+ * its own in that instant would get the next number, not the one plain
+ * TCP gives it. Low 32 bits: how many are being made; high 32: how many
+ * were made (resil_fds_made). The program's socket and accept hooks read
+ * it around the real call (resil_fds_mark) and settle the number they got
+ * when one was made meanwhile (resil_fds_settle). */
+extern _Atomic uint64_t resil_fds_making_word;
+
+static inline void resil_fds_making(void)
+{
+    atomic_fetch_add(&resil_fds_making_word, 1);
+}
+
+/* The one made since resil_fds_making is where it goes (or gone). */
+static inline void resil_fds_made(void)
+{
+    atomic_fetch_add(&resil_fds_making_word, (1ull << 32) - 1);
+}
+
+static inline uint64_t resil_fds_mark(void)
+{
+    return atomic_load(&resil_fds_making_word);
+}
+
+/* fd, just made by the program (mark: resil_fds_mark() before the call),
+ * at the number plain TCP would have given it: unchanged unless one of
+ * ours was being made meanwhile; then, once ours has moved away (a bounded
+ * wait), a lower free number takes it (FD_CLOEXEC as cloexec). */
+int resil_fds_settle_slow(int fd, bool cloexec);
+static inline int resil_fds_settle(int fd, uint64_t mark, bool cloexec)
+{
+    if (__builtin_expect(fd < 0 || ((uint32_t)mark == 0 &&
+                                    resil_fds_mark() == mark), 1))
+        return fd;
+    return resil_fds_settle_slow(fd, cloexec);
+}
+
 /* True when at least one more descriptor can be opened (fd: any open
  * descriptor, duplicated once to find out). A race needs one for its first
  * attempt: without it, it would fail with EMFILE where the plain connect,

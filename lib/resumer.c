@@ -273,8 +273,15 @@ static void tail_of(const struct resil_sess *x, uint8_t out[16])
  * blocking calls wait in the hooks. */
 static int make_parked(struct resil_sock *s)
 {
-    int fd = -1, raw = real.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (raw < 0 || resil_fds_own(&fd, raw, RESIL_FD_SOCK, NULL) != RESIL_OK)
+    int fd = -1, raw;
+    resil_status_t st = RESIL_ESYS;
+
+    resil_fds_making(); /* made low, moved high (fds.h) */
+    raw = real.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (raw >= 0)
+        st = resil_fds_own(&fd, raw, RESIL_FD_SOCK, NULL);
+    resil_fds_made();
+    if (st != RESIL_OK)
         return -1;
     resil_engine_lock();
     if (resil_engine_start() != RESIL_OK ||
@@ -615,11 +622,17 @@ static resil_status_t dial(struct resil_sock *s, struct resil_sess *x,
         struct sockaddr_storage sa;
         socklen_t len = resil_ip_to_sa(&cand[i], x->peer_port,
                                        cand[i].family, &sa);
-        int raw = real.socket(cand[i].family,
-                              SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int raw;
+        resil_status_t st = RESIL_ESYS;
+
         fds[i] = -1;
-        if (raw < 0 ||
-            resil_fds_own(&fds[i], raw, RESIL_FD_SOCK, pins) != RESIL_OK)
+        resil_fds_making(); /* made low, moved high (fds.h) */
+        raw = real.socket(cand[i].family,
+                          SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (raw >= 0)
+            st = resil_fds_own(&fds[i], raw, RESIL_FD_SOCK, pins);
+        resil_fds_made();
+        if (st != RESIL_OK)
             continue;
         if (real.connect(fds[i], (struct sockaddr *)&sa, len) < 0 &&
             errno != EINPROGRESS) {
@@ -1174,9 +1187,16 @@ static bool take_new(struct inbound **pend, int *np, uint64_t now)
 {
     for (int k = 0; k < 64; k++) {
         struct inbound *in;
-        int raw = real.accept4(L.lfd, NULL, NULL, SOCK_CLOEXEC), r;
+        resil_status_t st = RESIL_ESYS;
+        int raw, r;
 
+        /* made low, moved high (fds.h): a resume of a session whose
+         * program is opening its next socket meanwhile (a reset close) is
+         * the usual case */
+        resil_fds_making();
+        raw = real.accept4(L.lfd, NULL, NULL, SOCK_CLOEXEC);
         if (raw < 0) {
+            resil_fds_made();
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                 return true;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
@@ -1192,12 +1212,14 @@ static bool take_new(struct inbound **pend, int *np, uint64_t now)
         in = calloc(1, sizeof(*in));
         if (in == NULL) {
             real.close(raw);
+            resil_fds_made();
             continue;
         }
         atomic_init(&in->pins, 1);
         in->fd = -1;
-        if (resil_fds_own(&in->fd, raw, RESIL_FD_SOCK, &in->pins) !=
-            RESIL_OK) {
+        st = resil_fds_own(&in->fd, raw, RESIL_FD_SOCK, &in->pins);
+        resil_fds_made();
+        if (st != RESIL_OK) {
             free(in);
             continue;
         }

@@ -65,10 +65,14 @@ static RESIL_SLOW int socket_managed(int domain, int type, int protocol)
     int fd, saved;
     struct resil_sock *s;
 
+    uint64_t mark;
+
     if (resil_in_shim)
         return real.socket(domain, type, protocol);
     RESIL_INIT();
-    fd = real.socket(domain, type, protocol);
+    mark = resil_fds_mark();
+    fd = resil_fds_settle(real.socket(domain, type, protocol), mark,
+                          type & SOCK_CLOEXEC);
     if (fd < 0)
         return fd;
     saved = errno;
@@ -96,11 +100,15 @@ static RESIL_SLOW int socket_managed(int domain, int type, int protocol)
 
 RESIL_EXPORT int socket(int domain, int type, int protocol)
 {
+    uint64_t mark;
     int fd;
 
     if (socket_tcp(domain, type, protocol))
         return socket_managed(domain, type, protocol);
+    mark = resil_fds_mark();
     fd = real.socket(domain, type, protocol);
+    if (!resil_in_shim)
+        fd = resil_fds_settle(fd, mark, type & SOCK_CLOEXEC);
     if (fd >= 0 && resil_hooked(fd))
         return socket_stale(fd);
     return fd;
@@ -436,10 +444,17 @@ static RESIL_SLOW int accepted_session(int lfd, int fd)
     return fd;
 }
 
+/* The number an accept gave the program, settled (fds.h). */
+static int accepted(int fd, uint64_t mark, bool cloexec)
+{
+    return resil_in_shim ? fd : resil_fds_settle(fd, mark, cloexec);
+}
+
 RESIL_EXPORT int accept(int fd, struct sockaddr *sa, socklen_t *len)
 {
     int lfd = fd;
-    fd = real.accept(fd, sa, len);
+    uint64_t mark = resil_fds_mark();
+    fd = accepted(real.accept(fd, sa, len), mark, false);
     if (fd >= 0 && resil_hooked(lfd))
         return accepted_session(lfd, fd);
     if (fd >= 0 && resil_hooked(fd))
@@ -451,7 +466,9 @@ RESIL_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len,
                          int flags)
 {
     int lfd = fd;
-    fd = real.accept4(fd, sa, len, flags);
+    uint64_t mark = resil_fds_mark();
+    fd = accepted(real.accept4(fd, sa, len, flags), mark,
+                  flags & SOCK_CLOEXEC);
     if (fd >= 0 && resil_hooked(lfd))
         return accepted_session(lfd, fd);
     if (fd >= 0 && resil_hooked(fd))
