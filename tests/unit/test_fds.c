@@ -162,3 +162,43 @@ Test(fds, take_then_close_by_number)
     cr_expect_not(resil_table_has(fd));
     cr_expect_eq(fcntl(fd, F_GETFD), -1);
 }
+
+/* One of ours made at the lowest free number while the program made its
+ * own socket: the program's gets the number plain TCP would have given
+ * it, once ours has gone (resil_fds_settle); FD_CLOEXEC as asked. */
+Test(fds, settle_gives_the_program_the_lower_number)
+{
+    uint64_t mark = resil_fds_mark();
+    int ours, prog, got, type = 0;
+    socklen_t l = sizeof(type);
+
+    resil_fds_making();
+    ours = dup(0); /* the lowest free number, as a socket() of ours */
+    cr_assert_geq(ours, 0);
+    prog = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(prog, ours + 1);
+    close(ours); /* moved high */
+    resil_fds_made();
+    got = resil_fds_settle(prog, mark, true);
+    cr_expect_eq(got, ours);
+    cr_expect_eq(getsockopt(got, SOL_SOCKET, SO_TYPE, &type, &l), 0);
+    cr_expect_eq(type, SOCK_STREAM);
+    cr_expect(fcntl(got, F_GETFD) & FD_CLOEXEC);
+    cr_expect_eq(fcntl(prog, F_GETFD), -1, "the higher number is closed");
+    close(got);
+}
+
+/* Nothing of ours made meanwhile: the number stays, with no system call. */
+Test(fds, settle_leaves_a_number_alone_when_nothing_was_made)
+{
+    uint64_t mark = resil_fds_mark();
+    int low = dup(0), prog;
+
+    cr_assert_geq(low, 0);
+    prog = socket(AF_INET, SOCK_STREAM, 0);
+    close(low); /* a lower number free: the program's own doing */
+    cr_expect_eq(resil_fds_settle(prog, mark, false), prog);
+    cr_expect_eq(resil_fds_settle(-1, mark, false), -1);
+    cr_expect_eq(fcntl(prog, F_GETFD), 0, "no FD_CLOEXEC added");
+    close(prog);
+}
