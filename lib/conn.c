@@ -383,15 +383,12 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
         } else {
             /* no attempt got as far as a socket: a fresh one polls
              * writable (POLLOUT|POLLHUP), so waiters wake */
-            int fresh = -1;
-            resil_fds_making(); /* made low, moved high (fds.h) */
-            fd = real.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            if (fd >= 0 &&
-                resil_fds_own(&fresh, fd, RESIL_FD_SOCK, NULL) == RESIL_OK)
-                fd = resil_fds_take(&fresh);
-            else
-                fd = -1;
-            resil_fds_made();
+            int fresh;
+            fd = resil_fds_socket(&fresh, s->family,
+                                  SOCK_STREAM | SOCK_CLOEXEC, 0,
+                                  RESIL_FD_SOCK, NULL) == RESIL_OK
+                     ? resil_fds_take(&fresh)
+                     : -1;
             pend = err;
         }
     }
@@ -577,21 +574,15 @@ static void start_attempt(struct resil_race_ctx *c, int i, uint64_t now)
     int fd;
 
     len = resil_ip_to_sa(&c->r.att[i].ip, c->port, s->family, &sa);
-    resil_fds_making(); /* made low, moved high (fds.h) */
-    fd = real.socket(s->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || len == 0) {
-        resil_race_failed(&c->r, i, fd < 0 ? errno : EAFNOSUPPORT, now);
-        if (fd >= 0)
-            real.close(fd);
-        resil_fds_made();
+    if (resil_fds_socket(&c->fds[i], s->family,
+                         SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                         RESIL_FD_SOCK, NULL) != RESIL_OK ||
+        len == 0) {
+        resil_race_failed(&c->r, i, c->fds[i] < 0 ? errno : EAFNOSUPPORT,
+                          now);
+        resil_fds_close(&c->fds[i]);
         return;
     }
-    if (resil_fds_own(&c->fds[i], fd, RESIL_FD_SOCK, NULL) != RESIL_OK) {
-        resil_fds_made();
-        resil_race_failed(&c->r, i, errno, now);
-        return;
-    }
-    resil_fds_made();
     fd = c->fds[i];
     pthread_mutex_lock(&s->mu);
     replay_opts(s, fd, 0);
@@ -1795,15 +1786,6 @@ static int timed_connect(struct resil_sock *s, const struct sockaddr *sa,
     return rc == 0 ? 0 : e;
 }
 
-/* The program's connect() returns without its connection made: a HELLO
- * may no longer go first (s->hello_here). */
-static void no_hello(struct resil_sock *s)
-{
-    pthread_mutex_lock(&s->mu);
-    s->hello_here = false;
-    pthread_mutex_unlock(&s->mu);
-}
-
 /* Blocking connect() of s to its first candidate sa (s RS_TRYING with
  * try_blocking, since t0): the kernel waits for it up to the attempt
  * delay; only then, or when it fails first, does a race start, with it in
@@ -1868,10 +1850,6 @@ static resil_status_t connect_blocking(struct resil_sock *s,
         *err = 0;
         return RESIL_OK;
     }
-    /* from here on, a connection made while the program is not inside
-     * this connect() carries no session (its bytes could go first) */
-    if (e != EINPROGRESS && e != EALREADY)
-        no_hello(s);
     if (e != EINPROGRESS && e != EALREADY && e != EINTR && !dest_error(e)) {
         pthread_mutex_lock(&s->mu);
         not_dest(s, e);
@@ -1907,7 +1885,6 @@ static resil_status_t connect_blocking(struct resil_sock *s,
     pthread_mutex_unlock(&s->mu);
     resil_engine_unlock();
     if (st != RESIL_OK) {
-        no_hello(s); /* the kernel's connect, alone: plain TCP */
         if (st == RESIL_ESYS)
             fallback(s, true);
         if (resil_sock_state(s) == RS_DIRECT) {
@@ -1941,7 +1918,6 @@ static resil_status_t connect_blocking(struct resil_sock *s,
     }
     if (c == NULL) {
         /* the race goes on; connect() says what the kernel's said */
-        no_hello(s);
         *err = e == EALREADY ? EINPROGRESS : e;
         return RESIL_OK;
     }
@@ -1950,7 +1926,6 @@ static resil_status_t connect_blocking(struct resil_sock *s,
     if (has_app)
         wait_ms = ns_to_ms((int64_t)tv_ns(&app) - (int64_t)(now - t0));
     *err = race_wait(s, c, sa, len, EINPROGRESS, wait_ms, cs);
-    no_hello(s);
     return RESIL_OK;
 }
 
@@ -2111,6 +2086,7 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     uint64_t now;
     int fl, n, fi;
     bool want;
+    resil_status_t cst;
     NO_CANCEL(cs);
 
     heal();
@@ -2128,9 +2104,8 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
         goto passthru;
     now = resil_now_ns();
     n = gather(&ip, name, sizeof(name), cand, RESIL_RACE_MAX);
-    /* a session destination always goes through the engine, from a
-     * parked fd: it writes the HELLO on the winner before the program can
-     * write a byte (asked before s->mu: the first one sets sessions up,
+    /* a session destination: the HELLO goes before the program can write
+     * a byte (below; asked before s->mu: the first one sets sessions up,
      * which may log) */
     want = cfg->n_session > 0 && resil_sess_wanted(&ip, port, name);
     pthread_mutex_lock(&s->mu);
@@ -2202,7 +2177,14 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     pthread_mutex_unlock(&s->mu);
     if (fl & O_NONBLOCK)
         return connect_nonblocking(s, fsa, flen, now, err);
-    return connect_blocking(s, fsa, flen, now, cs, err);
+    cst = connect_blocking(s, fsa, flen, now, cs, err);
+    /* connect() returns: whatever connects the socket from now on (the
+     * race after EINTR) sends no HELLO, as the program's bytes could go
+     * first; plain TCP then */
+    pthread_mutex_lock(&s->mu);
+    s->hello_here = false;
+    pthread_mutex_unlock(&s->mu);
+    return cst;
 
 passthru:
     pthread_mutex_lock(&s->mu);

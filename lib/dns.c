@@ -26,16 +26,11 @@ static ares_socket_t a_socket(int d, int t, int p, void *u)
 {
     /* non-blocking: c-ares leaves user-managed sockets as they are made,
      * and reads a UDP socket until it would block (read_packets) */
-    int fd, hi;
-    resil_status_t st = RESIL_ESYS;
+    int hi;
 
     (void)u;
-    resil_fds_making(); /* made low, moved high (fds.h) */
-    fd = real.socket(d, t | SOCK_CLOEXEC | SOCK_NONBLOCK, p);
-    if (fd >= 0)
-        st = resil_fds_own(&hi, fd, RESIL_FD_DNS, NULL);
-    resil_fds_made();
-    if (st != RESIL_OK)
+    if (resil_fds_socket(&hi, d, t | SOCK_CLOEXEC | SOCK_NONBLOCK, p,
+                         RESIL_FD_DNS, NULL) != RESIL_OK)
         return ARES_SOCKET_BAD;
     return hi;
 }

@@ -168,6 +168,22 @@ resil_status_t resil_fds_dup(int *owner, int fd, enum resil_fd_kind kind)
 
 _Atomic uint64_t resil_fds_making_word;
 
+resil_status_t resil_fds_socket(int *owner, int domain, int type,
+                                int protocol, enum resil_fd_kind kind,
+                                atomic_int *pins)
+{
+    resil_status_t st = RESIL_ESYS;
+    int raw;
+
+    *owner = -1;
+    resil_fds_making();
+    raw = real.socket(domain, type, protocol);
+    if (raw >= 0)
+        st = resil_fds_own(owner, raw, kind, pins);
+    resil_fds_made(); /* errno stays */
+    return st;
+}
+
 int resil_fds_settle_slow(int fd, bool cloexec)
 {
     struct timespec d = {.tv_nsec = 50000};

@@ -98,6 +98,13 @@ static inline uint64_t resil_fds_mark(void)
     return atomic_load(&resil_fds_making_word);
 }
 
+/* A socket of ours (socket(2)'s arguments), counted as being made until
+ * it is owned at its place (resil_fds_own). RESIL_ESYS with errno and
+ * *owner = -1 when either fails. */
+resil_status_t resil_fds_socket(int *owner, int domain, int type,
+                                int protocol, enum resil_fd_kind kind,
+                                atomic_int *pins);
+
 /* fd, just made by the program (mark: resil_fds_mark() before the call),
  * at the number plain TCP would have given it: unchanged unless one of
  * ours was being made meanwhile; then, once ours has moved away (a bounded

@@ -273,15 +273,10 @@ static void tail_of(const struct resil_sess *x, uint8_t out[16])
  * blocking calls wait in the hooks. */
 static int make_parked(struct resil_sock *s)
 {
-    int fd = -1, raw;
-    resil_status_t st = RESIL_ESYS;
+    int fd;
 
-    resil_fds_making(); /* made low, moved high (fds.h) */
-    raw = real.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (raw >= 0)
-        st = resil_fds_own(&fd, raw, RESIL_FD_SOCK, NULL);
-    resil_fds_made();
-    if (st != RESIL_OK)
+    if (resil_fds_socket(&fd, s->family, SOCK_STREAM | SOCK_CLOEXEC, 0,
+                         RESIL_FD_SOCK, NULL) != RESIL_OK)
         return -1;
     resil_engine_lock();
     if (resil_engine_start() != RESIL_OK ||
@@ -622,17 +617,9 @@ static resil_status_t dial(struct resil_sock *s, struct resil_sess *x,
         struct sockaddr_storage sa;
         socklen_t len = resil_ip_to_sa(&cand[i], x->peer_port,
                                        cand[i].family, &sa);
-        int raw;
-        resil_status_t st = RESIL_ESYS;
-
-        fds[i] = -1;
-        resil_fds_making(); /* made low, moved high (fds.h) */
-        raw = real.socket(cand[i].family,
-                          SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (raw >= 0)
-            st = resil_fds_own(&fds[i], raw, RESIL_FD_SOCK, pins);
-        resil_fds_made();
-        if (st != RESIL_OK)
+        if (resil_fds_socket(&fds[i], cand[i].family,
+                             SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                             RESIL_FD_SOCK, pins) != RESIL_OK)
             continue;
         if (real.connect(fds[i], (struct sockaddr *)&sa, len) < 0 &&
             errno != EINPROGRESS) {
