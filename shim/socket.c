@@ -31,11 +31,9 @@ void resil_shim_drop(int fd)
     /* a session ends with the program's socket (close, dup2 onto it,
      * close_range): a RESUME for it (its peer met the reset of a close
      * with SO_LINGER 0, say) finds nothing, while something else still
-     * holds s (a monitor mark, a worker). None is attached after the
-     * forget (s->closed). */
-    pthread_mutex_lock(&s->mu);
+     * holds s (a monitor mark, a worker). s->sess is attached under s->mu,
+     * which the forget took, and never after it (s->closed) */
     x = s->sess;
-    pthread_mutex_unlock(&s->mu);
     if (x != NULL)
         resil_sess_unindex(x);
     resil_epoll_sock_closed(s);
@@ -64,7 +62,6 @@ static RESIL_SLOW int socket_managed(int domain, int type, int protocol)
 {
     int fd, saved;
     struct resil_sock *s;
-
     uint64_t mark;
 
     if (resil_in_shim)

@@ -7,7 +7,8 @@
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
 # Sections (all by default): streams redis socat shapes clients readiness
-# events plain ordinary closing fionread burst abort inplace oob attack stdio forwarder.
+# events plain ordinary closing fionread burst abort inplace oob attack
+# stdio forwarder.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
