@@ -409,8 +409,18 @@ struct resil_sock *resil_sess_sock(int fd)
 
 #define STDIO_HELLO_WAIT_MS 200
 
-void resil_sess_stdio(int fd)
+void resil_sess_unhooked(int fd, enum resil_unhooked how)
 {
+    static const char *const what[] = {
+        [RESIL_UNHOOKED_STDIO] = "stdio (fdopen)",
+        [RESIL_UNHOOKED_DUP] = "a duplicate of its descriptor (dup)",
+    };
+    static const char *const why[] = {
+        [RESIL_UNHOOKED_STDIO] = "the socket was handed to stdio (fdopen), "
+                                 "whose reads and writes no hook sees",
+        [RESIL_UNHOOKED_DUP] = "the socket was duplicated (dup), and reads "
+                               "and writes on the copy no hook sees",
+    };
     RESIL_KEEP_ERRNO();
     const struct resil_config *cfg = resil_config_get();
     struct resil_sock *s = resil_sess_sock(fd);
@@ -457,18 +467,17 @@ void resil_sess_stdio(int fd)
     }
     if (reset) {
         struct sockaddr unspec = {.sa_family = AF_UNSPEC};
-        rwarn("fd %d: handed to stdio before the session's WELCOME came "
-              "(none within %d ms, or a bad one): reset, so that fread "
-              "never takes it for the program's bytes",
-              fd, cfg->session_linger_ms);
+        rwarn("fd %d: handed to %s before the session's WELCOME came "
+              "(none within %d ms, or a bad one): reset, so that no read "
+              "there takes it for the program's bytes",
+              fd, what[how], cfg->session_linger_ms);
         resil_sess_set_state(x, RESIL_SESS_BROKEN);
         real.connect(fd, &unspec, sizeof(unspec));
     }
     pthread_mutex_unlock(&x->rmu);
     if (atomic_load(&x->state) == RESIL_SESS_UP ||
         atomic_load(&x->state) == RESIL_SESS_HELLO_SENT) {
-        resil_sess_untracked(x, "the socket was handed to stdio (fdopen), "
-                                "whose reads and writes no hook sees");
+        resil_sess_untracked(x, why[how]);
         resil_monitor_unseen(s);
     }
     resil_in_shim--;

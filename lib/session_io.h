@@ -60,16 +60,18 @@ enum resil_sess_step resil_sess_pre(struct resil_sock *s, struct resil_io *io);
 enum resil_sess_step resil_sess_post(struct resil_sock *s, struct resil_io *io,
                                      ssize_t rc, int err);
 
-/* fd is handed to stdio (fdopen): when it is a session socket, the
- * handshake still due is done now (a client waits for the WELCOME, at
- * most the linger time: with none by then the connection is reset rather
- * than let fread meet a late one; a server classifies the client as its
- * first write would, but waiting for the client's first bytes at least
- * 200 ms: a later HELLO would reach fgets), and the session is made
- * non-resumable (stdio moves
- * bytes no hook counts) and watched by the monitor as such. Any thread,
- * no lock held; errno kept. */
-void resil_sess_stdio(int fd);
+/* fd is handed to a path no hook sees: stdio (fdopen), or a duplicate
+ * (dup, dup2, dup3, F_DUPFD: the new number is not managed). When it is a
+ * session socket, the handshake still due is done now (a client waits for
+ * the WELCOME, at most the linger time: with none by then the connection
+ * is reset rather than let a read there meet a late one; a server
+ * classifies the client as its first write would, but waiting for the
+ * client's first bytes at least 200 ms: a later HELLO would reach the
+ * program), and the session is made non-resumable (those bytes no hook
+ * counts) and watched by the monitor as such. Any thread, no lock held;
+ * errno kept. */
+enum resil_unhooked { RESIL_UNHOOKED_STDIO, RESIL_UNHOOKED_DUP };
+void resil_sess_unhooked(int fd, enum resil_unhooked how);
 
 /* Readiness. A session socket whose handshake message is all the kernel
  * reports readable is not readable for the program (a blocking read would

@@ -449,13 +449,13 @@ RESIL_EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
  * internal calls no hook sees. On a session socket the handshake still
  * due is done now, before fread could take a WELCOME (or a server's fgets
  * a HELLO) for the program's bytes, and the session cannot be resumed
- * (resil_sess_stdio). */
+ * (resil_sess_unhooked). */
 RESIL_EXPORT FILE *fdopen(int fd, const char *mode)
 {
     if (!resil_in_shim &&
         atomic_load_explicit(&resil_sess_count, memory_order_relaxed) &&
         resil_table_has(fd))
-        resil_sess_stdio(fd);
+        resil_sess_unhooked(fd, RESIL_UNHOOKED_STDIO);
     return real.fdopen(fd, mode);
 }
 

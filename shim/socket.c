@@ -500,6 +500,16 @@ RESIL_EXPORT int close(int fd)
     return real.close(fd);
 }
 
+/* fd is duplicated: the new number is not managed, and a session socket
+ * read there would hand the program its handshake message; the handshake
+ * is done first and the session made non-resumable (session_io.h). */
+static void dup_session(int fd)
+{
+    atomic_fetch_add(&resil_sess_shares, 1); /* session.h */
+    if (atomic_load_explicit(&resil_sess_count, memory_order_relaxed))
+        resil_sess_unhooked(fd, RESIL_UNHOOKED_DUP);
+}
+
 /* fcntl on one of libresil's own numbers: EBADF, as for any number the
  * program never opened. It matters: bash takes an open descriptor at or
  * above 10 with FD_CLOEXEC (F_GETFD) for one of its own, saves it before
@@ -514,7 +524,7 @@ static RESIL_SLOW int fcntl_managed(int (*fn)(int, int, ...), int fd, int cmd,
         return -1;
     }
     if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
-        atomic_fetch_add(&resil_sess_shares, 1); /* session.h */
+        dup_session(fd);
     return fn(fd, cmd, arg);
 }
 
@@ -550,7 +560,7 @@ static RESIL_SLOW int dup_managed(int fd)
         errno = EBADF;
         return -1;
     }
-    atomic_fetch_add(&resil_sess_shares, 1); /* session.h */
+    dup_session(fd);
     return real.dup(fd);
 }
 
@@ -583,8 +593,8 @@ static RESIL_SLOW int dup_onto_managed(int oldfd, int newfd, bool three,
      * number onto itself, else EBADF) and touches nothing. */
     if (resil_table_internal(oldfd) && !(three && oldfd == newfd))
         oldfd = -1;
-    else if (resil_table_has(oldfd))
-        atomic_fetch_add(&resil_sess_shares, 1); /* session.h */
+    else if (resil_table_has(oldfd) && oldfd != newfd)
+        dup_session(oldfd);
     /* only a call that will replace newfd: a bad oldfd leaves it alone */
     if (oldfd >= 0 && oldfd != newfd && real.fcntl(oldfd, F_GETFD) >= 0) {
         if (resil_table_internal(newfd))
