@@ -7,8 +7,8 @@
 #   tests/net/session.sh BUILD_DIR [SECTION...]
 #
 # Sections (all by default): streams redis socat shapes clients readiness
-# events plain ordinary closing fionread burst abort inplace oob attack
-# stdio forwarder.
+# events plain ordinary closing fionread burst abort inplace oob dup
+# attack stdio forwarder.
 #
 # One line per check; INFO lines are measurements (failover: the time from
 # the failure to the stream moving again, from the receiver's timestamped
@@ -20,7 +20,7 @@
 set -u
 BUILD=${1:?usage: tests/net/session.sh BUILD_DIR [SECTION...]}
 shift
-SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread burst abort inplace oob attack stdio forwarder}
+SECTIONS=${*:-streams redis socat shapes clients readiness events plain ordinary closing fionread burst abort inplace oob dup attack stdio forwarder}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LIB=$(cd "$BUILD" 2>/dev/null && pwd)/libresil.so
@@ -52,9 +52,11 @@ P_PREFORK=7405 P_BANNER=7406 P_ATTACK=7407 P_HTTP=7408 P_EVENTS=7409
 P_FWD=7410 P_FWDBACK=7510 P_CLOSE=7411 P_PCLOSE=7511
 P_ACLOSE=7412 P_PACLOSE=7512 P_FION=7413 P_PFION=7513 P_BURST=7414
 P_ABORT=7415 P_PABORT=7515 P_INPLACE=7416 P_OOB=7417 P_POOB=7517
+P_DUP=7418 P_PDUP=7518 P_DUPS=7419 P_PDUPS=7519
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
-SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414,*:7415,*:7416,*:7417"
+SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414,*:7415,*:7416,*:7417,*:7418"
+SESS+=",*:7419"
 
 # RESIL_SAN=1 (make asan, BUILD build-asan): libresil built with ASan and
 # UBSan, their runtimes preloaded first; a report goes to WORK/san.PID and
@@ -1202,6 +1204,59 @@ print("client read %r in band, %r urgent" % (inb, oob), flush=True); c.close()'
     check $([ "${res[0]}" = "${res[1]}" ] && [ "$up" = 2 ] &&
         [ "$nr_c" = 1 ] && [ "$nr_s" = 1 ] && echo 0 || echo 1) \
         "python3 sends and reads MSG_OOB both ways: the bytes plain TCP gives (${res[0]}; plain ${res[1]}), and both ends' session is no longer resumable ($nr_c, $nr_s)"
+fi
+
+# ------------------------------------------------------------ dup
+# A session socket used through a duplicate of its descriptor (python's
+# socket.fromfd dups; so do inetd-style dup2 onto 0 and 1): the copy's
+# number is not managed, so a read there would have handed the program the
+# handshake message still queued. Before: the client read the server's
+# WELCOME (103 bytes of it, "\x00RSL...") where plain TCP reads b"ping".
+# The handshake is now done at the dup, and the session made
+# non-resumable. Client side and server side, each against plain.
+if want dup; then
+    echo "--- a session socket used through a duplicate (dup)"
+    dupcli='
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s2 = socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_STREAM); s.close()
+s2.sendall(b"ping"); s2.settimeout(5); got = b""
+while len(got) < 4:
+    b = s2.recv(100)
+    if not b: break
+    got += b
+print("client read %r" % got)'
+    dupsrv="$PYLISTEN"'
+while True:
+    c, _ = s.accept()
+    c2 = socket.fromfd(c.fileno(), socket.AF_INET, socket.SOCK_STREAM); c.close()
+    b = c2.recv(100); c2.sendall(b); c2.close()'
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-dup info) "$PY" -c "$ECHOSRV" :: $P_DUP \
+        >"$WORK/srv-dup.out" 2>&1
+    tb_bg_s "$PY" -c "$ECHOSRV" :: $P_PDUP >"$WORK/srv-pdup.out" 2>&1
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-dups info) "$PY" -c "$dupsrv" :: $P_DUPS \
+        >"$WORK/srv-dups.out" 2>&1
+    tb_bg_s "$PY" -c "$dupsrv" :: $P_PDUPS >"$WORK/srv-pdups.out" 2>&1
+    check $(wait_ports $P_DUP $P_PDUP $P_DUPS $P_PDUPS; echo $?) \
+        "bed: dup servers answer (session ports $P_DUP $P_DUPS, plain $P_PDUP $P_PDUPS)"
+    # shellcheck disable=SC2046
+    a=$(tb_c timeout 20 env $(pre cl-dup info) "$PY" -c "$dupcli" "$ADDR" \
+        $P_DUP 2>&1 | tail -n1)
+    pa=$(tb_c timeout 20 "$PY" -c "$dupcli" "$ADDR" $P_PDUP 2>&1 | tail -n1)
+    nr=$(grep -c "no longer resumable: the socket was duplicated" "$WORK/cl-dup.log")
+    check $([ "$a" = "$pa" ] && [ "$pa" = "client read b'ping'" ] &&
+        [ "$nr" = 1 ] && echo 0 || echo 1) \
+        "python3 client reads through socket.fromfd of its session socket: what plain TCP reads ($a; plain $pa), the session no longer resumable ($nr)"
+    # shellcheck disable=SC2046
+    b=$(tb_c timeout 20 env $(pre cl-dups info) "$PY" -c "$dupcli" "$ADDR" \
+        $P_DUPS 2>&1 | tail -n1)
+    pb=$(tb_c timeout 20 "$PY" -c "$dupcli" "$ADDR" $P_PDUPS 2>&1 | tail -n1)
+    nr=$(grep -c "no longer resumable: the socket was duplicated" "$WORK/srv-dups.log")
+    check $([ "$b" = "$pb" ] && [ "$pb" = "client read b'ping'" ] &&
+        [ "$nr" = 1 ] && echo 0 || echo 1) \
+        "python3 server echoes through socket.fromfd of the accepted session socket: what plain TCP gives ($b; plain $pb), the session no longer resumable ($nr)"
 fi
 
 # ------------------------------------------------------------ forwarder
