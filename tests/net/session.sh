@@ -1241,22 +1241,25 @@ while True:
     tb_bg_s "$PY" -c "$dupsrv" :: $P_PDUPS >"$WORK/srv-pdups.out" 2>&1
     check $(wait_ports $P_DUP $P_PDUP $P_DUPS $P_PDUPS; echo $?) \
         "bed: dup servers answer (session ports $P_DUP $P_DUPS, plain $P_PDUP $P_PDUPS)"
-    # shellcheck disable=SC2046
-    a=$(tb_c timeout 20 env $(pre cl-dup info) "$PY" -c "$dupcli" "$ADDR" \
-        $P_DUP 2>&1 | tail -n1)
-    pa=$(tb_c timeout 20 "$PY" -c "$dupcli" "$ADDR" $P_PDUP 2>&1 | tail -n1)
-    nr=$(grep -c "no longer resumable: the socket was duplicated" "$WORK/cl-dup.log")
-    check $([ "$a" = "$pa" ] && [ "$pa" = "client read b'ping'" ] &&
-        [ "$nr" = 1 ] && echo 0 || echo 1) \
-        "python3 client reads through socket.fromfd of its session socket: what plain TCP reads ($a; plain $pa), the session no longer resumable ($nr)"
-    # shellcheck disable=SC2046
-    b=$(tb_c timeout 20 env $(pre cl-dups info) "$PY" -c "$dupcli" "$ADDR" \
-        $P_DUPS 2>&1 | tail -n1)
-    pb=$(tb_c timeout 20 "$PY" -c "$dupcli" "$ADDR" $P_PDUPS 2>&1 | tail -n1)
-    nr=$(grep -c "no longer resumable: the socket was duplicated" "$WORK/srv-dups.log")
-    check $([ "$b" = "$pb" ] && [ "$pb" = "client read b'ping'" ] &&
-        [ "$nr" = 1 ] && echo 0 || echo 1) \
-        "python3 server echoes through socket.fromfd of the accepted session socket: what plain TCP gives ($b; plain $pb), the session no longer resumable ($nr)"
+    # the client's dup (its own log says it), then the server's
+    for side in client server; do
+        if [ $side = client ]; then
+            p=$P_DUP pp=$P_PDUP log=cl-client-dup
+            what="python3 client reads through socket.fromfd of its session socket"
+        else
+            p=$P_DUPS pp=$P_PDUPS log=srv-dups
+            what="python3 server echoes through socket.fromfd of the accepted session socket"
+        fi
+        # shellcheck disable=SC2046
+        a=$(tb_c timeout 20 env $(pre cl-$side-dup info) "$PY" -c "$dupcli" \
+            "$ADDR" $p 2>&1 | tail -n1)
+        pa=$(tb_c timeout 20 "$PY" -c "$dupcli" "$ADDR" $pp 2>&1 | tail -n1)
+        nr=$(grep -c "no longer resumable: the socket was duplicated" \
+            "$WORK/$log.log")
+        check $([ "$a" = "$pa" ] && [ "$pa" = "client read b'ping'" ] &&
+            [ "$nr" = 1 ] && echo 0 || echo 1) \
+            "$what: what plain TCP gives ($a; plain $pa), the session no longer resumable ($nr)"
+    done
 fi
 
 # ------------------------------------------------------------ forwarder
