@@ -458,6 +458,9 @@ void resil_fds_atfork_child(void)
     for (struct ent *e = all; e; e = e->next)
         if (e->pins)
             atomic_store(e->pins, 0);
+    /* nor one making a descriptor: a count left here would make every
+     * socket() and accept() of the child wait its 5 ms (resil_fds_settle) */
+    atomic_store(&resil_fds_making_word, 0);
     __atomic_store_n(&fds_pid, getpid(), __ATOMIC_RELAXED);
     pthread_mutex_unlock(&mu);
 }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -201,4 +202,28 @@ Test(fds, settle_leaves_a_number_alone_when_nothing_was_made)
     cr_expect_eq(resil_fds_settle(-1, mark, false), -1);
     cr_expect_eq(fcntl(prog, F_GETFD), 0, "no FD_CLOEXEC added");
     close(prog);
+}
+
+/* A fork while a thread of ours makes a descriptor: the child has no such
+ * thread, and its count starts at none (else every socket() of the child
+ * would wait in resil_fds_settle). */
+Test(fds, fork_child_counts_nothing_being_made)
+{
+    int status = -1;
+    pid_t pid;
+
+    resil_fds_making();
+    resil_fds_atfork_prepare();
+    pid = fork();
+    if (pid == 0) {
+        resil_fds_atfork_child();
+        _exit((uint32_t)resil_fds_mark() == 0 ? 0 : 1);
+    }
+    resil_fds_atfork_parent();
+    resil_fds_made();
+    cr_assert_gt(pid, 0);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "the child still counted one being made");
+    cr_expect_eq((uint32_t)resil_fds_mark(), 0);
 }
