@@ -923,10 +923,9 @@ static struct resil_race_ctx *ctx_new(struct resil_sock *s, uint16_t port,
     c->kept = -1;
     c->orig_fd = -1;
     /* blocking: wait_done() reads it (and writes it back) */
-    c->donefd = eventfd(0, EFD_CLOEXEC);
-    if (c->donefd < 0 ||
-        resil_fds_own(&c->donefd, c->donefd, RESIL_FD_WAKE, &c->done_pins) !=
-            RESIL_OK ||
+    resil_fds_making();
+    if (resil_fds_own_made(&c->donefd, eventfd(0, EFD_CLOEXEC), RESIL_FD_WAKE,
+                       &c->done_pins) != RESIL_OK ||
         !resil_fds_spare(c->donefd)) {
         resil_fds_close(&c->donefd);
         free(c);
@@ -1005,10 +1004,10 @@ static resil_status_t race_begin(struct resil_sock *s,
 static resil_status_t park_fd(struct resil_race_ctx *c)
 {
     struct resil_sock *s = c->s;
-    int park = real.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int park;
 
-    if (park < 0 ||
-        resil_fds_own(&park, park, RESIL_FD_SOCK, NULL) != RESIL_OK)
+    if (resil_fds_socket(&park, s->family, SOCK_STREAM | SOCK_CLOEXEC, 0,
+                         RESIL_FD_SOCK, NULL) != RESIL_OK)
         return RESIL_ESYS;
     replay_opts(s, park, 0);
     /* getsockname() names the program's bound address while it races */
@@ -1304,11 +1303,13 @@ static bool fds_headroom(int fd, int want)
 {
     int got[PEND_HEADROOM], n = 0;
 
+    resil_fds_making(); /* low numbers, for a moment */
     while (n < want && n < PEND_HEADROOM &&
            (got[n] = real.fcntl(fd, F_DUPFD_CLOEXEC, 0)) >= 0)
         n++;
     for (int i = 0; i < n; i++)
         real.close(got[i]);
+    resil_fds_made();
     return n == want;
 }
 
@@ -2583,9 +2584,8 @@ static resil_status_t rerace(struct resil_sock *s, int err, int consumed,
      * back, and the program has what it would have had without libresil */
     if (resil_fds_dup(&keep, s->fd, RESIL_FD_SOCK) != RESIL_OK)
         goto out;
-    park = real.socket(s->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (park < 0 || resil_fds_own(&park, park, RESIL_FD_SOCK, NULL) !=
-                        RESIL_OK)
+    if (resil_fds_socket(&park, s->family, SOCK_STREAM | SOCK_CLOEXEC, 0,
+                         RESIL_FD_SOCK, NULL) != RESIL_OK)
         goto out;
     /* the program's options hold on the fd while it re-races (a blocking
      * call there meets its SO_RCVTIMEO, getsockopt its values) */

@@ -321,7 +321,7 @@ int resil_thread_start(const char *name, void *(*fn)(void *), void *arg)
 
 resil_status_t resil_engine_start(void)
 {
-    int rc, fd;
+    int rc;
 
     /* a forked child learns from the atfork handler that it has no
      * engine thread (the child of _Fork(), which runs no handlers, may
@@ -329,15 +329,15 @@ resil_status_t resil_engine_start(void)
     if (E.running)
         return RESIL_OK;
     if (E.epfd < 0) {
-        fd = epoll_create1(EPOLL_CLOEXEC);
-        if (fd < 0 ||
-            resil_fds_own(&E.epfd, fd, RESIL_FD_EPOLL, NULL) != RESIL_OK)
+        resil_fds_making();
+        if (resil_fds_own_made(&E.epfd, epoll_create1(EPOLL_CLOEXEC),
+                           RESIL_FD_EPOLL, NULL) != RESIL_OK)
             goto fail;
     }
     if (E.wakefd < 0) {
-        fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (fd < 0 || resil_fds_own(&E.wakefd, fd, RESIL_FD_WAKE,
-                                    &E.wake_pins) != RESIL_OK)
+        resil_fds_making();
+        if (resil_fds_own_made(&E.wakefd, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK),
+                           RESIL_FD_WAKE, &E.wake_pins) != RESIL_OK)
             goto fail;
         E.wake_w.fn = wake_read;
         if (resil_engine_add(E.wakefd, EPOLLIN, &E.wake_w) != RESIL_OK)

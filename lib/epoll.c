@@ -10,6 +10,7 @@
 
 #include "conn.h"
 #include "epoll.h"
+#include "fds.h"
 #include "log.h"
 #include "sys.h"
 
@@ -561,9 +562,12 @@ static int oneshot_disarmed(int epfd, int fd, unsigned long ino)
     int pfd, res = -1;
 
     snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", epfd);
+    resil_fds_making(); /* a low number while it is read (fds.h) */
     pfd = open(path, O_RDONLY | O_CLOEXEC);
-    if (pfd < 0)
+    if (pfd < 0) {
+        resil_fds_made();
         return -1;
+    }
     for (;;) {
         ssize_t n = real.read(pfd, buf + have, sizeof(buf) - 1 - have);
         char *line = buf, *nl;
@@ -587,6 +591,7 @@ static int oneshot_disarmed(int epfd, int fd, unsigned long ino)
     res = -1;
 done:
     real.close(pfd);
+    resil_fds_made();
     return res;
 }
 

@@ -168,37 +168,55 @@ resil_status_t resil_fds_dup(int *owner, int fd, enum resil_fd_kind kind)
 
 _Atomic uint64_t resil_fds_making_word;
 
-resil_status_t resil_fds_socket(int *owner, int domain, int type,
-                                int protocol, enum resil_fd_kind kind,
-                                atomic_int *pins)
+resil_status_t resil_fds_own_made(int *owner, int raw,
+                                  enum resil_fd_kind kind, atomic_int *pins)
 {
     resil_status_t st = RESIL_ESYS;
-    int raw;
 
     *owner = -1;
-    resil_fds_making();
-    raw = real.socket(domain, type, protocol);
     if (raw >= 0)
         st = resil_fds_own(owner, raw, kind, pins);
     resil_fds_made(); /* errno stays */
     return st;
 }
 
+resil_status_t resil_fds_socket(int *owner, int domain, int type,
+                                int protocol, enum resil_fd_kind kind,
+                                atomic_int *pins)
+{
+    resil_fds_making();
+    return resil_fds_own_made(owner, real.socket(domain, type, protocol),
+                              kind, pins);
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 int resil_fds_settle_slow(int fd, bool cloexec)
 {
     struct timespec d = {.tv_nsec = 50000};
+    uint64_t end = mono_ns() + 100000000u, m;
     int low, saved = errno;
 
-    /* ours is moved within microseconds; a thread of ours that stalls
-     * (descheduled) leaves the number as it is after 5 ms */
-    for (int i = 0; i < 100 && (uint32_t)resil_fds_mark() != 0; i++)
-        nanosleep(&d, NULL);
-    low = real.fcntl(fd, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
-    if (low >= 0 && low < fd) {
-        real.close(fd);
-        fd = low;
-    } else if (low >= 0) {
-        real.close(low);
+    /* ours is moved within microseconds, unless its thread is descheduled
+     * in the instant; and one of ours made while fd moves could take the
+     * number it is due: then again */
+    for (int round = 0; round < 4; round++) {
+        while ((uint32_t)(m = resil_fds_mark()) != 0 && mono_ns() < end)
+            nanosleep(&d, NULL);
+        low = real.fcntl(fd, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
+        if (low >= 0 && low < fd) {
+            real.close(fd);
+            fd = low;
+        } else if (low >= 0) {
+            real.close(low);
+        }
+        if (resil_fds_mark() == m)
+            break;
     }
     errno = saved;
     return fd;
@@ -206,11 +224,14 @@ int resil_fds_settle_slow(int fd, bool cloexec)
 
 bool resil_fds_spare(int fd)
 {
-    int t = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (t < 0)
-        return false;
-    real.close(t);
-    return true;
+    int t;
+
+    resil_fds_making(); /* a low number, for a moment */
+    t = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (t >= 0)
+        real.close(t);
+    resil_fds_made();
+    return t >= 0;
 }
 
 /* A pinned user is a write of one line, or a thread blocked on a race's

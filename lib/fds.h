@@ -98,6 +98,12 @@ static inline uint64_t resil_fds_mark(void)
     return atomic_load(&resil_fds_making_word);
 }
 
+/* raw, made by the caller since resil_fds_making (or -1 with errno, when
+ * that failed): resil_fds_own, then resil_fds_made. RESIL_ESYS with errno
+ * and *owner = -1 when either fails. */
+resil_status_t resil_fds_own_made(int *owner, int raw,
+                                  enum resil_fd_kind kind, atomic_int *pins);
+
 /* A socket of ours (socket(2)'s arguments), counted as being made until
  * it is owned at its place (resil_fds_own). RESIL_ESYS with errno and
  * *owner = -1 when either fails. */
@@ -107,8 +113,10 @@ resil_status_t resil_fds_socket(int *owner, int domain, int type,
 
 /* fd, just made by the program (mark: resil_fds_mark() before the call),
  * at the number plain TCP would have given it: unchanged unless one of
- * ours was being made meanwhile; then, once ours has moved away (a bounded
- * wait), a lower free number takes it (FD_CLOEXEC as cloexec). */
+ * ours was being made meanwhile; then, once ours has moved away, a lower
+ * free number takes it (FD_CLOEXEC as cloexec). The wait is bounded (100
+ * ms: a thread of ours descheduled in the instant on a loaded machine
+ * takes a few ms; 5 ms was not enough on a 2-CPU CI machine). */
 int resil_fds_settle_slow(int fd, bool cloexec);
 static inline int resil_fds_settle(int fd, uint64_t mark, bool cloexec)
 {

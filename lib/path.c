@@ -149,14 +149,14 @@ resil_status_t resil_path_route_netlink(const struct resil_ip *dst,
                                         struct resil_route *out)
 {
     atomic_int pins = 0;
-    int nl = -1, raw, fd;
+    int nl = -1, fd;
     resil_status_t st;
 
     memset(out, 0, sizeof(*out));
     /* registered like every descriptor of ours (fds.h), and pinned while
      * used: the program's dup2() onto its number waits for us */
-    raw = real.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-    if (raw < 0 || resil_fds_own(&nl, raw, RESIL_FD_SOCK, &pins) != RESIL_OK)
+    if (resil_fds_socket(&nl, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC,
+                         NETLINK_ROUTE, RESIL_FD_SOCK, &pins) != RESIL_OK)
         return RESIL_ESYS;
     fd = resil_fds_pin(&nl, &pins);
     st = fd >= 0 ? route_get(fd, dst, out) : RESIL_ESYS;

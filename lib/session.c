@@ -312,14 +312,16 @@ static size_t sndbuf_ceiling(int fd)
     socklen_t l = sizeof(v);
 
     if (w == 0) {
-        FILE *f = fopen("/proc/sys/net/ipv4/tcp_wmem", "re");
+        FILE *f;
         long a, b, c;
         w = 4 << 20; /* the kernel's default ceiling */
-        if (f) {
+        resil_fds_making(); /* a low number, for a moment */
+        if ((f = fopen("/proc/sys/net/ipv4/tcp_wmem", "re")) != NULL) {
             if (fscanf(f, "%ld %ld %ld", &a, &b, &c) == 3 && c > 0)
                 w = c;
             fclose(f);
         }
+        resil_fds_made();
         __atomic_store_n(&wmem_max, w, __ATOMIC_RELAXED);
     }
     if (real.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, &l) == 0 && v > w)

@@ -19,7 +19,6 @@ static resil_status_t park_setup(int v6)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    int fd;
 
     memset(&ss, 0, sizeof(ss));
     if (v6) {
@@ -33,17 +32,17 @@ static resil_status_t park_setup(int v6)
         s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         len = sizeof(*s4);
     }
-    fd = real.socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 ||
-        resil_fds_own(&park_lfd[v6], fd, RESIL_FD_SOCK, NULL) != RESIL_OK)
+    if (resil_fds_socket(&park_lfd[v6], ss.ss_family,
+                         SOCK_STREAM | SOCK_CLOEXEC, 0, RESIL_FD_SOCK,
+                         NULL) != RESIL_OK)
         goto fail;
     if (real.bind(park_lfd[v6], (struct sockaddr *)&ss, len) < 0 ||
         real.listen(park_lfd[v6], 0) < 0 ||
         real.getsockname(park_lfd[v6], (struct sockaddr *)&ss, &len) < 0)
         goto fail;
-    fd = real.socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 ||
-        resil_fds_own(&park_filler[v6], fd, RESIL_FD_SOCK, NULL) != RESIL_OK)
+    if (resil_fds_socket(&park_filler[v6], ss.ss_family,
+                         SOCK_STREAM | SOCK_CLOEXEC, 0, RESIL_FD_SOCK,
+                         NULL) != RESIL_OK)
         goto fail;
     /* blocking: completes at once, filling the only queue slot */
     if (real.connect(park_filler[v6], (struct sockaddr *)&ss, len) < 0)

@@ -2,6 +2,8 @@
  * occupancy bitmaps (issue 6, defects 2 and 17). Real descriptors of this
  * test process, well above criterion's own. */
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -186,6 +188,37 @@ Test(fds, settle_gives_the_program_the_lower_number)
     cr_expect_eq(type, SOCK_STREAM);
     cr_expect(fcntl(got, F_GETFD) & FD_CLOEXEC);
     cr_expect_eq(fcntl(prog, F_GETFD), -1, "the higher number is closed");
+    close(got);
+}
+
+static void *slow_maker(void *arg)
+{
+    struct timespec d = {.tv_nsec = 20000000}; /* descheduled for 20 ms */
+    nanosleep(&d, NULL);
+    close(*(int *)arg); /* then moved high */
+    resil_fds_made();
+    return NULL;
+}
+
+/* The thread of ours stalls between making its descriptor and moving it
+ * (descheduled on a loaded machine; CI met it): the program's socket still
+ * gets the number plain TCP gives it. The 5 ms bound of the build before
+ * left it at the next one. */
+Test(fds, settle_waits_for_a_maker_that_stalls)
+{
+    uint64_t mark = resil_fds_mark();
+    int ours, prog, got;
+    pthread_t t;
+
+    resil_fds_making();
+    ours = dup(0);
+    cr_assert_geq(ours, 0);
+    prog = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_eq(prog, ours + 1);
+    cr_assert_eq(pthread_create(&t, NULL, slow_maker, &ours), 0);
+    got = resil_fds_settle(prog, mark, false);
+    pthread_join(t, NULL);
+    cr_expect_eq(got, ours, "got %d, plain TCP gives %d", got, ours);
     close(got);
 }
 
