@@ -84,12 +84,16 @@ elif [ "${RESIL_SAN:-0}" = tsan ]; then
     # halt_on_error + exitcode: the first report fails the subtest (the
     # drivers are instrumented too: their own reports count).
     # second_deadlock_stack: a lock-order report names both acquisitions.
+    # atexit_sleep_ms: TSan's default sleeps 1 s in every exit, to let
+    # other threads race with it: 167 s of the CI run's 15 minutes went
+    # there. 50 ms still lets the engine thread run against the exit's
+    # destructors (linger_exit).
     # die_after_fork=0: TSan by default kills a child of a multi-threaded
     # fork that starts a thread, and libresil's child starts its engine
     # thread to race; TSan's runtime takes its own locks around fork (its
     # allocator is fork-safe, unlike gcc 12's ASan: the fork subtests
     # skipped under ASan run here, and pass).
-    SAN_ENV=(TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1:die_after_fork=0
+    SAN_ENV=(TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1:die_after_fork=0:atexit_sleep_ms=50
              DRV_TSAN=1)
     # Only the runs with libresil (resil and bare): without it TSan would
     # check nothing of ours (the plain runs prove the drivers'
