@@ -34,6 +34,7 @@
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
 #define MS RESIL_MS
 
 struct resil_race_ctx;
@@ -115,6 +116,8 @@ static void dns_start(struct resil_race_ctx *c);
 static void attempt_event(struct resil_watch *w, uint32_t events,
                           uint64_t now);
 static void pend_push(struct resil_sock *s, bool engine_locked);
+static void hello_unwatch(struct resil_sock *s);
+static bool signal_restarts(void);
 static enum first_res first_settle(struct resil_sock *s, int err, bool shown,
                                    bool disconnected, uint64_t now);
 static void heal(void);
@@ -153,6 +156,20 @@ static int take_pending(struct resil_sock *s)
 static bool has_pending(struct resil_sock *s)
 {
     return atomic_load_explicit(&s->pending_err, memory_order_relaxed) != 0;
+}
+
+atomic_int resil_conn_hellos;
+
+/* s->hello_here, counted for the data hooks. s->mu held. */
+static void set_hello(struct resil_sock *s, bool on)
+{
+    if (s->hello_here == on)
+        return;
+    s->hello_here = on;
+    if (on)
+        atomic_fetch_add(&resil_conn_hellos, 1);
+    else
+        atomic_fetch_sub(&resil_conn_hellos, 1);
 }
 
 /* s->inplace, counted for the hooks. s->mu held. */
@@ -313,7 +330,6 @@ static int bind_attempt(struct resil_race_ctx *c, int fd)
  * s->mu held. */
 static void hello(struct resil_sock *s, int fd)
 {
-    s->hello_here = false;
     if (resil_sess_attach(s, RESIL_ROLE_CLIENT) != RESIL_OK ||
         resil_sess_client_hello(s->sess, fd) != RESIL_OK) {
         rwarn("fd %d: cannot send the session HELLO (%s); plain TCP", s->fd,
@@ -321,6 +337,36 @@ static void hello(struct resil_sock *s, int fd)
         if (s->sess)
             resil_sess_set_state(s->sess, RESIL_SESS_PLAIN);
     }
+    /* only now: a data hook that sees none owed goes by the session, and
+     * its bytes after the HELLO (resil_conn_hello_due) */
+    set_hello(s, false);
+}
+
+/* A session destination's first attempt, on the program's fd, connected:
+ * the HELLO, unless its connection is gone or bytes moved on it through a
+ * path no hook sees (unhooked calls, the server's first bytes read): then
+ * no session, plain TCP, as a HELLO now would come after them. s->mu
+ * held. */
+static void hello_now(struct resil_sock *s)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+
+    if (!s->hello_here)
+        return;
+    memset(&ti, 0, sizeof(ti));
+    if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
+        (ti.tcpi_state == TCP_ESTABLISHED ||
+         ti.tcpi_state == TCP_CLOSE_WAIT) &&
+        ti.tcpi_bytes_sent == 0 && ti.tcpi_bytes_received == 0) {
+        hello(s, s->fd);
+        return;
+    }
+    set_hello(s, false);
+    rdebug("fd %d: connected, but no session: %s", s->fd,
+           ti.tcpi_bytes_sent || ti.tcpi_bytes_received
+               ? "bytes moved before the HELLO could go"
+               : "the connection is gone");
 }
 
 /* The race is decided. engine lock held; takes s->mu for the swap. What
@@ -429,12 +475,11 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     if (stay && !gone) {
         if (resil_sock_is_ours(s)) {
             st = RESIL_OK;
-            /* a session destination's first attempt, in place, won while
-             * the program waits in its connect(): the HELLO goes before
-             * any byte of the program can (else it stays plain TCP) */
-            if (winner_idx == 0 && s->want_sess && s->hello_here &&
-                c->waiters > 0 && c->won_err == 0)
-                hello(s, s->fd);
+            /* a session destination's first attempt, in place, won: the
+             * HELLO goes before any byte of the program can (the data
+             * hooks wait for it: resil_conn_hello_due) */
+            if (winner_idx == 0 && c->won_err == 0)
+                hello_now(s);
         } else {
             /* closed behind our back: the number is not ours to touch
              * (logged below, after s->mu) */
@@ -464,6 +509,7 @@ static void finish(struct resil_race_ctx *c, int winner_idx, uint64_t now)
     }
     s->rerace = false;
     set_inplace(s, false);
+    set_hello(s, false); /* sent, or no connection to send it on */
     if (st == RESIL_OK && winner_idx >= 0) {
         resil_sock_set_state(s, RS_CONNECTED);
         s->cur_ip = c->r.att[winner_idx].ip;
@@ -1403,6 +1449,9 @@ static void pend_look(struct resil_sock *s, uint64_t now)
     bool trying;
 
     atomic_store(&s->pend_listed, false);
+    /* a race from here watches attempt 0 itself, and a duplicate must not
+     * keep a socket alive the program has closed */
+    hello_unwatch(s);
     pthread_mutex_lock(&s->mu);
     trying = !resil_sock_closed(s) && resil_sock_state(s) == RS_TRYING &&
              !s->try_blocking;
@@ -1561,6 +1610,7 @@ static enum first_res first_settle(struct resil_sock *s, int err, bool shown,
     }
     if (won && c == NULL) {
         first_won(s, rtt, now);
+        hello_now(s);
         ev = true;
         res = FIRST_WON;
     } else if (won) {
@@ -1611,6 +1661,153 @@ out:
     if (ev)
         first_event(s, rtt);
     return res;
+}
+
+/* ---- a session destination's HELLO, on the program's own socket ----
+ * A non-blocking connect of a session destination runs in place like any
+ * other. Its HELLO must leave as soon as the socket connects (a server that
+ * speaks first waits for it only about two RTTs) and before any byte of the
+ * program: the engine watches a duplicate of the socket until the attempt
+ * delay, and every data hook asks first (resil_conn_hello_due). Both send
+ * it under s->mu, or through first_settle() while a race runs, so that
+ * attempt 0 has won before it goes. */
+struct hello_w {
+    struct resil_watch w;
+    struct resil_sock *s;
+    int fd; /* a duplicate of the program's socket, in the engine's set */
+};
+
+/* Drop s's HELLO watch (engine lock held). */
+static void hello_unwatch(struct resil_sock *s)
+{
+    struct hello_w *h = s->hello_w;
+
+    if (h == NULL)
+        return;
+    s->hello_w = NULL;
+    resil_engine_del(h->fd);
+    resil_fds_close(&h->fd);
+    resil_sock_unref(h->s);
+    free(h);
+}
+
+/* The socket connected, or failed (engine lock held). */
+static void hello_event(struct resil_watch *w, uint32_t events, uint64_t now)
+{
+    struct resil_sock *s = ((struct hello_w *)w)->s;
+    bool settle = false;
+
+    (void)events;
+    resil_sock_ref(s);
+    hello_unwatch(s);
+    pthread_mutex_lock(&s->mu);
+    if (s->hello_here && !resil_sock_closed(s) && resil_sock_is_ours(s)) {
+        if (resil_sock_state(s) == RS_TRYING && atomic_load(&s->inplace))
+            settle = true; /* first_settle: won (and the HELLO), or race */
+        else if (resil_sock_state(s) != RS_RACING)
+            hello_now(s); /* a race's end sends it (finish) */
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (settle)
+        (void)first_settle(s, 0, false, false, now);
+    resil_sock_unref(s);
+}
+
+/* Watch s's socket for the HELLO (its connect is in progress). Without
+ * the watch (no engine, no descriptor) the data hooks still send it. */
+static void hello_watch(struct resil_sock *s)
+{
+    struct hello_w *h = calloc(1, sizeof(*h));
+
+    if (h == NULL)
+        return;
+    h->w.fn = hello_event;
+    h->s = s;
+    h->fd = -1;
+    resil_engine_lock();
+    pthread_mutex_lock(&s->mu);
+    if (s->hello_w == NULL && s->hello_here && !resil_sock_closed(s) &&
+        resil_engine_start() == RESIL_OK &&
+        resil_fds_dup(&h->fd, s->fd, RESIL_FD_SOCK) == RESIL_OK &&
+        resil_engine_add(h->fd, EPOLLOUT, &h->w) == RESIL_OK) {
+        resil_sock_ref(s);
+        s->hello_w = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (h != NULL)
+        resil_fds_close(&h->fd);
+    resil_engine_unlock();
+    free(h);
+}
+
+int resil_conn_hello_due(int fd, bool is_write, size_t n, int flags)
+{
+    struct resil_sock *s = resil_table_get(fd);
+    int ret = 0;
+
+    if (s == NULL)
+        return 0;
+    for (;;) {
+        struct tcp_info ti;
+        socklen_t l = sizeof(ti);
+        bool racing;
+        int fl, ms, rc;
+
+        pthread_mutex_lock(&s->mu);
+        racing = resil_sock_state(s) == RS_RACING;
+        memset(&ti, 0, sizeof(ti));
+        if (!s->hello_here || resil_sock_closed(s) ||
+            (racing && !atomic_load(&s->inplace)) ||
+            real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0) {
+            /* a parked fd (a race from a failed attempt 0) carries nothing
+             * of the program's: the winner gets the HELLO at the swap */
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        if (ti.tcpi_state == TCP_ESTABLISHED ||
+            ti.tcpi_state == TCP_CLOSE_WAIT) {
+            if (!racing) {
+                hello_now(s);
+                pthread_mutex_unlock(&s->mu);
+            } else {
+                /* attempt 0 wins first: no swap can take the socket the
+                 * HELLO and the program's bytes go on */
+                pthread_mutex_unlock(&s->mu);
+                NO_CANCEL(cs);
+                (void)cs;
+                heal();
+                resil_engine_lock();
+                (void)first_settle(s, 0, false, false, resil_now_ns());
+                resil_engine_unlock();
+            }
+            break;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if ((ti.tcpi_state != TCP_SYN_SENT &&
+             ti.tcpi_state != TCP_SYN_RECV) ||
+            !is_write || n == 0)
+            break; /* failed (the call meets it), or nothing to send */
+        /* still connecting: what the kernel does with a write then
+         * (sk_stream_wait_connect), minus the race for the first byte */
+        fl = real.fcntl(fd, F_GETFL);
+        if ((flags & MSG_DONTWAIT) || (fl >= 0 && (fl & O_NONBLOCK))) {
+            ret = EAGAIN;
+            break;
+        }
+        ms = sndtimeo_ms(fd);
+        rc = real.poll(&(struct pollfd){.fd = fd, .events = POLLOUT}, 1, ms);
+        if (rc == 0) {
+            ret = EAGAIN; /* SO_SNDTIMEO */
+            break;
+        }
+        if (rc < 0 && errno == EINTR && !signal_restarts()) {
+            ret = EINTR;
+            break;
+        }
+    }
+    resil_sock_unref(s);
+    return ret;
 }
 
 /* ---- connect(): the first attempt on the program's own socket ---- */
@@ -1729,7 +1926,7 @@ static void fast_abandon(struct fastrec r)
     if (r.restore)
         put_sndtimeo(r.s, &r.app);
     pthread_mutex_lock(&r.s->mu);
-    r.s->hello_here = false; /* the program left its connect() */
+    set_hello(r.s, false); /* the program left its connect() */
     if (!resil_sock_closed(r.s) && resil_sock_state(r.s) == RS_TRYING &&
         r.s->try_blocking) {
         /* connecting on: the engine races it when it is due */
@@ -1807,7 +2004,7 @@ static resil_status_t connect_blocking(struct resil_sock *s,
     has_app = app_sndtimeo(s, &app);
     /* a session destination: the HELLO goes out from here, or from the
      * race's end while this connect() waits for it (finish()) */
-    s->hello_here = s->want_sess;
+    set_hello(s, s->want_sess);
     if (s->want_sess && s->cookie == 0)
         s->cookie = resil_sock_cookie(s->fd); /* detach() checks it */
     pthread_mutex_unlock(&s->mu);
@@ -1947,6 +2144,7 @@ static resil_status_t connect_nonblocking(struct resil_sock *s,
         pthread_mutex_lock(&s->mu);
         if (resil_sock_state(s) == RS_TRYING)
             first_won(s, now - t0, now);
+        hello_now(s);
         pthread_mutex_unlock(&s->mu);
         first_event(s, now - t0);
         pend_push(s, false);
@@ -1966,14 +2164,18 @@ static resil_status_t connect_nonblocking(struct resil_sock *s,
             push = true;
         }
         pthread_mutex_unlock(&s->mu);
-        if (push)
+        if (push) {
             pend_push(s, false);
+            if (s->want_sess)
+                hello_watch(s);
+        }
         *err = EINPROGRESS;
         return RESIL_OK;
     }
     if (!dest_error(e)) {
         pthread_mutex_lock(&s->mu);
         not_dest(s, e);
+        set_hello(s, false);
         pthread_mutex_unlock(&s->mu);
         *err = e;
         return RESIL_OK;
@@ -1989,88 +2191,12 @@ static resil_status_t connect_nonblocking(struct resil_sock *s,
         /* unconnected: the next connect is new */
         resil_sock_set_state(s, RS_FRESH);
     }
+    if (st != RESIL_OK)
+        set_hello(s, false);
     pthread_mutex_unlock(&s->mu);
     resil_engine_unlock();
     *err = st == RESIL_OK ? EINPROGRESS : e;
     return RESIL_OK;
-}
-
-/* A session destination's connect: the race from a parked fd, every
- * attempt on a socket of our own, so that finish() writes the HELLO on
- * the winner before the program can write a byte (the first attempt in
- * place would let the program's bytes go first). EINPROGRESS at once, or
- * a blocking wait like the kernel's. */
-static resil_status_t connect_parked(struct resil_sock *s,
-                                     const struct resil_ip *ip, uint16_t port,
-                                     const struct sockaddr *sa, socklen_t len,
-                                     int cs, int *err)
-{
-    struct resil_race_ctx *c = NULL;
-    resil_status_t st;
-    int fl;
-
-    resil_engine_lock();
-    /* its identity, read while fd is the program's socket for sure: the
-     * swap must never touch the number once the program closed it behind
-     * our back */
-    pthread_mutex_lock(&s->mu);
-    if (s->cookie == 0)
-        s->cookie = resil_sock_cookie(s->fd);
-    pthread_mutex_unlock(&s->mu);
-    if (resil_engine_start() != RESIL_OK ||
-        resil_park(s->fd, s->family, s->v6only) != RESIL_OK) {
-        resil_engine_unlock();
-        goto direct;
-    }
-    fl = real.fcntl(s->fd, F_GETFL);
-    st = RESIL_ESYS;
-    if (fl >= 0) {
-        pthread_mutex_lock(&s->mu);
-        s->cur_ip = *ip;
-        st = race_begin(s, ip, port, false, (fl & O_NONBLOCK) ? NULL : &c);
-        pthread_mutex_unlock(&s->mu);
-    }
-    if (st == RESIL_ENOENT) {
-        /* another thread closed fd during this connect: the number is no
-         * longer this socket's to touch */
-        resil_engine_unlock();
-        *err = EBADF;
-        return RESIL_OK;
-    }
-    if (st != RESIL_OK) {
-        /* the real connect would otherwise say EALREADY, or wait for the
-         * parking connect to time out */
-        resil_unpark(s->fd);
-        resil_engine_unlock();
-        goto direct;
-    }
-    resil_engine_unlock();
-    if (fl & O_NONBLOCK) {
-        *err = EINPROGRESS;
-        return RESIL_OK;
-    }
-    /* blocking connect: wait like the kernel would, SO_SNDTIMEO included
-     * (socket(7): it then fails with EINPROGRESS) */
-    *err = race_wait(s, c, sa, len, EINPROGRESS, sndtimeo_ms(s->fd), cs);
-    return RESIL_OK;
-
-direct:
-    resil_engine_release();
-    if (resil_config_get()->strict) {
-        /* strict mode: an internal failure is an error, not plain TCP */
-        rerror("fd %d: cannot race (engine or parking unavailable); "
-               "failing the connect (strict)", s->fd);
-        *err = EAGAIN;
-        return RESIL_OK;
-    }
-    pthread_mutex_lock(&s->mu);
-    resil_sock_set_state(s, RS_DIRECT);
-    s->cur_ip = *ip;
-    atomic_store(&s->ka_due, false);
-    resil_monitor_tune(s, s->fd);
-    pthread_mutex_unlock(&s->mu);
-    fallback(s, false);
-    return RESIL_EUNSUPP;
 }
 
 resil_status_t resil_conn_connect(struct resil_sock *s,
@@ -2151,12 +2277,6 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     fl = real.fcntl(s->fd, F_GETFL);
     if (fl < 0)
         goto passthru;
-    /* a session destination's non-blocking connect races from a parked
-     * fd: the program could write the moment its own socket connects,
-     * before any HELLO of ours. A blocking one waits inside connect() for
-     * its first attempt in place, which sends the HELLO */
-    if (want && (fl & O_NONBLOCK))
-        return connect_parked(s, &ip, port, sa, len, cs, err);
     if (cfg->strict && (fl & O_NONBLOCK) && !resil_engine_running()) {
         resil_status_t st;
         resil_engine_lock();
@@ -2175,6 +2295,15 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     resil_sock_set_state(s, RS_TRYING);
     s->try_blocking = true; /* ours until the connect() returns */
     s->fail_connecting = false;
+    if (want && (fl & O_NONBLOCK)) {
+        /* a session destination, in place too: whatever finds the socket
+         * connected first (the engine's watch, a data hook) sends the
+         * HELLO, and no byte of the program goes before it
+         * (resil_conn_hello_due). A blocking one: connect_blocking. */
+        set_hello(s, true);
+        if (s->cookie == 0)
+            s->cookie = resil_sock_cookie(s->fd); /* detach() checks it */
+    }
     pthread_mutex_unlock(&s->mu);
     if (fl & O_NONBLOCK)
         return connect_nonblocking(s, fsa, flen, now, err);
@@ -2183,7 +2312,7 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
      * race after EINTR) sends no HELLO, as the program's bytes could go
      * first; plain TCP then */
     pthread_mutex_lock(&s->mu);
-    s->hello_here = false;
+    set_hello(s, false);
     pthread_mutex_unlock(&s->mu);
     return cst;
 
@@ -2335,6 +2464,7 @@ void resil_conn_first_done(struct resil_sock *s)
         !s->try_blocking && atomic_load(&s->inplace)) {
         took = now - s->conn_ns;
         first_won(s, took, now);
+        hello_now(s); /* bytes moved: none, unless a write went first */
         ev = true;
     }
     pthread_mutex_unlock(&s->mu);
@@ -2481,6 +2611,7 @@ void resil_conn_forget(struct resil_sock *s)
     s->rerace = false;
     set_pending(s, 0);
     set_inplace(s, false);
+    set_hello(s, false);
     pthread_mutex_unlock(&s->mu);
     if (trying) {
         /* its event is written (no cancellation point may act there) */

@@ -66,6 +66,18 @@ extern atomic_int resil_conn_errors;
  * zero, no hook needs to look for one. */
 extern atomic_int resil_conn_inplace;
 
+/* Sockets that owe their session HELLO (s->hello_here): when zero, no
+ * data hook needs to look for one. */
+extern atomic_int resil_conn_hellos;
+
+/* A data hook's call on fd (is_write: it sends n bytes, flags as given),
+ * while resil_conn_hellos: when fd's socket owes the HELLO, it goes first
+ * if the socket is connected; a write on one still connecting gets what
+ * the kernel gives then (EAGAIN when non-blocking; a blocking one waits,
+ * SO_SNDTIMEO included), without any chance of its bytes going first.
+ * Returns 0 (make the call) or the errno to fail it with. */
+int resil_conn_hello_due(int fd, bool is_write, size_t n, int flags);
+
 /* At most this many transparent re-races per connect(). One: a re-race
  * routes around one dead path, and the race that makes it already tries
  * every address at once; a replacement that dies before carrying a byte

@@ -130,10 +130,12 @@ struct resil_sock {
     bool fastopen;        /* TCP_FASTOPEN_CONNECT: connect stays real */
     bool listening;       /* a listening socket of a session port */
     bool want_sess;       /* connect: the destination speaks sessions */
-    bool hello_here;      /* a blocking connect of a session destination
-                             waits in its connect() for its first attempt,
-                             on the fd: whoever connects it sends the
-                             HELLO before the program can write */
+    bool hello_here;      /* a session destination's first attempt, on
+                             the fd, owes the HELLO: whoever finds it
+                             connected sends it before the program can
+                             write (conn.c set_hello) */
+    void *hello_w;        /* conn.c: the engine's watch for it (engine
+                             lock), or NULL */
     bool bound;           /* bind() with port 0 seen: replay it */
     bool eof_seen;        /* the program saw EOF: never re-race */
     /* an error the kernel would report once (SO_ERROR, the next data call,

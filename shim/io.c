@@ -152,6 +152,12 @@ static RESIL_SLOW int io_first(struct resil_sock *s, int fd, ssize_t rc,
             errno = EBADF;                                                     \
             return -1;                                                         \
         }                                                                      \
+        /* a session's HELLO before any byte of the program (conn.h) */        \
+        if (atomic_load_explicit(&resil_conn_hellos, memory_order_acquire) &&  \
+            (err_ = resil_conn_hello_due(fd_, is_write, n_, flags_)) != 0) {   \
+            errno = err_;                                                      \
+            return -1;                                                         \
+        }                                                                      \
         if (atomic_load_explicit(&resil_sess_count, memory_order_relaxed) &&   \
             (sx_ = resil_sess_sock(fd_)) != NULL) {                            \
             struct resil_io io_ = {.fd = (fd_),                                \
