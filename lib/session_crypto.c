@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "session_crypto.h"
@@ -35,13 +36,96 @@ resil_status_t resil_crypto_init(void)
     return ready() ? RESIL_OK : RESIL_EUNSUPP;
 }
 
+/* One key pair serves this process's handshakes for up to KX_TTL_NS or
+ * KX_USES of them, and the X25519 of a pair of public keys seen before is
+ * remembered (SHARED_N of them): two scalar multiplications per connection
+ * were a third of a connection-per-request client's CPU (perf, redis-
+ * benchmark -k 0). Each session still gets keys of its own (both fresh
+ * nonces go into S), and a process's memory holds its live sessions' keys
+ * anyway: the pair kept for a minute exposes nothing more, save sessions
+ * that ended within it, which nothing can resume. A fork child makes its
+ * own. */
+#define KX_TTL_NS (60ull * 1000000000ull)
+#define KX_USES 100000u
+#define SHARED_N 64
+
+static pthread_mutex_t kx_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    uint8_t pk[RESIL_WIRE_KEY_LEN], sk[RESIL_SESSION_SK_LEN];
+    uint64_t born;
+    unsigned uses;
+    pid_t pid;
+} cur;
+static struct shared_ent {
+    uint8_t own[RESIL_WIRE_KEY_LEN], peer[RESIL_WIRE_KEY_LEN];
+    uint8_t shared[crypto_scalarmult_BYTES];
+    bool used;
+} shared_tab[SHARED_N];
+static unsigned shared_next;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 resil_status_t resil_kx_new(struct resil_kx *kx)
 {
+    uint64_t now = mono_ns();
+    pid_t pid = getpid();
+
     if (!ready())
         return RESIL_EUNSUPP;
-    crypto_kx_keypair(kx->pk, kx->sk);
+    pthread_mutex_lock(&kx_mu);
+    if (cur.pid != pid || cur.uses >= KX_USES || now - cur.born > KX_TTL_NS) {
+        crypto_kx_keypair(cur.pk, cur.sk);
+        cur.born = now;
+        cur.uses = 0;
+        cur.pid = pid;
+        /* what the old pair shared with anyone goes with it */
+        sodium_memzero(shared_tab, sizeof shared_tab);
+    }
+    cur.uses++;
+    memcpy(kx->pk, cur.pk, sizeof kx->pk);
+    memcpy(kx->sk, cur.sk, sizeof kx->sk);
+    pthread_mutex_unlock(&kx_mu);
     randombytes_buf(kx->nonce, sizeof kx->nonce);
     return RESIL_OK;
+}
+
+/* X25519(own->sk, peer_pk) into shared: 0, or -1 for a low-order point
+ * (never remembered). */
+static int shared_of(const struct resil_kx *own, const uint8_t *peer_pk,
+                     uint8_t shared[crypto_scalarmult_BYTES])
+{
+    int rc = 1;
+
+    pthread_mutex_lock(&kx_mu);
+    for (unsigned i = 0; i < SHARED_N && rc == 1; i++) {
+        struct shared_ent *e = &shared_tab[i];
+        if (e->used && sodium_memcmp(e->own, own->pk, sizeof e->own) == 0 &&
+            sodium_memcmp(e->peer, peer_pk, sizeof e->peer) == 0) {
+            memcpy(shared, e->shared, crypto_scalarmult_BYTES);
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&kx_mu);
+    if (rc == 0)
+        return 0;
+    if (crypto_scalarmult(shared, own->sk, peer_pk) != 0)
+        return -1;
+    pthread_mutex_lock(&kx_mu);
+    /* only for the pair of now: an old one's secret is not kept */
+    if (sodium_memcmp(own->pk, cur.pk, sizeof cur.pk) == 0) {
+        struct shared_ent *e = &shared_tab[shared_next++ % SHARED_N];
+        memcpy(e->own, own->pk, sizeof e->own);
+        memcpy(e->peer, peer_pk, sizeof e->peer);
+        memcpy(e->shared, shared, sizeof e->shared);
+        e->used = true;
+    }
+    pthread_mutex_unlock(&kx_mu);
+    return 0;
 }
 
 resil_status_t resil_kx_from(struct resil_kx *kx,
@@ -83,7 +167,7 @@ resil_status_t resil_session_derive(struct resil_kx *own, int role,
     }
     /* -1: the result is all zeros, the peer sent a low-order point and
      * would know our "shared" secret. */
-    if (crypto_scalarmult(shared, own->sk, peer_pk) != 0) {
+    if (shared_of(own, peer_pk, shared) != 0) {
         st = RESIL_EPROTO;
         goto done;
     }

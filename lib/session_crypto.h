@@ -35,7 +35,9 @@ struct resil_kx {
     uint8_t nonce[RESIL_WIRE_NONCE_LEN];
 };
 
-/* A fresh random key pair and nonce. Returns RESIL_OK or RESIL_EUNSUPP. */
+/* This process's key pair of the moment (a fresh one at most a minute or
+ * 100,000 handshakes apart, and in a fork child: session_crypto.c says
+ * why) and a fresh random nonce. Returns RESIL_OK or RESIL_EUNSUPP. */
 resil_status_t resil_kx_new(struct resil_kx *kx);
 
 /* The key pair of a given secret, and a given nonce (known-answer tests).

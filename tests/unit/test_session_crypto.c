@@ -4,6 +4,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "session_crypto.h"
@@ -212,15 +213,35 @@ Test(session_crypto, low_order_points_are_refused)
     cr_expect(all_zero(c.sk, 32));
 }
 
+/* The process's key pair serves its handshakes for a while (session_crypto.c
+ * says why); every handshake has a fresh nonce, and a fork child a pair of
+ * its own. */
 Test(session_crypto, fresh_keys_and_random)
 {
-    struct resil_kx a, b;
+    struct resil_kx a, b, c;
     uint8_t r1[32], r2[32];
+    int pfd[2], status = -1;
+    pid_t pid;
 
     cr_assert_eq(resil_kx_new(&a), RESIL_OK);
     cr_assert_eq(resil_kx_new(&b), RESIL_OK);
-    cr_expect_arr_neq(a.pk, b.pk, 32);
+    cr_expect_arr_eq(a.pk, b.pk, 32, "one key pair for the process's handshakes");
     cr_expect_arr_neq(a.nonce, b.nonce, 16);
+    cr_assert_eq(pipe(pfd), 0);
+    pid = fork();
+    if (pid == 0) {
+        _exit(resil_kx_new(&c) == RESIL_OK &&
+                      write(pfd[1], c.pk, 32) == 32
+                  ? 0
+                  : 1);
+    }
+    cr_assert_gt(pid, 0);
+    cr_assert_eq(read(pfd[0], c.pk, 32), 32);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    cr_expect_arr_neq(c.pk, a.pk, 32, "a fork child's pair is its own");
+    close(pfd[0]);
+    close(pfd[1]);
     cr_assert_eq(resil_session_random(r1, 32), RESIL_OK);
     cr_assert_eq(resil_session_random(r2, 32), RESIL_OK);
     cr_expect_arr_neq(r1, r2, 32);
@@ -483,4 +504,36 @@ Test(session_crypto, psk_not_a_regular_file, .init = psk_setup,
                  RESIL_ESYS);
     cr_expect_eq(errno, ENOENT);
     cr_expect(strstr(why, "cannot open '/nonexistent/psk'"), "%s", why);
+}
+
+/* A pair of public keys seen before: the remembered X25519 gives the keys
+ * the computation gives (the server's pair made from a known secret, so
+ * that each derive below computes or remembers the same thing), and two
+ * sessions between the same pairs still differ by their nonces. */
+Test(session_crypto, remembered_shared_secret)
+{
+    struct resil_kx c1, c2, s1, s2;
+    struct resil_session_keys k1, k2, ks;
+    uint8_t sks[32], ns[16];
+
+    memset(sks, 0x42, sizeof sks);
+    memset(ns, 0x17, sizeof ns);
+    cr_assert_eq(resil_kx_new(&c1), RESIL_OK);
+    c2 = c1; /* the same handshake, derived twice */
+    cr_assert_eq(resil_kx_from(&s1, sks, ns), RESIL_OK);
+    s2 = s1;
+    cr_assert_eq(resil_session_derive(&c1, RESIL_ROLE_CLIENT, s1.pk, s1.nonce,
+                                      NULL, &k1), RESIL_OK);
+    cr_assert_eq(resil_session_derive(&c2, RESIL_ROLE_CLIENT, s1.pk, s1.nonce,
+                                      NULL, &k2), RESIL_OK);
+    cr_assert_eq(resil_session_derive(&s2, RESIL_ROLE_SERVER, c1.pk, c1.nonce,
+                                      NULL, &ks), RESIL_OK);
+    cr_expect_arr_eq(k1.k_mac, k2.k_mac, sizeof k1.k_mac);
+    cr_expect_arr_eq(k1.k_mac, ks.k_mac, sizeof k1.k_mac);
+    cr_expect_arr_eq(k1.id, ks.id, sizeof k1.id);
+    cr_assert_eq(resil_kx_new(&c2), RESIL_OK);
+    cr_assert_eq(resil_session_derive(&c2, RESIL_ROLE_CLIENT, s1.pk, s1.nonce,
+                                      NULL, &k2), RESIL_OK);
+    cr_expect_arr_neq(k1.id, k2.id, sizeof k1.id, "a fresh nonce, a new session");
+    cr_expect_arr_neq(k1.k_mac, k2.k_mac, sizeof k1.k_mac);
 }
