@@ -19,10 +19,13 @@
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int sodium_rc = -1;
 
+static void kx_child(void);
+
 static void start(void)
 {
     /* 0: initialised now, 1: already (by the program, say); -1: failed. */
     sodium_rc = sodium_init();
+    pthread_atfork(NULL, NULL, kx_child);
 }
 
 static bool ready(void)
@@ -54,8 +57,8 @@ static struct {
     uint8_t pk[RESIL_WIRE_KEY_LEN], sk[RESIL_SESSION_SK_LEN];
     uint64_t born;
     unsigned uses;
-    pid_t pid;
 } cur;
+static bool kx_have;
 static struct shared_ent {
     uint8_t own[RESIL_WIRE_KEY_LEN], peer[RESIL_WIRE_KEY_LEN];
     uint8_t shared[crypto_scalarmult_BYTES];
@@ -70,19 +73,26 @@ static uint64_t mono_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/* A fork child makes a pair of its own (no lock may be taken here: the
+ * child has one thread, and kx_mu may have been held by another one). */
+static void kx_child(void)
+{
+    pthread_mutex_init(&kx_mu, NULL);
+    kx_have = false;
+}
+
 resil_status_t resil_kx_new(struct resil_kx *kx)
 {
     uint64_t now = mono_ns();
-    pid_t pid = getpid();
 
     if (!ready())
         return RESIL_EUNSUPP;
     pthread_mutex_lock(&kx_mu);
-    if (cur.pid != pid || cur.uses >= KX_USES || now - cur.born > KX_TTL_NS) {
+    if (!kx_have || cur.uses >= KX_USES || now - cur.born > KX_TTL_NS) {
         crypto_kx_keypair(cur.pk, cur.sk);
         cur.born = now;
         cur.uses = 0;
-        cur.pid = pid;
+        kx_have = true;
         /* what the old pair shared with anyone goes with it */
         sodium_memzero(shared_tab, sizeof shared_tab);
     }
