@@ -347,6 +347,21 @@ static void hello(struct resil_sock *s, int fd)
  * path no hook sees (unhooked calls, the server's first bytes read): then
  * no session, plain TCP, as a HELLO now would come after them. s->mu
  * held. */
+static void hello_with(struct resil_sock *s, const struct tcp_info *ti)
+{
+    if ((ti->tcpi_state == TCP_ESTABLISHED ||
+         ti->tcpi_state == TCP_CLOSE_WAIT) &&
+        ti->tcpi_bytes_sent == 0 && ti->tcpi_bytes_received == 0) {
+        hello(s, s->fd);
+        return;
+    }
+    set_hello(s, false);
+    rdebug("fd %d: connected, but no session: %s", s->fd,
+           ti->tcpi_bytes_sent || ti->tcpi_bytes_received
+               ? "bytes moved before the HELLO could go"
+               : "the connection is gone");
+}
+
 static void hello_now(struct resil_sock *s)
 {
     struct tcp_info ti;
@@ -355,18 +370,9 @@ static void hello_now(struct resil_sock *s)
     if (!s->hello_here)
         return;
     memset(&ti, 0, sizeof(ti));
-    if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
-        (ti.tcpi_state == TCP_ESTABLISHED ||
-         ti.tcpi_state == TCP_CLOSE_WAIT) &&
-        ti.tcpi_bytes_sent == 0 && ti.tcpi_bytes_received == 0) {
-        hello(s, s->fd);
-        return;
-    }
-    set_hello(s, false);
-    rdebug("fd %d: connected, but no session: %s", s->fd,
-           ti.tcpi_bytes_sent || ti.tcpi_bytes_received
-               ? "bytes moved before the HELLO could go"
-               : "the connection is gone");
+    if (real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0)
+        ti.tcpi_state = TCP_CLOSE;
+    hello_with(s, &ti);
 }
 
 /* The race is decided. engine lock held; takes s->mu for the swap. What
@@ -1713,6 +1719,33 @@ static void hello_event(struct resil_watch *w, uint32_t events, uint64_t now)
     resil_sock_unref(s);
 }
 
+/* The connect of s, in progress a moment ago, may have completed already
+ * (over loopback it does within connect()): then the HELLO goes now, and
+ * the engine need not watch for it. Returns true when nothing is left to
+ * watch for. */
+static bool hello_at_once(struct resil_sock *s, uint64_t t0)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    uint64_t now = resil_now_ns();
+    bool won = false;
+
+    pthread_mutex_lock(&s->mu);
+    memset(&ti, 0, sizeof(ti));
+    if (s->hello_here && !resil_sock_closed(s) &&
+        resil_sock_state(s) == RS_TRYING && atomic_load(&s->inplace) &&
+        real.getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
+        ti.tcpi_state == TCP_ESTABLISHED) {
+        first_won(s, now - t0, now);
+        hello_with(s, &ti);
+        won = true;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (won)
+        first_event(s, now - t0);
+    return won;
+}
+
 /* Watch s's socket for the HELLO (its connect is in progress). Without
  * the watch (no engine, no descriptor) the data hooks still send it. */
 static void hello_watch(struct resil_sock *s)
@@ -1768,7 +1801,7 @@ int resil_conn_hello_due(int fd, bool is_write, size_t n, int flags)
         if (ti.tcpi_state == TCP_ESTABLISHED ||
             ti.tcpi_state == TCP_CLOSE_WAIT) {
             if (!racing) {
-                hello_now(s);
+                hello_with(s, &ti);
                 pthread_mutex_unlock(&s->mu);
             } else {
                 /* attempt 0 wins first: no swap can take the socket the
@@ -2166,7 +2199,7 @@ static resil_status_t connect_nonblocking(struct resil_sock *s,
         pthread_mutex_unlock(&s->mu);
         if (push) {
             pend_push(s, false);
-            if (s->want_sess)
+            if (s->want_sess && !hello_at_once(s, t0))
                 hello_watch(s);
         }
         *err = EINPROGRESS;
