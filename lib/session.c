@@ -809,7 +809,12 @@ bool resil_sess_trim(struct resil_sess *x, int fd)
 {
     bool kept = false;
 
-    pthread_mutex_lock(&x->wmu);
+    /* a program write holds wmu across its real call, which blocks while
+     * the send buffer is full (and for good when the path just died):
+     * waiting here stopped the whole engine with it, the monitor that
+     * would have seen the path die included. Busy: look next tick. */
+    if (pthread_mutex_trylock(&x->wmu) != 0)
+        return true;
     /* not while a resume uses the ring (its replay reads it unlocked) */
     if (atomic_load(&x->state) == RESIL_SESS_UP && !atomic_load(&x->frozen) &&
         !atomic_load(&x->replaying)) {

@@ -190,7 +190,8 @@ void resil_sess_untracked(struct resil_sess *x, const char *why);
  * (a bulk sender faster than nothing, on its own core) would otherwise
  * free megabytes and fault them in again on every monitor tick. Returns
  * true while memory is kept that a later call may give back (the monitor
- * then looks again on its next tick). wmu is taken. */
+ * then looks again on its next tick). wmu is tried, never waited for (the
+ * engine calls it): a write in progress makes it return true at once. */
 bool resil_sess_trim(struct resil_sess *x, int fd);
 
 /* Our counts against the kernel's on fd, the session's connection:

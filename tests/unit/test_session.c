@@ -4,12 +4,14 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -223,6 +225,52 @@ Test(session, counting_and_the_ring)
     /* a look with no write since: it goes */
     cr_expect_not(resil_sess_trim(cx, c));
     cr_expect_null(cx->ring.heap, "kept by an idle session");
+    resil_sess_free(cx);
+    resil_sess_free(sx);
+    close(c);
+    close(s);
+}
+
+struct trim_call {
+    struct resil_sess *x;
+    int fd;
+    bool kept;
+};
+
+static void *trim_thread(void *arg)
+{
+    struct trim_call *t = arg;
+    t->kept = resil_sess_trim(t->x, t->fd);
+    return NULL;
+}
+
+/* The engine's trim while a program write holds wmu (blocked in the
+ * kernel on a full send buffer, for good when the path just died): it
+ * returns at once, "look again". The build before waited for the write,
+ * and the whole engine with it: a stream server's dead path went unseen
+ * until the client's own timeout, 9 s later (bench failover rx). */
+Test(session, trim_never_waits_for_a_write)
+{
+    struct resil_sess *cx = resil_sess_new(RESIL_ROLE_CLIENT);
+    struct resil_sess *sx = resil_sess_new(RESIL_ROLE_SERVER);
+    struct trim_call t;
+    struct timespec dl;
+    pthread_t th;
+    int c, s, rc;
+
+    pair(&c, &s);
+    handshake(cx, sx, c, s);
+    t = (struct trim_call){.x = cx, .fd = c, .kept = false};
+    pthread_mutex_lock(&cx->wmu); /* a write in progress */
+    cr_assert_eq(pthread_create(&th, NULL, trim_thread, &t), 0);
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 2;
+    rc = pthread_timedjoin_np(th, NULL, &dl);
+    pthread_mutex_unlock(&cx->wmu);
+    if (rc != 0)
+        pthread_join(th, NULL);
+    cr_expect_eq(rc, 0, "trim waited for the write's lock");
+    cr_expect(t.kept, "a busy ring is looked at again");
     resil_sess_free(cx);
     resil_sess_free(sx);
     close(c);
