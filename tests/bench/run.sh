@@ -193,6 +193,21 @@ fmt() { awk -v v="$1" 'BEGIN {
 # cell: median with the spread of the repetitions
 cell() { echo "$(fmt "$(median "$@")") +-$(spread "$@")%"; }
 
+# ab_row MEASURE TARGET WHY PLAIN LIBRESIL: REPS runs of the two commands
+# (each a function and its words), back to back; one row of their cells
+# and ratio, or n/a with WHY when one fails
+ab_row() {
+	local ab_a=() ab_b=() x r
+	for ((r = 0; r < REPS; r++)); do
+		# shellcheck disable=SC2086 # the command's words
+		x=$($4) || { na "$1" "$2" "$3"; return; }; ab_a+=("$x")
+		# shellcheck disable=SC2086
+		x=$($5) || { na "$1" "$2" "$3"; return; }; ab_b+=("$x")
+	done
+	row "$1" "$(cell "${ab_a[@]}")" "$(cell "${ab_b[@]}")" \
+		"$(pratio ab_b ab_a)" "$2"
+}
+
 # measure [pre] [VAR=VAL...] CMD...: run with a timeout (and preloaded after
 # "pre"); its stdout on success, non-zero otherwise
 measure() {
@@ -840,19 +855,8 @@ if command -v redis-server >/dev/null && [ -n "${RDIR:-}" ]; then
 	exec env LD_PRELOAD="$LIB" RESIL_SESSION="$SESS" \
 		redis-server $(rs $P_SREDIS) & PIDS+=($!)
 	"$B" waitport $P_SREDIS || die "redis-server did not start"
-	qp=() qs=() ok=1
-	for ((r = 0; r < REPS; r++)); do
-		x=$(rb $P_REDIS) || { ok=0; break; }; qp+=("$x")
-		x=$(rb $P_SREDIS sess) || { ok=0; break; }; qs+=("$x")
-	done
-	M="redis-benchmark -c1 PING_MBULK, session mode both ends (req/s)"
-	if [ $ok = 1 ]; then
-		row "$M" "$(cell "${qp[@]}")" "$(cell "${qs[@]}")" \
-			"$(pratio qs qp)" \
-			">= 0.95"
-	else
-		na "$M" ">= 0.95" "redis-benchmark failed"
-	fi
+	ab_row "redis-benchmark -c1 PING_MBULK, session mode both ends (req/s)" \
+		">= 0.95" "redis-benchmark failed" "rb $P_REDIS" "rb $P_SREDIS sess"
 	# a new session per request: the handshake's whole cost (HELLO,
 	# WELCOME, key agreement), with non-blocking connects (hiredis)
 	rk() { # PORT [sess]: GET requests/s, a connection per request
@@ -862,18 +866,8 @@ if command -v redis-server >/dev/null && [ -n "${RDIR:-}" ]; then
 		measure "${cmd[@]}" 2>/dev/null | awk -F'"' \
 			'$2 == "GET" { print $4; found = 1 } END { exit !found }'
 	}
-	qp=() qs=() ok=1
-	for ((r = 0; r < REPS; r++)); do
-		x=$(rk $P_REDIS) || { ok=0; break; }; qp+=("$x")
-		x=$(rk $P_SREDIS sess) || { ok=0; break; }; qs+=("$x")
-	done
-	M="redis-benchmark -k 0 -c 10 GET, a session per request (req/s)"
-	if [ $ok = 1 ]; then
-		row "$M" "$(cell "${qp[@]}")" "$(cell "${qs[@]}")" \
-			"$(pratio qs qp)" "measured"
-	else
-		na "$M" "measured" "redis-benchmark failed"
-	fi
+	ab_row "redis-benchmark -k 0 -c 10 GET, a session per request (req/s)" \
+		measured "redis-benchmark failed" "rk $P_REDIS" "rk $P_SREDIS sess"
 fi
 sstart $P_SHOLD hold
 so=() ss_=() mo=() ms=() fs=0 ok=1
