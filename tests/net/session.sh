@@ -1152,6 +1152,9 @@ print("connected after %.0f ms, echo %r" % (ms, got), flush=True)'
     # byte ahead of the HELLO; the session is up at both ends once it
     # connects (the engine's watch, or the send's hook). The build before
     # raced such a connect from a parked fd, on sockets of its own.
+    # "block": the socket made blocking while it still connects, and sent
+    # on at once: the kernel waits for the connection in the send (the
+    # hook waits for it too, then sends the HELLO first).
     nbcli='
 import select, socket, sys
 s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
@@ -1161,35 +1164,60 @@ try:
     s.send(b"early"); early = "sent"
 except BlockingIOError:
     early = "EAGAIN"
-select.select([], [s], [], 10)
-err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+if sys.argv[3] == "poll":
+    select.select([], [s], [], 10)
+    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    then = "SO_ERROR %d" % err
+else:
+    then = "a blocking send then"
 s.setblocking(True)
 s.sendall(b"ping"); got = s.recv(100)
-print("connect %s, send while connecting %s, SO_ERROR %d, echo %r"
-      % ("EINPROGRESS" if rc == 115 else rc, early, err, got), flush=True)'
+print("connect %s, send while connecting %s, %s, echo %r"
+      % ("EINPROGRESS" if rc == 115 else rc, early, then, got), flush=True)'
     tb_bg_s "$PY" -c "$ECHOSRV" :: $P_PINPLACE >"$WORK/srv-pinplace.out" 2>&1
     check $(wait_ports $P_PINPLACE; echo $?) \
         "bed: plain echo server answers (port $P_PINPLACE)"
-    : >"$WORK/srv-inplace.log"
-    outs=()
-    for p in $P_PINPLACE $P_INPLACE; do
-        envs=()
-        # shellcheck disable=SC2207
-        [ $p = $P_INPLACE ] && envs=($(pre cl-inplace-nb))
-        break_path "$ADDR" blackhole
-        tb_c timeout 20 env "${envs[@]}" "$PY" -c "$nbcli" "$ADDR" $p \
-            >"$WORK/cl-inplace-nb-$p.out" 2>&1 &
-        sleep 0.4
-        heal
-        wait $!
-        outs+=("$(cat "$WORK/cl-inplace-nb-$p.out")")
+    for mode in poll block; do
+        then="SO_ERROR 0"
+        [ $mode = block ] && then="a blocking send then"
+        : >"$WORK/srv-inplace.log"
+        outs=()
+        for p in $P_PINPLACE $P_INPLACE; do
+            envs=()
+            # shellcheck disable=SC2207
+            [ $p = $P_INPLACE ] && envs=($(pre cl-inplace-$mode))
+            break_path "$ADDR" blackhole
+            tb_c timeout 20 env "${envs[@]}" "$PY" -c "$nbcli" "$ADDR" $p \
+                $mode >"$WORK/cl-inplace-$mode-$p.out" 2>&1 &
+            sleep 0.4
+            heal
+            wait $!
+            outs+=("$(cat "$WORK/cl-inplace-$mode-$p.out")")
+        done
+        up_c=$(grep -c "session established (client)" "$WORK/cl-inplace-$mode.log")
+        up_s=$(grep -c "session established (server)" "$WORK/srv-inplace.log")
+        check $([ "${outs[1]}" = "${outs[0]}" ] &&
+            grep -qF "send while connecting EAGAIN, $then, echo b'ping'" <<<"${outs[0]}" &&
+            [ "$up_c" = 1 ] && [ "$up_s" = 1 ] && echo 0 || echo 1) \
+            "python3 non-blocking connect, first SYN dropped, a send while it connects ($mode): what plain TCP gives (${outs[1]}; plain: ${outs[0]}), and the session is up (client $up_c, server $up_s)"
     done
-    up_c=$(grep -c "session established (client)" "$WORK/cl-inplace-nb.log")
+    # The same blocking send, the first address dead for good and a
+    # second one alive: the race puts its winner on the fd while the send
+    # waits for the first attempt, which will never connect. The send goes
+    # on the winner, after its HELLO (plain TCP: the send hangs).
+    : >"$WORK/srv-inplace.log"
+    break_path "$ADDR" blackhole
+    # shellcheck disable=SC2046
+    out=$(tb_c timeout 20 env $(pre cl-inplace-swap) \
+        RESIL_ALTERNATES="$ADDR,$ADDR2" "$PY" -c "$nbcli" "$ADDR" \
+        $P_INPLACE block 2>&1)
+    heal
+    up_c=$(grep -c "session established (client)" "$WORK/cl-inplace-swap.log")
     up_s=$(grep -c "session established (server)" "$WORK/srv-inplace.log")
-    check $([ "${outs[1]}" = "${outs[0]}" ] &&
-        grep -q "send while connecting EAGAIN, SO_ERROR 0, echo b'ping'" <<<"${outs[0]}" &&
+    check $([ "$out" = "connect EINPROGRESS, send while connecting EAGAIN, a blocking send then, echo b'ping'" ] &&
+        grep -q "race $ADDR2:$P_INPLACE won" "$WORK/cl-inplace-swap.log" &&
         [ "$up_c" = 1 ] && [ "$up_s" = 1 ] && echo 0 || echo 1) \
-        "python3 non-blocking connect, first SYN dropped, a send while it connects: what plain TCP gives (${outs[1]}; plain: ${outs[0]}), and the session is up (client $up_c, server $up_s)"
+        "python3, a blocking send while its non-blocking connect races, the first address dead: the send goes on the winner $ADDR2 after its HELLO ($out; sessions up: client $up_c, server $up_s)"
     # The program writes the moment its socket is writable, while the
     # engine may be sending the HELLO on the same socket: its bytes must
     # still go after it, every time (a HELLO owed was given up before it
