@@ -976,8 +976,8 @@ static struct resil_race_ctx *ctx_new(struct resil_sock *s, uint16_t port,
     c->orig_fd = -1;
     /* blocking: wait_done() reads it (and writes it back) */
     resil_fds_making();
-    if (resil_fds_own_made(&c->donefd, eventfd(0, EFD_CLOEXEC), RESIL_FD_WAKE,
-                       &c->done_pins) != RESIL_OK ||
+    if (resil_fds_own_made(&c->donefd, eventfd(0, EFD_CLOEXEC),
+                           RESIL_FD_WAKE, &c->done_pins) != RESIL_OK ||
         !resil_fds_spare(c->donefd)) {
         resil_fds_close(&c->donefd);
         free(c);

@@ -331,13 +331,14 @@ resil_status_t resil_engine_start(void)
     if (E.epfd < 0) {
         resil_fds_making();
         if (resil_fds_own_made(&E.epfd, epoll_create1(EPOLL_CLOEXEC),
-                           RESIL_FD_EPOLL, NULL) != RESIL_OK)
+                               RESIL_FD_EPOLL, NULL) != RESIL_OK)
             goto fail;
     }
     if (E.wakefd < 0) {
         resil_fds_making();
-        if (resil_fds_own_made(&E.wakefd, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK),
-                           RESIL_FD_WAKE, &E.wake_pins) != RESIL_OK)
+        if (resil_fds_own_made(&E.wakefd,
+                               eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK),
+                               RESIL_FD_WAKE, &E.wake_pins) != RESIL_OK)
             goto fail;
         E.wake_w.fn = wake_read;
         if (resil_engine_add(E.wakefd, EPOLLIN, &E.wake_w) != RESIL_OK)

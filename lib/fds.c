@@ -173,7 +173,8 @@ resil_status_t resil_fds_own_made(int *owner, int raw,
 {
     resil_status_t st = RESIL_ESYS;
 
-    *owner = -1;
+    /* as own() stores it: an owner others read without a lock */
+    __atomic_store_n(owner, -1, __ATOMIC_SEQ_CST);
     if (raw >= 0)
         st = resil_fds_own(owner, raw, kind, pins);
     resil_fds_made(); /* errno stays */

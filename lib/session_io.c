@@ -789,8 +789,7 @@ void resil_sess_kick(struct resil_sock *s)
 {
     struct resil_sess *x = s->sess;
     struct epoll_event ev[8];
-    int epfd[8], n, raw;
-    resil_status_t st;
+    int epfd[8], n;
 
     if (__atomic_load_n(&x->kick_fd, __ATOMIC_SEQ_CST) >= 0 ||
         x->stash_off == x->stash_len)
@@ -799,12 +798,8 @@ void resil_sess_kick(struct resil_sock *s)
     if (n == 0)
         return; /* no epoll set: poll and select look at the stash */
     resil_fds_making(); /* made low, moved high (fds.h) */
-    raw = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
-    st = raw < 0 ? RESIL_ESYS
-                 : resil_fds_own(&x->kick_fd, raw, RESIL_FD_FILE,
-                                 &x->kick_pins);
-    resil_fds_made();
-    if (st != RESIL_OK) {
+    if (resil_fds_own_made(&x->kick_fd, eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK),
+                           RESIL_FD_FILE, &x->kick_pins) != RESIL_OK) {
         rwarn("fd %d: no eventfd for the stash's readiness (%s): an "
               "epoll loop may not see %zu bytes until more come", s->fd,
               strerror(errno), x->stash_len - x->stash_off);
