@@ -117,6 +117,8 @@ static void attempt_event(struct resil_watch *w, uint32_t events,
                           uint64_t now);
 static void pend_push(struct resil_sock *s, bool engine_locked);
 static void hello_unwatch(struct resil_sock *s);
+static struct hello_w *hello_ws; /* every HELLO watch (engine lock) */
+static void hello_watch_locked(struct resil_sock *s);
 static bool signal_restarts(void);
 static enum first_res first_settle(struct resil_sock *s, int err, bool shown,
                                    bool disconnected, uint64_t now);
@@ -1455,8 +1457,7 @@ static void pend_look(struct resil_sock *s, uint64_t now)
     bool trying;
 
     atomic_store(&s->pend_listed, false);
-    /* a race from here watches attempt 0 itself, and a duplicate must not
-     * keep a socket alive the program has closed */
+    /* a race from here watches attempt 0 itself (on another duplicate) */
     hello_unwatch(s);
     pthread_mutex_lock(&s->mu);
     trying = !resil_sock_closed(s) && resil_sock_state(s) == RS_TRYING &&
@@ -1468,6 +1469,11 @@ static void pend_look(struct resil_sock *s, uint64_t now)
     if (!resil_sock_closed(s) && resil_sock_connected(s))
         ka_settle(s);
     pthread_mutex_unlock(&s->mu);
+    /* none started (one address): a non-blocking connect goes on alone,
+     * and its HELLO must still leave the moment it connects (a blocking
+     * one's connect() sends it) */
+    if (trying)
+        hello_watch_locked(s);
     resil_sock_unref(s);
 }
 
@@ -1539,7 +1545,8 @@ static uint64_t pend_tick(uint64_t now)
 bool resil_conn_idle(void)
 {
     return atomic_load_explicit(&pend_stack, memory_order_acquire) ==
-           PEND_IDLE;
+               PEND_IDLE &&
+           hello_ws == NULL;
 }
 
 /* Every socket waiting on the list settled now (engine lock held). */
@@ -1673,15 +1680,24 @@ out:
  * A non-blocking connect of a session destination runs in place like any
  * other. Its HELLO must leave as soon as the socket connects (a server that
  * speaks first waits for it only about two RTTs) and before any byte of the
- * program: the engine watches a duplicate of the socket until the attempt
- * delay, and every data hook asks first (resil_conn_hello_due). Both send
- * it under s->mu, or through first_settle() while a race runs, so that
- * attempt 0 has won before it goes. */
+ * program: the engine watches a duplicate of the socket until it connects
+ * or fails (a race started at the attempt delay watches its attempt 0
+ * itself, and sends the HELLO as it ends), and every data hook asks first
+ * (resil_conn_hello_due). Both send it under s->mu, or through
+ * first_settle() while a race runs, so that attempt 0 has won before it
+ * goes. The duplicate must not keep alive a socket the program closed:
+ * close() has the engine drop the watch at once (hello_tick), and a socket
+ * closed behind libresil's back is found by its cookie within
+ * HELLO_CHECK_NS. */
 struct hello_w {
     struct resil_watch w;
     struct resil_sock *s;
     int fd; /* a duplicate of the program's socket, in the engine's set */
+    struct hello_w *prev, *next; /* every watch (engine lock) */
 };
+static uint64_t hello_check;          /* engine lock: the next cookie look */
+static atomic_bool hello_closed;      /* close() of a watched socket */
+#define HELLO_CHECK_NS (1000 * MS)
 
 /* Drop s's HELLO watch (engine lock held). */
 static void hello_unwatch(struct resil_sock *s)
@@ -1690,7 +1706,13 @@ static void hello_unwatch(struct resil_sock *s)
 
     if (h == NULL)
         return;
-    s->hello_w = NULL;
+    __atomic_store_n(&s->hello_w, NULL, __ATOMIC_RELAXED);
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        hello_ws = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
     resil_engine_del(h->fd);
     resil_fds_close(&h->fd);
     resil_sock_unref(h->s);
@@ -1717,6 +1739,33 @@ static void hello_event(struct resil_watch *w, uint32_t events, uint64_t now)
     if (settle)
         (void)first_settle(s, 0, false, false, now);
     resil_sock_unref(s);
+}
+
+/* Watches whose socket the program closed, or (every HELLO_CHECK_NS)
+ * closed behind our back, dropped; the next look (engine lock held). */
+static uint64_t hello_tick(uint64_t now)
+{
+    bool cookies = now >= hello_check;
+
+    if (hello_ws == NULL)
+        return UINT64_MAX;
+    if (!atomic_exchange(&hello_closed, false) && !cookies)
+        return hello_check;
+    for (struct hello_w *h = hello_ws, *nx; h != NULL; h = nx) {
+        struct resil_sock *s = h->s;
+        bool drop;
+
+        nx = h->next;
+        pthread_mutex_lock(&s->mu);
+        drop = resil_sock_closed(s) || !s->hello_here ||
+               (cookies && !resil_sock_is_ours(s));
+        pthread_mutex_unlock(&s->mu);
+        if (drop)
+            hello_unwatch(s);
+    }
+    if (cookies)
+        hello_check = now + HELLO_CHECK_NS;
+    return hello_ws ? hello_check : UINT64_MAX;
 }
 
 /* The connect of s, in progress a moment ago, may have completed already
@@ -1746,9 +1795,10 @@ static bool hello_at_once(struct resil_sock *s, uint64_t t0)
     return won;
 }
 
-/* Watch s's socket for the HELLO (its connect is in progress). Without
- * the watch (no engine, no descriptor) the data hooks still send it. */
-static void hello_watch(struct resil_sock *s)
+/* Watch s's socket for the HELLO (its connect is in progress; engine lock
+ * held). Without the watch (no engine, no descriptor) the data hooks
+ * still send it. */
+static void hello_watch_locked(struct resil_sock *s)
 {
     struct hello_w *h = calloc(1, sizeof(*h));
 
@@ -1757,21 +1807,32 @@ static void hello_watch(struct resil_sock *s)
     h->w.fn = hello_event;
     h->s = s;
     h->fd = -1;
-    resil_engine_lock();
     pthread_mutex_lock(&s->mu);
     if (s->hello_w == NULL && s->hello_here && !resil_sock_closed(s) &&
-        resil_engine_start() == RESIL_OK &&
+        resil_sock_state(s) != RS_RACING && resil_engine_start() == RESIL_OK &&
         resil_fds_dup(&h->fd, s->fd, RESIL_FD_SOCK) == RESIL_OK &&
         resil_engine_add(h->fd, EPOLLOUT, &h->w) == RESIL_OK) {
         resil_sock_ref(s);
-        s->hello_w = h;
+        if (hello_ws == NULL)
+            hello_check = resil_now_ns() + HELLO_CHECK_NS;
+        h->next = hello_ws;
+        if (hello_ws)
+            hello_ws->prev = h;
+        hello_ws = h;
+        __atomic_store_n(&s->hello_w, h, __ATOMIC_RELAXED);
         h = NULL;
     }
     pthread_mutex_unlock(&s->mu);
     if (h != NULL)
         resil_fds_close(&h->fd);
-    resil_engine_unlock();
     free(h);
+}
+
+static void hello_watch(struct resil_sock *s)
+{
+    resil_engine_lock();
+    hello_watch_locked(s);
+    resil_engine_unlock();
 }
 
 int resil_conn_hello_due(int fd, bool is_write, size_t n, int flags)
@@ -2131,7 +2192,7 @@ static resil_status_t connect_blocking(struct resil_sock *s,
                      * carries the HELLO before connect() returns */
                     e = timed_connect(s, sa, len, NULL, NULL, cs);
                     pthread_mutex_lock(&s->mu);
-                    if (e == 0 && !resil_sock_closed(s))
+                    if (e == 0 && s->hello_here && !resil_sock_closed(s))
                         hello(s, s->fd);
                     pthread_mutex_unlock(&s->mu);
                     if (e == 0)
@@ -2646,6 +2707,11 @@ void resil_conn_forget(struct resil_sock *s)
     set_inplace(s, false);
     set_hello(s, false);
     pthread_mutex_unlock(&s->mu);
+    if (__atomic_load_n(&s->hello_w, __ATOMIC_RELAXED) != NULL) {
+        /* the engine's duplicate would keep the connect going */
+        atomic_store(&hello_closed, true);
+        resil_engine_wake();
+    }
     if (trying) {
         /* its event is written (no cancellation point may act there) */
         NO_CANCEL(cs);
@@ -2984,6 +3050,9 @@ uint64_t resil_conn_tick(uint64_t now)
             list_remove(c);
     }
     w = pend_tick(now);
+    if (w < wake)
+        wake = w;
+    w = hello_tick(now);
     return w < wake ? w : wake;
 }
 
@@ -3028,6 +3097,14 @@ void resil_conn_atfork_child(void)
     }
     races = NULL;
     atomic_store(&resil_races_active, 0);
+    /* the watches' duplicates are the parent's: the child's copies go */
+    for (struct hello_w *h = hello_ws, *nx; h != NULL; h = nx) {
+        nx = h->next;
+        __atomic_store_n(&h->s->hello_w, NULL, __ATOMIC_RELAXED);
+        resil_fds_close(&h->fd);
+        /* h and its reference are leaked, as the list's above */
+    }
+    hello_ws = NULL;
 }
 
 void resil_conn_abort_all(int err)

@@ -198,16 +198,17 @@ resil_status_t resil_conn_path_error(struct resil_sock *s, int err,
 bool resil_conn_dead_unused(struct resil_sock *s, bool pollerr);
 
 /* A race is in flight (its attempts may wait for events only), or a
- * socket waits to be looked at: the engine must not leave. Engine lock
- * held. */
+ * socket waits to be looked at or for its HELLO: the engine must not
+ * leave. Engine lock held. */
 bool resil_conn_busy(void);
 
 /* Advance every race and look at the sockets due since their connect;
  * returns the next deadline. Engine thread, engine lock held. */
 uint64_t resil_conn_tick(uint64_t now_ns);
 
-/* True when no socket waits to be looked at (races are counted in
- * resil_races_active): the engine may stop. Engine lock held. */
+/* True when no socket waits to be looked at, nor for its HELLO (races are
+ * counted in resil_races_active): the engine may stop. Engine lock
+ * held. */
 bool resil_conn_idle(void);
 
 /* Fail every race in flight with err (the engine lost a descriptor it

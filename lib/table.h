@@ -135,7 +135,8 @@ struct resil_sock {
                              connected sends it before the program can
                              write (conn.c set_hello) */
     void *hello_w;        /* conn.c: the engine's watch for it (engine
-                             lock), or NULL */
+                             lock; read without it by close(), through
+                             __atomic), or NULL */
     bool bound;           /* bind() with port 0 seen: replay it */
     bool eof_seen;        /* the program saw EOF: never re-race */
     /* an error the kernel would report once (SO_ERROR, the next data call,

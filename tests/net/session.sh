@@ -53,11 +53,12 @@ P_FWD=7410 P_FWDBACK=7510 P_CLOSE=7411 P_PCLOSE=7511
 P_ACLOSE=7412 P_PACLOSE=7512 P_FION=7413 P_PFION=7513 P_BURST=7414
 P_ABORT=7415 P_PABORT=7515 P_INPLACE=7416 P_PINPLACE=7516 P_OOB=7417
 P_POOB=7517
-P_DUP=7418 P_PDUP=7518 P_DUPS=7419 P_PDUPS=7519
+P_DUP=7418 P_PDUP=7518 P_DUPS=7419 P_PDUPS=7519 P_SFIRST=7420
+P_PSFIRST=7520 P_SCLOSED=7421
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
 SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414,*:7415,*:7416,*:7417,*:7418"
-SESS+=",*:7419"
+SESS+=",*:7419,*:7420,*:7421"
 
 # RESIL_SAN=1 (make asan, BUILD build-asan): libresil built with ASan and
 # UBSan, their runtimes preloaded first; a report goes to WORK/san.PID and
@@ -1201,6 +1202,104 @@ print("connect %s, send while connecting %s, %s, echo %r"
             [ "$up_c" = 1 ] && [ "$up_s" = 1 ] && echo 0 || echo 1) \
             "python3 non-blocking connect, first SYN dropped, a send while it connects ($mode): what plain TCP gives (${outs[1]}; plain: ${outs[0]}), and the session is up (client $up_c, server $up_s)"
     done
+    # One address, its first SYN dropped, and a server that speaks first
+    # (SMTP, MySQL): the program only waits for input, so no data call of
+    # its own can carry the HELLO. The engine's watch of the connect must
+    # outlast the attempt delay (no race starts, one address): the HELLO
+    # leaves the moment the socket connects, inside the server's bounded
+    # wait for it. The build before dropped the watch at the attempt
+    # delay: the banner came first, and no session.
+    firstsrv="$PYLISTEN"'
+import threading
+def serve(c):
+    try:
+        c.sendall(b"220 ready\n")
+        while True:
+            b = c.recv(4096)
+            if not b: break
+            c.sendall(b)
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()'
+    nbwait='
+import select, socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setblocking(False)
+rc = s.connect_ex((sys.argv[1], int(sys.argv[2])))
+select.select([s], [], [], 10)
+banner = s.recv(100)
+s.setblocking(True)
+s.sendall(b"ping"); got = s.recv(100)
+print("connect %s, banner %r, echo %r"
+      % ("EINPROGRESS" if rc == 115 else rc, banner, got), flush=True)'
+    # shellcheck disable=SC2046
+    tb_bg_s env $(pre srv-sfirst) "$PY" -c "$firstsrv" :: $P_SFIRST \
+        >"$WORK/srv-sfirst.out" 2>&1
+    tb_bg_s "$PY" -c "$firstsrv" :: $P_PSFIRST >"$WORK/srv-psfirst.out" 2>&1
+    check $(wait_ports $P_SFIRST $P_PSFIRST; echo $?) \
+        "bed: banner servers answer (session port $P_SFIRST, plain $P_PSFIRST)"
+    : >"$WORK/srv-sfirst.log"
+    outs=()
+    for p in $P_PSFIRST $P_SFIRST; do
+        envs=()
+        # shellcheck disable=SC2207
+        [ $p = $P_SFIRST ] && envs=($(pre cl-sfirst))
+        break_path "$ADDR" blackhole
+        tb_c timeout 20 env "${envs[@]}" "$PY" -c "$nbwait" "$ADDR" $p \
+            >"$WORK/cl-sfirst-$p.out" 2>&1 &
+        sleep 0.4
+        heal
+        wait $!
+        outs+=("$(cat "$WORK/cl-sfirst-$p.out")")
+    done
+    up_c=$(grep -c "session established (client)" "$WORK/cl-sfirst.log")
+    up_s=$(grep -c "session established (server)" "$WORK/srv-sfirst.log")
+    check $([ "${outs[1]}" = "${outs[0]}" ] &&
+        [ "${outs[0]}" = "connect EINPROGRESS, banner b'220 ready\n', echo b'ping'" ] &&
+        [ "$up_c" = 1 ] && [ "$up_s" = 1 ] && echo 0 || echo 1) \
+        "python3 non-blocking connect to one address, first SYN dropped, the server speaks first and the program only waits for input: what plain TCP gives (${outs[1]}; plain: ${outs[0]}), and the session is up (client $up_c, server $up_s)"
+    # The watch holds a duplicate of the socket: a program that closes
+    # its socket while the connect still waits (a Happy Eyeballs loser, a
+    # timeout of its own) must stop that connect as a close does, not let
+    # the duplicate carry on to the server. The first SYN is dropped; the
+    # program closes at 600 ms, after the attempt delay and before the
+    # kernel's retransmission at 1 s; a server that counts its accepts
+    # (not preloaded) must see none, as with plain TCP.
+    countsrv="$PYLISTEN"'
+n = 0
+while True:
+    c, _ = s.accept(); n += 1; print("accepted %d" % n, flush=True); c.close()'
+    nbclose='
+import socket, sys, time
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setblocking(False)
+rc = s.connect_ex((sys.argv[1], int(sys.argv[2])))
+time.sleep(0.6); s.close(); time.sleep(2)
+print("connect %s, closed" % ("EINPROGRESS" if rc == 115 else rc), flush=True)'
+    tb_bg_s "$PY" -c "$countsrv" :: $P_SCLOSED >"$WORK/srv-sclosed.out" 2>&1
+    check $(wait_ports $P_SCLOSED; echo $?) \
+        "bed: counting server answers (session port $P_SCLOSED)"
+    outs=() acc=()
+    for how in plain pre; do
+        envs=()
+        # shellcheck disable=SC2207
+        [ $how = pre ] && envs=($(pre cl-sclosed))
+        a0=$(grep -c accepted "$WORK/srv-sclosed.out")
+        break_path "$ADDR" blackhole
+        tb_c timeout 20 env "${envs[@]}" "$PY" -c "$nbclose" "$ADDR" \
+            $P_SCLOSED >"$WORK/cl-sclosed-$how.out" 2>&1 &
+        sleep 0.4
+        heal
+        wait $!
+        outs+=("$(cat "$WORK/cl-sclosed-$how.out")")
+        acc+=($(($(grep -c accepted "$WORK/srv-sclosed.out") - a0)))
+    done
+    check $([ "${outs[1]}" = "${outs[0]}" ] &&
+        [ "${outs[0]}" = "connect EINPROGRESS, closed" ] &&
+        [ "${acc[0]}" = 0 ] && [ "${acc[1]}" = 0 ] && echo 0 || echo 1) \
+        "python3 non-blocking connect to one address, first SYN dropped, closed by the program at 600 ms: the server accepts nothing, as with plain TCP (${outs[1]}: ${acc[1]} accepted; plain: ${outs[0]}: ${acc[0]})"
     # The same blocking send, the first address dead for good and a
     # second one alive: the race puts its winner on the fd while the send
     # waits for the first attempt, which will never connect. The send goes
