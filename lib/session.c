@@ -468,6 +468,99 @@ static void established(struct resil_sess *x, int fd, size_t in, size_t out)
     }
 }
 
+/* ---- destinations found ordinary (session.h) ---- */
+
+static struct {
+    struct resil_ip ip;
+    uint16_t port;
+    uint64_t until; /* 0: a free slot */
+} ordinary[RESIL_SESS_ORDINARY_MAX];
+static pthread_mutex_t ordinary_mu = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int ordinary_n; /* ever noted: a lookup before any is free */
+
+void resil_sess_ordinary_note(const struct resil_ip *ip, uint16_t port,
+                              uint64_t now)
+{
+    int k = 0;
+
+    pthread_mutex_lock(&ordinary_mu);
+    for (int i = 0; i < RESIL_SESS_ORDINARY_MAX; i++) {
+        if (ordinary[i].until != 0 && ordinary[i].port == port &&
+            resil_ip_equal(&ordinary[i].ip, ip)) {
+            k = i;
+            break;
+        }
+        if (ordinary[i].until < ordinary[k].until)
+            k = i;
+    }
+    ordinary[k].ip = *ip;
+    ordinary[k].port = port;
+    ordinary[k].until = now + (uint64_t)RESIL_SESS_ORDINARY_MS * RESIL_MS;
+    pthread_mutex_unlock(&ordinary_mu);
+    atomic_fetch_add(&ordinary_n, 1);
+}
+
+bool resil_sess_ordinary(const struct resil_ip *ip, uint16_t port,
+                         uint64_t now)
+{
+    bool found = false;
+
+    if (atomic_load_explicit(&ordinary_n, memory_order_relaxed) == 0)
+        return false;
+    pthread_mutex_lock(&ordinary_mu);
+    for (int i = 0; i < RESIL_SESS_ORDINARY_MAX && !found; i++)
+        found = ordinary[i].until > now && ordinary[i].port == port &&
+                resil_ip_equal(&ordinary[i].ip, ip);
+    pthread_mutex_unlock(&ordinary_mu);
+    return found;
+}
+
+static bool fin_state(int st, bool out);
+
+/* Whether the program wrote bytes after the HELLO: its request was on the
+ * stream before the server's answer. Then the answer proves the server
+ * read the HELLO as data (in order, before the request). A server that
+ * speaks first may have written before the HELLO came: a libresil server
+ * does so when the HELLO is late (doc/session.md), and is no ordinary
+ * server for that. */
+static bool spoke_first(const struct resil_sess *x, int fd)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    int q = 0;
+    uint64_t k;
+
+    memset(&ti, 0, sizeof(ti));
+    if (real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0 ||
+        real.ioctl(fd, SIOCOUTQ, &q) < 0)
+        return false;
+    /* every byte written: acknowledged (less our SYN) plus queued, less
+     * our FIN (resil_sess_out_check) */
+    k = ti.tcpi_bytes_acked - 1 + (uint64_t)q;
+    if (fin_state(ti.tcpi_state, true))
+        k--;
+    return k > x->kbase_out;
+}
+
+/* The destination of x's socket, and the address its connection went to
+ * if that is another (a race's winner): ordinary (above). */
+static void note_ordinary(const struct resil_sess *x, int fd)
+{
+    const struct resil_sock *s = x->sock;
+    char a[RESIL_ADDRSTRLEN];
+    uint64_t now = resil_now_ns();
+
+    if (s == NULL)
+        return;
+    resil_sess_ordinary_note(&s->peer_ip, s->peer_port, now);
+    if (!resil_ip_equal(&s->cur_ip, &s->peer_ip) && s->cur_ip.family != 0)
+        resil_sess_ordinary_note(&s->cur_ip, s->peer_port, now);
+    rinfo("fd %d: no libresil server at %s (its program read the HELLO as "
+          "data): no HELLO to it for %d s",
+          fd, resil_ip_format(&s->peer_ip, s->peer_port, a, sizeof(a)),
+          RESIL_SESS_ORDINARY_MS / 1000);
+}
+
 /* ---- client ---- */
 
 resil_status_t resil_sess_client_hello(struct resil_sess *x, int fd)
@@ -515,6 +608,8 @@ resil_status_t resil_sess_client_welcome(struct resil_sess *x, int fd)
          * program's */
         rinfo("fd %d: the server answered without a WELCOME; plain TCP",
               fd);
+        if (n > 0 && spoke_first(x, fd))
+            note_ordinary(x, fd);
         goto plain;
     }
     st = resil_wire_decode(buf, (size_t)n, &m, &why);
@@ -530,6 +625,9 @@ resil_status_t resil_sess_client_welcome(struct resil_sess *x, int fd)
     if (st != RESIL_OK || m.type != RESIL_MSG_WELCOME) {
         rwarn("fd %d: bad session answer from the server: %s", fd,
               st != RESIL_OK ? why.why : "not a WELCOME");
+        /* our own HELLO back: an echo, no libresil server */
+        if (st == RESIL_OK && m.type == RESIL_MSG_HELLO)
+            note_ordinary(x, fd);
         return RESIL_EPROTO;
     }
     if ((m.u.hello.flags & RESIL_HELLO_F_PSK) != (have_psk ? 1u : 0u)) {
@@ -845,6 +943,7 @@ bool resil_sess_wanted(const struct resil_ip *ip, uint16_t port,
     return cfg->n_session > 0 &&
            resil_config_session_match(cfg, ip, name && name[0] ? name : NULL,
                                       port) &&
+           !resil_sess_ordinary(ip, port, resil_now_ns()) &&
            resil_session_setup() == RESIL_OK;
 }
 

@@ -211,8 +211,25 @@ struct resil_sess *resil_sess_find(const uint8_t *id, int role);
  * it any more. Idempotent; resil_sess_free does it too. */
 void resil_sess_unindex(struct resil_sess *x);
 
+/* A destination that answered a HELLO with bytes of its own program (no
+ * session message): no libresil server there, and its program read the
+ * HELLO as data. No HELLO goes to ip:port for RESIL_SESS_ORDINARY_MS
+ * after resil_sess_ordinary_note (now: resil_now_ns()), so that a
+ * RESIL_SESSION pattern wider than the servers that run libresil costs
+ * each such server one connection per process in that time, not every
+ * one. resil_sess_ordinary: true while ip:port is remembered so. At most
+ * RESIL_SESS_ORDINARY_MAX are remembered (the one expiring first makes
+ * room). */
+#define RESIL_SESS_ORDINARY_MS (300 * 1000)
+#define RESIL_SESS_ORDINARY_MAX 64
+void resil_sess_ordinary_note(const struct resil_ip *ip, uint16_t port,
+                              uint64_t now);
+bool resil_sess_ordinary(const struct resil_ip *ip, uint16_t port,
+                         uint64_t now);
+
 /* Whether a connect to ip:port (name: the name ip came from, or NULL)
- * speaks the session protocol (RESIL_SESSION; sessions set up). */
+ * speaks the session protocol (RESIL_SESSION, and not found ordinary
+ * above; sessions set up). */
 bool resil_sess_wanted(const struct resil_ip *ip, uint16_t port,
                        const char *name);
 /* Whether listening socket fd offers sessions (its local address and

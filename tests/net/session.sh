@@ -54,7 +54,7 @@ P_ACLOSE=7412 P_PACLOSE=7512 P_FION=7413 P_PFION=7513 P_BURST=7414
 P_ABORT=7415 P_PABORT=7515 P_INPLACE=7416 P_PINPLACE=7516 P_OOB=7417
 P_POOB=7517
 P_DUP=7418 P_PDUP=7518 P_DUPS=7419 P_PDUPS=7519 P_SFIRST=7420
-P_PSFIRST=7520 P_SCLOSED=7421
+P_PSFIRST=7520 P_SCLOSED=7421 P_PPING=7522
 P_PSTREAM=7500 P_PREDIS=7501 P_PSOCAT=7502 P_PBANNER=7506 P_PHTTP=7508
 SESS="*:7400,*:7401,*:7402,*:7403,*:7404,*:7405,*:7406,*:7407,*:7408,*:7409"
 SESS+=",*:7410,*:7411,*:7412,*:7413,*:7414,*:7415,*:7416,*:7417,*:7418"
@@ -846,6 +846,46 @@ if want ordinary; then
         [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P3" median_ms)")" -le 50000 ] &&
         [ "$s3" -ge 25 ] && echo 0 || echo 1) \
         "server speaks first, session client: $s3 sessions of 25, the banner byte for byte ($(field "$P3" bytes)), first byte after $(field "$P3" median_ms) ms (median)"
+    # RESIL_SESSION wider than the servers that run libresil: a plain
+    # server named a session destination. Its first connection reads the
+    # HELLO as part of the request (README: it cannot be helped without a
+    # round trip); the answer to the request that followed it shows it is
+    # no libresil server, and the same process sends no HELLO there again:
+    # its next connections get what plain TCP gets. The build before sent
+    # a HELLO on every one. The server answers once it has the whole
+    # request line (a server that answers the HELLO alone, before the
+    # request went out, may be remembered or not: README).
+    pingsrv="$PYLISTEN"'
+while True:
+    c, _ = s.accept(); got = b""
+    while not got.endswith(b"PING\r\n"):
+        b = c.recv(4096)
+        if not b: break
+        got += b
+    c.sendall(b"+PONG\r\n" if got == b"PING\r\n" else b"-ERR %d bytes\r\n" % len(got))
+    c.close()'
+    pings='
+import socket, sys
+for i in range(4):
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), 10)
+    c.sendall(b"PING\r\n"); got = b""
+    while True:
+        b = c.recv(100)
+        if not b: break
+        got += b
+    print("%d %r" % (i, got), flush=True); c.close()'
+    tb_bg_s "$PY" -c "$pingsrv" :: $P_PPING >"$WORK/srv-pping.out" 2>&1
+    check $(wait_ports $P_PPING; echo $?) "bed: plain PING server answers (port $P_PPING)"
+    a=$(tb_c "$PY" -c "$pings" "$ADDR" $P_PPING 2>&1)
+    # shellcheck disable=SC2046
+    b=$(tb_c env $(pre o-wide) RESIL_SESSION="$SESS,*:$P_PPING" "$PY" -c \
+        "$pings" "$ADDR" $P_PPING 2>&1)
+    n=$(grep -c "no libresil server at" "$WORK/o-wide.log")
+    h=$(grep -c "the server answered without a WELCOME" "$WORK/o-wide.log")
+    check $([ "$(sed 1d <<<"$a")" = "$(sed 1d <<<"$b")" ] &&
+        [ "$(sed -n 2p <<<"$a")" = "1 b'+PONG\\r\\n'" ] &&
+        [ "$n" = 1 ] && [ "$h" = 1 ] && echo 0 || echo 1) \
+        "a plain server named a session destination: after the first connection ($(sed -n 1p <<<"$b")), the same process's next three get what plain TCP gets ($(sed 1d <<<"$b" | tr '\n' ' '); plain: $(sed 1d <<<"$a" | tr '\n' ' ')); HELLOs answered by the server's own bytes: $h, remembered: $n"
 fi
 
 # ------------------------------------------------------------ closing

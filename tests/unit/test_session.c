@@ -18,6 +18,7 @@
 #include "config.h"
 #include "engine.h"
 #include "session.h"
+#include "table.h"
 
 TestSuite(session, .init = unit_setup);
 
@@ -369,4 +370,88 @@ Test(session, local_addrs_announced)
     }
     close(fl);
     close(fo);
+}
+
+/* Destinations found ordinary: remembered per address and port for
+ * RESIL_SESS_ORDINARY_MS, the one expiring first giving room. */
+Test(session, ordinary_destinations_remembered)
+{
+    struct resil_ip a, b;
+    const uint64_t ttl = (uint64_t)RESIL_SESS_ORDINARY_MS * RESIL_MS;
+    uint64_t t0 = 1000 * RESIL_MS;
+
+    cr_assert(resil_ip_parse("10.1.2.3", &a) && resil_ip_parse("fd00::3", &b));
+    cr_expect_not(resil_sess_ordinary(&a, 80, t0), "none noted yet");
+    resil_sess_ordinary_note(&a, 80, t0);
+    cr_expect(resil_sess_ordinary(&a, 80, t0 + 1));
+    cr_expect(resil_sess_ordinary(&a, 80, t0 + ttl - 1));
+    cr_expect_not(resil_sess_ordinary(&a, 80, t0 + ttl), "expired");
+    cr_expect_not(resil_sess_ordinary(&a, 81, t0 + 1), "another port");
+    cr_expect_not(resil_sess_ordinary(&b, 80, t0 + 1), "another address");
+    /* noted again: its time starts again, in the same slot */
+    resil_sess_ordinary_note(&a, 80, t0 + ttl);
+    cr_expect(resil_sess_ordinary(&a, 80, t0 + ttl + 1));
+    /* full: the next one takes the slot expiring first (a's, the oldest) */
+    for (int i = 0; i < RESIL_SESS_ORDINARY_MAX - 1; i++)
+        resil_sess_ordinary_note(&b, (uint16_t)(1000 + i), t0 + ttl + 1 + i);
+    cr_expect(resil_sess_ordinary(&a, 80, t0 + ttl + 100), "still room");
+    resil_sess_ordinary_note(&b, 9, t0 + ttl + 100);
+    cr_expect_not(resil_sess_ordinary(&a, 80, t0 + ttl + 101),
+                  "the oldest made room");
+    cr_expect(resil_sess_ordinary(&b, 9, t0 + ttl + 101));
+    cr_expect(resil_sess_ordinary(&b, 1000, t0 + ttl + 101));
+    cr_expect(resil_sess_ordinary(&b, (uint16_t)(1000 + RESIL_SESS_ORDINARY_MAX - 2),
+                                  t0 + ttl + 101));
+}
+
+/* A client whose HELLO met an ordinary server (its request, after the
+ * HELLO, answered with bytes of the server program's own) remembers the
+ * destination. One that met a close does not (EOF: a libresil server's
+ * program may close at once), nor one that wrote nothing before the
+ * server's bytes (a libresil server that speaks first writes before a
+ * late HELLO, doc/session.md). */
+Test(session, ordinary_server_noted_eof_and_banner_not)
+{
+    enum { ANSWER, EOF_, BANNER };
+    for (int k = ANSWER; k <= BANNER; k++) {
+        struct resil_sess *cx = resil_sess_new(RESIL_ROLE_CLIENT);
+        struct resil_sock *sk;
+        struct resil_ip ip;
+        char buf[64];
+        int c, s;
+
+        pair(&c, &s);
+        sk = resil_sock_new(c, AF_INET, SOCK_STREAM);
+        cr_assert_not_null(sk);
+        cr_assert(resil_ip_parse("127.0.0.1", &ip));
+        sk->peer_ip = sk->cur_ip = ip;
+        sk->peer_port = (uint16_t)(6379 + 10 * k); /* one table */
+        cx->sock = sk;
+        cr_assert_eq(resil_sess_client_hello(cx, c), RESIL_OK);
+        if (k != BANNER)
+            cr_assert_eq(write(c, "PING\r\n", 6), 6);
+        if (k == EOF_) {
+            shutdown(s, SHUT_WR);
+        } else {
+            if (k == ANSWER)
+                cr_assert_gt(read(s, buf, sizeof(buf)), 0, "HELLO as data");
+            cr_assert_eq(write(s, "-ERR unknown command\r\n", 22), 22);
+        }
+        wait_in(c);
+        cr_expect_eq(resil_sess_client_welcome(cx, c), RESIL_EUNSUPP);
+        cr_expect_eq(resil_sess_ordinary(&ip, sk->peer_port, resil_now_ns()),
+                     k == ANSWER, "case %d: %s", k,
+                     k == ANSWER ? "an ordinary server not remembered"
+                                 : "taken for an ordinary server");
+        cr_expect_not(resil_sess_ordinary(&ip, 6380, resil_now_ns()),
+                      "another port");
+        if (k != EOF_)
+            cr_expect_eq(read(c, buf, sizeof(buf)), 22,
+                         "the server's bytes are the program's");
+        cx->sock = NULL;
+        resil_sess_free(cx);
+        resil_sock_unref(sk);
+        close(c);
+        close(s);
+    }
 }
