@@ -91,11 +91,17 @@ s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(256)'
 
-# An echo server, a thread per connection, on ADDR PORT (argv 1 and 2).
+# An echo server, a thread per connection, on ADDR PORT (argv 1 and 2);
+# with a third argument, a server that speaks first: that line, 200 ms
+# after the accept, before the echo.
 ECHOSRV="$PYLISTEN"'
-import threading
+import threading, time
+BANNER = sys.argv[3].encode() + b"\n" if len(sys.argv) > 3 else b""
 def echo(c):
     try:
+        if BANNER:
+            time.sleep(0.2)
+            c.sendall(BANNER)
         while True:
             b = c.recv(4096)
             if not b: break
@@ -1270,21 +1276,6 @@ print("connect %s, send while connecting %s, %s, echo %r"
     # banner 200 ms after the accept: its wait for a HELLO is about 1 ms on
     # the bed, which a loaded machine's engine thread can miss (the
     # ordinary section measures that wait; here the watch is checked).
-    firstsrv="$PYLISTEN"'
-import threading, time
-def serve(c):
-    try:
-        time.sleep(0.2)
-        c.sendall(b"220 ready\n")
-        while True:
-            b = c.recv(4096)
-            if not b: break
-            c.sendall(b)
-    except OSError:
-        pass
-    c.close()
-while True:
-    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()'
     nbwait='
 import os, select, socket, sys
 s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
@@ -1298,9 +1289,10 @@ s.sendall(b"ping"); got = s.recv(100)
 print("connect %s, banner %r, echo %r"
       % ("EINPROGRESS" if rc == 115 else rc, banner, got), flush=True)'
     # shellcheck disable=SC2046
-    tb_bg_s env $(pre srv-sfirst) "$PY" -c "$firstsrv" :: $P_SFIRST \
-        >"$WORK/srv-sfirst.out" 2>&1
-    tb_bg_s "$PY" -c "$firstsrv" :: $P_PSFIRST >"$WORK/srv-psfirst.out" 2>&1
+    tb_bg_s env $(pre srv-sfirst) "$PY" -c "$ECHOSRV" :: $P_SFIRST \
+        "220 ready" >"$WORK/srv-sfirst.out" 2>&1
+    tb_bg_s "$PY" -c "$ECHOSRV" :: $P_PSFIRST "220 ready" \
+        >"$WORK/srv-psfirst.out" 2>&1
     check $(wait_ports $P_SFIRST $P_PSFIRST; echo $?) \
         "bed: banner servers answer (session port $P_SFIRST, plain $P_PSFIRST)"
     : >"$WORK/srv-sfirst.log"
