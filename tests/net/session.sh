@@ -1172,6 +1172,19 @@ if want inplace; then
         rm -f "$MARK"
     }
     rm -f "$MARK"
+    # dropped OUT [ENV...] -- CODE ARG...: python3 CODE in the client ns,
+    # its first SYN to ADDR dropped; OUT gets what it prints
+    dropped() {
+        local out=$1 envs=()
+        shift
+        while [ "$1" != -- ]; do envs+=("$1"); shift; done
+        shift
+        break_path "$ADDR" blackhole
+        tb_c timeout 20 env "${envs[@]}" MARK="$MARK" "$PY" -c "$@" \
+            >"$out" 2>&1 &
+        heal_after_mark
+        wait $!
+    }
     slowcli='
 import os, socket, sys, time
 os.environ.get("MARK") and open(os.environ["MARK"], "w").close()
@@ -1189,13 +1202,10 @@ print("connected after %.0f ms, echo %r" % (ms, got), flush=True)'
     for alt in "" "$ADDR,$ADDR2"; do
         tag=cl-inplace${alt:+-alt}
         : >"$WORK/srv-inplace.log"
-        break_path "$ADDR" blackhole
         [ -z "$alt" ] || break_path "$ADDR2" blackhole
         # shellcheck disable=SC2046
-        tb_c timeout 20 env $(pre $tag) RESIL_ALTERNATES="$alt" MARK="$MARK" \
-            "$PY" -c "$slowcli" "$ADDR" $P_INPLACE >"$WORK/$tag.out" 2>&1 &
-        heal_after_mark
-        wait $!
+        dropped "$WORK/$tag.out" $(pre $tag) RESIL_ALTERNATES="$alt" -- \
+            "$slowcli" "$ADDR" $P_INPLACE
         out=$(cat "$WORK/$tag.out")
         up_c=$(grep -c "session established (client)" "$WORK/$tag.log")
         up_s=$(grep -c "session established (server)" "$WORK/srv-inplace.log")
@@ -1252,11 +1262,8 @@ print("connect %s, send while connecting %s, %s, echo %r"
             envs=()
             # shellcheck disable=SC2207
             [ $p = $P_INPLACE ] && envs=($(pre cl-inplace-$mode))
-            break_path "$ADDR" blackhole
-            tb_c timeout 20 env "${envs[@]}" MARK="$MARK" "$PY" -c "$nbcli" \
-                "$ADDR" $p $mode >"$WORK/cl-inplace-$mode-$p.out" 2>&1 &
-            heal_after_mark
-            wait $!
+            dropped "$WORK/cl-inplace-$mode-$p.out" "${envs[@]}" -- \
+                "$nbcli" "$ADDR" $p $mode
             outs+=("$(cat "$WORK/cl-inplace-$mode-$p.out")")
         done
         up_c=$(grep -c "session established (client)" "$WORK/cl-inplace-$mode.log")
@@ -1301,11 +1308,7 @@ print("connect %s, banner %r, echo %r"
         envs=()
         # shellcheck disable=SC2207
         [ $p = $P_SFIRST ] && envs=($(pre cl-sfirst))
-        break_path "$ADDR" blackhole
-        tb_c timeout 20 env "${envs[@]}" MARK="$MARK" "$PY" -c "$nbwait" \
-            "$ADDR" $p >"$WORK/cl-sfirst-$p.out" 2>&1 &
-        heal_after_mark
-        wait $!
+        dropped "$WORK/cl-sfirst-$p.out" "${envs[@]}" -- "$nbwait" "$ADDR" $p
         outs+=("$(cat "$WORK/cl-sfirst-$p.out")")
     done
     up_c=$(grep -c "session established (client)" "$WORK/cl-sfirst.log")
@@ -1342,11 +1345,8 @@ print("connect %s, closed" % ("EINPROGRESS" if rc == 115 else rc), flush=True)'
         # shellcheck disable=SC2207
         [ $how = pre ] && envs=($(pre cl-sclosed))
         a0=$(grep -c accepted "$WORK/srv-sclosed.out")
-        break_path "$ADDR" blackhole
-        tb_c timeout 20 env "${envs[@]}" MARK="$MARK" "$PY" -c "$nbclose" \
-            "$ADDR" $P_SCLOSED >"$WORK/cl-sclosed-$how.out" 2>&1 &
-        heal_after_mark
-        wait $!
+        dropped "$WORK/cl-sclosed-$how.out" "${envs[@]}" -- "$nbclose" \
+            "$ADDR" $P_SCLOSED
         outs+=("$(cat "$WORK/cl-sclosed-$how.out")")
         acc+=($(($(grep -c accepted "$WORK/srv-sclosed.out") - a0)))
     done
