@@ -688,6 +688,8 @@ resil_status_t resil_sess_server_hello(struct resil_sess *x, int fd,
 
     if (n < 0 && errno == EAGAIN && wait_ms > 0) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
+        rdebug("fd %d: nothing from the client yet; a HELLO is waited for "
+               "up to %d ms", fd, wait_ms);
         if (real.poll(&p, 1, wait_ms) == 1)
             n = peek(fd, buf, sizeof(buf));
     }

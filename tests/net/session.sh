@@ -738,9 +738,11 @@ fi
 # destination RESIL_SESSION does not match. Client speaks first (redis
 # PING, HTTP GET to python3 -m http.server): the answer byte for byte as
 # from the same server without libresil, in as many data segments, and no
-# added wait (the bed has no delay: a round trip is tens of us, so the
-# bound, 0.8 ms on the least of the samples, catches a wait for a HELLO,
-# at least 1 ms every time, and not the load of a busy machine; the
+# added wait: the server's libresil logs every wait for a HELLO, and there
+# must be none (a wall-clock bound tight enough to see a 1 ms wait failed
+# on a loaded machine, 5 runs of 42: a woken thread there waits a
+# scheduler tick, 4 ms; the first-byte medians are checked against a
+# generous 20 ms only, which a 50 ms wait would still exceed; the
 # segment count catches extra exchanges).
 # Server speaks first (a banner from socat): a session server waits for a
 # HELLO at most clamp(2 x RTT + 1 ms, 1 ms, 50 ms) (doc/session.md), then
@@ -750,12 +752,12 @@ if want ordinary; then
     echo "--- ordinary clients on session ports, non-matching session clients"
     mkdir -p "$WORK/www" && echo "libresil" >"$WORK/www/index.txt"
     # shellcheck disable=SC2046
-    tb_bg_s env $(pre srv-http info) "$PY" -m http.server $P_HTTP \
+    tb_bg_s env $(pre srv-http) "$PY" -m http.server $P_HTTP \
         --directory "$WORK/www" >"$WORK/srv-http.out" 2>&1
     tb_bg_s "$PY" -m http.server $P_PHTTP --directory "$WORK/www" \
         >"$WORK/srv-phttp.out" 2>&1
     # shellcheck disable=SC2046
-    tb_bg_s env $(pre srv-banner info) socat TCP-LISTEN:$P_BANNER,fork,reuseaddr \
+    tb_bg_s env $(pre srv-banner) socat TCP-LISTEN:$P_BANNER,fork,reuseaddr \
         'SYSTEM:echo 220 libresil banner' >"$WORK/srv-banner.out" 2>&1
     tb_bg_s socat TCP-LISTEN:$P_PBANNER,fork,reuseaddr \
         'SYSTEM:echo 220 libresil banner' >"$WORK/srv-pbanner.out" 2>&1
@@ -807,13 +809,11 @@ if want ordinary; then
     nb=$BODY nt=$TTFB nm=$TMIN
     check $([ "$pb" = "$ob" ] && [ "$pb" = "$nb" ] && echo 0 || echo 1) \
         "curl to python3 -m http.server on a session port: the body byte for byte as from the plain server, for an ordinary client and a non-matching preloaded one ($ob, $nb; plain $pb)"
-    # against plain's third least: its very least was once 0.009 ms (the
-    # others about 1 ms), which no run of 15 can come within 0.8 ms of
     ok=0
-    for t in "$om" "$nm"; do
-        [ "$(diff_us "$pl" "$t")" -lt 800 ] || ok=1
+    for t in "$ot" "$nt"; do
+        [ "$(diff_us "$pt" "$t")" -lt 20000 ] || ok=1
     done
-    check $ok "curl: request to first byte, 15 each: ordinary client $om ms least, $ot median; non-matching preloaded client $nm, $nt; plain $pm least, $pl third, $pt median: no added wait (least under plain's third least +0.8 ms)"
+    check $ok "curl: request to first byte, 15 each: ordinary client $om ms least, $ot median; non-matching preloaded client $nm, $nt; plain $pm least, $pt median: no added wait (medians within plain's +20 ms)"
     # the probe: fresh connections, first-byte times, data segments
     for kind in redis:$P_REDIS:$P_PREDIS http:$P_HTTP:$P_PHTTP; do
         IFS=: read -r k sp pp <<<"$kind"
@@ -829,15 +829,23 @@ if want ordinary; then
             [ "$(field "$P1" bytes)" = "$(field "$P3" bytes)" ] &&
             [ "$(field "$P1" segs_in_out)" = "$(field "$P2" segs_in_out)" ] &&
             [ "$(field "$P1" segs_in_out)" = "$(field "$P3" segs_in_out)" ] &&
-            [ "$(diff_us "$(field "$P1" min_ms)" "$(field "$P2" min_ms)")" -lt 800 ] &&
-            [ "$(diff_us "$(field "$P1" min_ms)" "$(field "$P3" min_ms)")" -lt 800 ] && ok=0
-        check $ok "$k, 25 fresh connections each: ordinary client on the session port, non-matching preloaded client, plain server: same answer bytes ($(field "$P2" bytes) $(field "$P3" bytes) / $(field "$P1" bytes)), same data segments in/out ($(field "$P2" segs_in_out) $(field "$P3" segs_in_out) / $(field "$P1" segs_in_out)), first byte after $(field "$P2" min_ms) and $(field "$P3" min_ms) ms least (median $(field "$P2" median_ms), $(field "$P3" median_ms)) against $(field "$P1" min_ms) ($(field "$P1" median_ms)) (bound on the least +0.8 ms, under the 1 ms a wait for a HELLO would take)"
+            [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P2" median_ms)")" -lt 20000 ] &&
+            [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P3" median_ms)")" -lt 20000 ] && ok=0
+        check $ok "$k, 25 fresh connections each: ordinary client on the session port, non-matching preloaded client, plain server: same answer bytes ($(field "$P2" bytes) $(field "$P3" bytes) / $(field "$P1" bytes)), same data segments in/out ($(field "$P2" segs_in_out) $(field "$P3" segs_in_out) / $(field "$P1" segs_in_out)), first byte after $(field "$P2" median_ms) and $(field "$P3" median_ms) ms (median; least $(field "$P2" min_ms), $(field "$P3" min_ms)) against $(field "$P1" median_ms) ($(field "$P1" min_ms)) (medians within +20 ms)"
     done
+    # the behaviour the timing stood for: no server hook waited for a
+    # HELLO from these clients, which all spoke first
+    w=$(cat "$WORK/srv-http.log" "$WORK/srv-redis.log" | grep -c "a HELLO is waited for")
+    check $([ "$w" = 0 ] && echo 0 || echo 1) \
+        "redis-server and http.server on session ports: no wait for a HELLO from a client that speaks first ($w waits logged)"
     # server speaks first
     probe o-banner-plain $P_PBANNER banner
     P1=$PR
+    # the same log line where it belongs: each of these 25 waited
+    nw=$(grep -c "a HELLO is waited for" "$WORK/srv-banner.log")
     probe o-banner $P_BANNER banner
     P2=$PR
+    nw=$(($(grep -c "a HELLO is waited for" "$WORK/srv-banner.log") - nw))
     # shellcheck disable=SC2046
     probe o-banner-sess $P_BANNER banner $(pre o-banner-sess)
     P3=$PR
@@ -845,13 +853,19 @@ if want ordinary; then
     info "server speaks first (socat banner): an ordinary client waits $w us more than on the plain server (median $(field "$P2" median_ms) against $(field "$P1" median_ms) ms, 90th percentile $(field "$P2" p90_ms) against $(field "$P1" p90_ms) ms); the bed's RTT makes the documented wait 1 ms"
     check $([ -n "$P1" ] && [ "$(field "$P1" bytes)" = "$(field "$P2" bytes)" ] &&
         [ "$(field "$P1" segs_in_out)" = "$(field "$P2" segs_in_out)" ] &&
-        [ "$w" -le 50000 ] && echo 0 || echo 1) \
-        "server speaks first, ordinary client: the banner byte for byte ($(field "$P2" bytes) / $(field "$P1" bytes)), in as many segments, after the bounded wait ($w us, at most 50 ms)"
+        [ "$w" -le 50000 ] && [ "$nw" = 25 ] && echo 0 || echo 1) \
+        "server speaks first, ordinary client: the banner byte for byte ($(field "$P2" bytes) / $(field "$P1" bytes)), in as many segments, after the bounded wait ($w us, at most 50 ms; $nw of 25 waits logged)"
+    # A HELLO later than the server's wait (1 ms here) leaves that
+    # connection plain TCP, the documented fallback: a loaded machine's
+    # client can be woken from its connect that late (1 run of 20 with
+    # two CPU burners lost one of the 25). Each connection must be one or
+    # the other, most of them sessions.
     s3=$(grep -c '"event":"session"' "$WORK/o-banner-sess.ev" 2>/dev/null)
+    f3=$(grep -c "the server answered without a WELCOME; plain TCP" "$WORK/o-banner-sess.log")
     check $([ -n "$P3" ] && [ "$(field "$P1" bytes)" = "$(field "$P3" bytes)" ] &&
         [ "$(diff_us "$(field "$P1" median_ms)" "$(field "$P3" median_ms)")" -le 50000 ] &&
-        [ "$s3" -ge 25 ] && echo 0 || echo 1) \
-        "server speaks first, session client: $s3 sessions of 25, the banner byte for byte ($(field "$P3" bytes)), first byte after $(field "$P3" median_ms) ms (median)"
+        [ "$s3" -ge 20 ] && [ $((s3 + f3)) = 25 ] && echo 0 || echo 1) \
+        "server speaks first, session client: $s3 sessions of 25 (plain after a late HELLO: $f3), the banner byte for byte ($(field "$P3" bytes)), first byte after $(field "$P3" median_ms) ms (median)"
     # RESIL_SESSION wider than the servers that run libresil: a plain
     # server named a session destination. Its first connection reads the
     # HELLO as part of the request (README: it cannot be helped without a
