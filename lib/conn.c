@@ -3134,6 +3134,9 @@ void resil_conn_abort_all(int err)
             (void)!real.write(c->donefd, &one, sizeof(one));
     }
     pend_flush();
+    /* no engine to see them: the data hooks send those HELLOs */
+    while (hello_ws != NULL)
+        hello_unwatch(hello_ws->s);
 }
 
 void resil_conn_hold_error(struct resil_sock *s, int err)
