@@ -561,6 +561,24 @@ static void note_ordinary(const struct resil_sess *x, int fd)
           RESIL_SESS_ORDINARY_MS / 1000);
 }
 
+/* The "no_session" event: a connection to a session destination goes on
+ * as plain TCP (why: a sentence; remembered: the destination is now taken
+ * for one that runs no libresil). */
+static void no_session(const struct resil_sess *x, int fd, const char *why,
+                       bool remembered)
+{
+    char a[RESIL_ADDRSTRLEN] = "?", w[160];
+
+    if (!resil_events_enabled())
+        return;
+    if (x->sock)
+        resil_ip_format(&x->sock->peer_ip, x->sock->peer_port, a, sizeof(a));
+    resil_event("no_session", fd,
+                "\"dst\":\"%s\",\"why\":\"%s\",\"remembered\":%s", a,
+                resil_json_str(why, w, sizeof(w)),
+                remembered ? "true" : "false");
+}
+
 /* ---- client ---- */
 
 resil_status_t resil_sess_client_hello(struct resil_sess *x, int fd)
@@ -606,20 +624,29 @@ resil_status_t resil_sess_client_welcome(struct resil_sess *x, int fd)
     if (resil_wire_sniff(buf, (size_t)n) == RESIL_SNIFF_NO || n == 0) {
         /* not a session server (or it closed at once): the bytes are the
          * program's */
+        bool ord = n > 0 && spoke_first(x, fd);
         rinfo("fd %d: the server answered without a WELCOME; plain TCP",
               fd);
-        if (n > 0 && spoke_first(x, fd))
+        if (ord)
             note_ordinary(x, fd);
+        no_session(x, fd,
+                   n == 0 ? "the server closed without a WELCOME"
+                          : "the server answered without a WELCOME",
+                   ord);
         goto plain;
     }
     st = resil_wire_decode(buf, (size_t)n, &m, &why);
     if (st == RESIL_EAGAIN)
         return RESIL_EAGAIN;
     if (st == RESIL_OK && m.type == RESIL_MSG_REFUSE) {
+        char why_s[96];
         rinfo("fd %d: the server refused the session (%s); plain TCP", fd,
               resil_refuse_str(m.u.refuse.reason));
         if (consume(fd, m.len) != RESIL_OK)
             return RESIL_ESYS;
+        snprintf(why_s, sizeof(why_s), "the server refused the session (%s)",
+                 resil_refuse_str(m.u.refuse.reason));
+        no_session(x, fd, why_s, false);
         goto plain;
     }
     if (st != RESIL_OK || m.type != RESIL_MSG_WELCOME) {
