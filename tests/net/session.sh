@@ -1188,6 +1188,15 @@ if want inplace; then
         rm -f "$MARK"
     }
     rm -f "$MARK"
+    # The head of the non-blocking clients below: s, a non-blocking socket
+    # whose connect to ADDR PORT (argv 1 and 2) is under way, rc what
+    # connect_ex returned; MARK made just before it.
+    NBCONNECT='
+import os, select, socket, sys, time
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setblocking(False)
+os.environ.get("MARK") and open(os.environ["MARK"], "w").close()
+rc = s.connect_ex((sys.argv[1], int(sys.argv[2])))'
     # dropped OUT [ENV...] -- CODE ARG...: python3 CODE in the client ns,
     # its first SYN to ADDR dropped; OUT gets what it prints
     dropped() {
@@ -1246,12 +1255,7 @@ print("connected after %.0f ms, echo %r" % (ms, got), flush=True)'
     # "block": the socket made blocking while it still connects, and sent
     # on at once: the kernel waits for the connection in the send (the
     # hook waits for it too, then sends the HELLO first).
-    nbcli='
-import os, select, socket, sys
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-s.setblocking(False)
-os.environ.get("MARK") and open(os.environ["MARK"], "w").close()
-rc = s.connect_ex((sys.argv[1], int(sys.argv[2])))
+    nbcli="$NBCONNECT"'
 try:
     s.send(b"early"); early = "sent"
 except BlockingIOError:
@@ -1299,12 +1303,7 @@ print("connect %s, send while connecting %s, %s, echo %r"
     # banner 200 ms after the accept: its wait for a HELLO is about 1 ms on
     # the bed, which a loaded machine's engine thread can miss (the
     # ordinary section measures that wait; here the watch is checked).
-    nbwait='
-import os, select, socket, sys
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-s.setblocking(False)
-os.environ.get("MARK") and open(os.environ["MARK"], "w").close()
-rc = s.connect_ex((sys.argv[1], int(sys.argv[2])))
+    nbwait="$NBCONNECT"'
 select.select([s], [], [], 10)
 banner = s.recv(100)
 s.setblocking(True)
@@ -1344,12 +1343,7 @@ print("connect %s, banner %r, echo %r"
 n = 0
 while True:
     c, _ = s.accept(); n += 1; print("accepted %d" % n, flush=True); c.close()'
-    nbclose='
-import os, socket, sys, time
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-s.setblocking(False)
-os.environ.get("MARK") and open(os.environ["MARK"], "w").close()
-rc = s.connect_ex((sys.argv[1], int(sys.argv[2])))
+    nbclose="$NBCONNECT"'
 time.sleep(0.6); s.close(); time.sleep(2)
 print("connect %s, closed" % ("EINPROGRESS" if rc == 115 else rc), flush=True)'
     tb_bg_s "$PY" -c "$countsrv" :: $P_SCLOSED >"$WORK/srv-sclosed.out" 2>&1
