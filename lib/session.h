@@ -211,9 +211,11 @@ struct resil_sess *resil_sess_find(const uint8_t *id, int role);
  * it any more. Idempotent; resil_sess_free does it too. */
 void resil_sess_unindex(struct resil_sess *x);
 
-/* A destination that answered a HELLO with bytes of its own program (no
- * session message): no libresil server there, and its program read the
- * HELLO as data. No HELLO goes to ip:port for RESIL_SESS_ORDINARY_MS
+/* A destination whose answer to the program's first bytes (sent after the
+ * HELLO) was bytes of its own program, no session message: no libresil
+ * server there, and its program read the HELLO as data (session.c
+ * spoke_first says why bytes that came sooner prove nothing). No HELLO
+ * goes to ip:port for RESIL_SESS_ORDINARY_MS
  * after resil_sess_ordinary_note (now: resil_now_ns()), so that a
  * RESIL_SESSION pattern wider than the servers that run libresil costs
  * each such server one connection per process in that time, not every
