@@ -904,10 +904,13 @@ for i in range(4):
     h=$(grep -c "the server answered without a WELCOME" "$WORK/o-wide.log")
     # operators see it: one no_session event, the destination remembered
     ev=$(grep -c "\"event\":\"no_session\".*\"dst\":\"$ADDR:$P_PPING\",\"why\":\"the server answered without a WELCOME\",\"remembered\":true" "$WORK/o-wide.ev")
+    st=$(bash "$ROOT/scripts/resil-run" --stats "$WORK/o-wide.ev" 2>&1 |
+        grep -c "^  no session   1 (the server answered without a WELCOME)$")
     check $([ "$(sed 1d <<<"$a")" = "$(sed 1d <<<"$b")" ] &&
         [ "$(sed -n 2p <<<"$a")" = "1 b'+PONG\\r\\n'" ] &&
-        [ "$n" = 1 ] && [ "$h" = 1 ] && [ "$ev" = 1 ] && echo 0 || echo 1) \
-        "a plain server named a session destination: after the first connection ($(sed -n 1p <<<"$b")), the same process's next three get what plain TCP gets ($(sed 1d <<<"$b" | tr '\n' ' '); plain: $(sed 1d <<<"$a" | tr '\n' ' ')); HELLOs answered by the server's own bytes: $h, remembered: $n, no_session events: $ev"
+        [ "$n" = 1 ] && [ "$h" = 1 ] && [ "$ev" = 1 ] && [ "$st" = 1 ] &&
+        echo 0 || echo 1) \
+        "a plain server named a session destination: after the first connection ($(sed -n 1p <<<"$b")), the same process's next three get what plain TCP gets ($(sed 1d <<<"$b" | tr '\n' ' '); plain: $(sed 1d <<<"$a" | tr '\n' ' ')); HELLOs answered by the server's own bytes: $h, remembered: $n, no_session events: $ev, counted by resil-run --stats: $st"
 fi
 
 # ------------------------------------------------------------ closing
