@@ -1454,7 +1454,7 @@ static void first_due(struct resil_sock *s, uint64_t now)
 /* The engine looks at s, due (engine lock held). */
 static void pend_look(struct resil_sock *s, uint64_t now)
 {
-    bool trying;
+    bool trying, owed;
 
     atomic_store(&s->pend_listed, false);
     /* a race from here watches attempt 0 itself (on another duplicate) */
@@ -1468,11 +1468,16 @@ static void pend_look(struct resil_sock *s, uint64_t now)
     pthread_mutex_lock(&s->mu);
     if (!resil_sock_closed(s) && resil_sock_connected(s))
         ka_settle(s);
-    pthread_mutex_unlock(&s->mu);
     /* none started (one address): a non-blocking connect goes on alone,
      * and its HELLO must still leave the moment it connects (a blocking
      * one's connect() sends it) */
-    if (trying)
+    owed = trying && s->hello_here && !resil_sock_closed(s) &&
+           resil_sock_state(s) != RS_RACING;
+    pthread_mutex_unlock(&s->mu);
+    /* the duplicate may now be held for a whole connect timeout: not when
+     * it would take one of the program's last descriptors (its first data
+     * call sends the HELLO then) */
+    if (owed && fds_headroom(s->fd, PEND_HEADROOM))
         hello_watch_locked(s);
     resil_sock_unref(s);
 }
