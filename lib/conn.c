@@ -2309,7 +2309,7 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     socklen_t flen = len;
     char name[RESIL_NAME_LEN];
     uint16_t port;
-    uint64_t now;
+    uint64_t now, delay;
     int fl, n, fi;
     bool want;
     resil_status_t cst;
@@ -2360,15 +2360,14 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     pthread_mutex_unlock(&s->mu);
     /* the race's first candidate (race.h: recent winners, the program's
      * own choice, its name's order, recent failures last) */
-    fi = resil_race_first(cand, n, s->family, s->v6only, now);
+    /* and the first attempt's delay from the candidates' RTT history
+     * (issue 9: a fabric's RTT is a fraction of a millisecond) */
+    fi = resil_race_pick(cand, n, s->family, s->v6only, pend_delay(), now,
+                         &delay);
     if (fi < 0)
         goto passthru; /* no candidate the socket can reach */
     first = cand[fi];
-    /* the first attempt's delay from the candidates' RTT history (issue
-     * 9: a fabric's RTT is a fraction of a millisecond) */
-    __atomic_store_n(&s->try_delay_ns,
-                     resil_race_delay_for(cand, n, fi, pend_delay(), now),
-                     __ATOMIC_RELAXED);
+    __atomic_store_n(&s->try_delay_ns, delay, __ATOMIC_RELAXED);
     if (!resil_ip_equal(&first, &ip)) {
         flen = resil_ip_to_sa(&first, port, s->family, &fss);
         fsa = (const struct sockaddr *)&fss;

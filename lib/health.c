@@ -204,20 +204,30 @@ static void look(const struct resil_ip *ip, uint32_t path, uint64_t now,
         out->tier = RESIL_TIER_GOOD;
 }
 
-void resil_health_look(const struct resil_ip *ip, uint32_t path,
-                       uint64_t now_ns, struct resil_health_info *out)
+void resil_health_look_n(const struct resil_ip *ip, const uint32_t *path,
+                         int n, uint64_t now_ns,
+                         struct resil_health_info *out)
 {
     /* nothing ever recorded: no lock (as if a record of this instant came
      * a moment later) */
     if (__atomic_load_n(&used, __ATOMIC_RELAXED) == 0 &&
         __atomic_load_n(&any_path, __ATOMIC_RELAXED) == 0) {
-        out->tier = RESIL_TIER_NEUTRAL;
-        out->srtt_ns = out->rttvar_ns = 0;
+        for (int i = 0; i < n; i++) {
+            out[i].tier = RESIL_TIER_NEUTRAL;
+            out[i].srtt_ns = out[i].rttvar_ns = 0;
+        }
         return;
     }
     pthread_mutex_lock(&mu);
-    look(ip, path, now_ns, out);
+    for (int i = 0; i < n; i++)
+        look(&ip[i], path[i], now_ns, &out[i]);
     pthread_mutex_unlock(&mu);
+}
+
+void resil_health_look(const struct resil_ip *ip, uint32_t path,
+                       uint64_t now_ns, struct resil_health_info *out)
+{
+    resil_health_look_n(ip, &path, 1, now_ns, out);
 }
 
 enum resil_health_tier resil_health_tier(const struct resil_ip *ip,

@@ -78,6 +78,10 @@ enum resil_health_tier resil_health_tier(const struct resil_ip *ip,
 /* Everything the cache knows of ip on path (0: unknown) at now. */
 void resil_health_look(const struct resil_ip *ip, uint32_t path,
                        uint64_t now_ns, struct resil_health_info *out);
+/* The same for ip[i] on path[i], i in [0, n), under one lock. */
+void resil_health_look_n(const struct resil_ip *ip, const uint32_t *path,
+                         int n, uint64_t now_ns,
+                         struct resil_health_info *out);
 
 void resil_health_clear(void);
 /* Hold / release the lock across fork(). */

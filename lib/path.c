@@ -14,7 +14,6 @@ struct pent {
     struct resil_ip ip;
     uint32_t oif;
     uint64_t at; /* when looked up */
-    bool used;
 };
 
 /* interface names, for the log and the events */
@@ -25,6 +24,11 @@ struct lent {
 #define LINK_SLOTS 16
 
 static struct pent tab[RESIL_PATH_SLOTS];
+/* Slots [0, n_used) were ever filled, in order (as health.c's): a look-up
+ * scans only those, and one with nothing ever cached takes no lock (every
+ * connect to a group asks for its candidates' paths, and most processes
+ * never race). Written under mu. */
+static int n_used;
 static struct lent links[LINK_SLOTS];
 static int link_next; /* the slot replaced next, round robin */
 /* replaced only by the unit tests, read with __atomic */
@@ -188,8 +192,8 @@ void resil_path_set_backend(resil_route_fn fn)
 /* mu held */
 static struct pent *find(const struct resil_ip *ip)
 {
-    for (int i = 0; i < RESIL_PATH_SLOTS; i++)
-        if (tab[i].used && resil_ip_equal(&tab[i].ip, ip))
+    for (int i = 0; i < n_used; i++)
+        if (resil_ip_equal(&tab[i].ip, ip))
             return &tab[i];
     return NULL;
 }
@@ -224,16 +228,16 @@ uint32_t resil_path_of(const struct resil_ip *dst, uint64_t now_ns)
     }
     pthread_mutex_lock(&mu);
     victim = find(dst);
-    for (int i = 0; victim == NULL && i < RESIL_PATH_SLOTS; i++)
-        if (!tab[i].used)
-            victim = &tab[i];
+    if (victim == NULL && n_used < RESIL_PATH_SLOTS) {
+        victim = &tab[n_used];
+        __atomic_store_n(&n_used, n_used + 1, __ATOMIC_RELAXED);
+    }
     if (victim == NULL) {
         victim = &tab[0]; /* the oldest answer goes */
         for (int i = 1; i < RESIL_PATH_SLOTS; i++)
             if (tab[i].at < victim->at)
                 victim = &tab[i];
     }
-    victim->used = true;
     victim->ip = *dst;
     victim->oif = rt.oif;
     victim->at = now_ns;
@@ -254,15 +258,28 @@ uint32_t resil_path_of(const struct resil_ip *dst, uint64_t now_ns)
     return rt.oif;
 }
 
+void resil_path_cached_n(const struct resil_ip *dst, int n, uint32_t *out)
+{
+    /* nothing ever cached: no lock (as if these look-ups came a moment
+     * before the first answer) */
+    if (__atomic_load_n(&n_used, __ATOMIC_RELAXED) == 0) {
+        for (int i = 0; i < n; i++)
+            out[i] = 0;
+        return;
+    }
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < n; i++) {
+        struct pent *e = find(&dst[i]);
+        out[i] = e ? e->oif : 0;
+    }
+    pthread_mutex_unlock(&mu);
+}
+
 uint32_t resil_path_cached(const struct resil_ip *dst)
 {
-    struct pent *e;
     uint32_t oif;
 
-    pthread_mutex_lock(&mu);
-    e = find(dst);
-    oif = e ? e->oif : 0;
-    pthread_mutex_unlock(&mu);
+    resil_path_cached_n(dst, 1, &oif);
     return oif;
 }
 
@@ -289,6 +306,7 @@ void resil_path_clear(void)
 {
     pthread_mutex_lock(&mu);
     memset(tab, 0, sizeof(tab));
+    __atomic_store_n(&n_used, 0, __ATOMIC_RELAXED);
     memset(links, 0, sizeof(links));
     link_next = 0;
     pthread_mutex_unlock(&mu);

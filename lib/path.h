@@ -65,6 +65,8 @@ uint32_t resil_path_of(const struct resil_ip *dst, uint64_t now_ns);
 /* The path the cache last knew for dst, however old (0 when never looked
  * up): no system call, for callers that must not do I/O. */
 uint32_t resil_path_cached(const struct resil_ip *dst);
+/* The same for dst[0, n) into out[0, n), under one lock. */
+void resil_path_cached_n(const struct resil_ip *dst, int n, uint32_t *out);
 
 /* The name of path (its interface, "if<N>" when the name is unknown, ""
  * for 0) into buf; returns buf. No system call. */

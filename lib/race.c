@@ -75,10 +75,14 @@ static void path_used(struct paths_used *u, uint32_t p, int step)
 static void interleave(struct resil_attempt *att, int lo, int hi)
 {
     struct resil_attempt tmp[RESIL_RACE_MAX];
-    bool taken[RESIL_RACE_MAX] = {false};
-    struct paths_used u = {.n = 0};
+    bool taken[RESIL_RACE_MAX];
+    struct paths_used u; /* entries [0, u.n) are written before read */
     int fam = lo > 0 ? att[lo - 1].ip.family : AF_UNSPEC;
 
+    if (hi - lo < 2)
+        return; /* one candidate: nothing to choose */
+    u.n = 0;
+    memset(taken, 0, sizeof(taken[0]) * (size_t)(hi - lo));
     for (int i = 0; i < lo; i++)
         path_used(&u, att[i].path, i);
     for (int step = lo; step < hi; step++) {
@@ -134,16 +138,22 @@ static void sort_waiting(struct resil_race *r)
         resil_race_order(r->att, r->started, r->n);
 }
 
+static void set_health(struct resil_attempt *a, uint32_t path,
+                       const struct resil_health_info *h)
+{
+    a->path = path;
+    a->tier = (int)h->tier;
+    a->rtt_ns = h->srtt_ns;
+    a->rttvar_ns = h->rttvar_ns;
+}
+
 /* The health and path of a candidate. */
 static void fill(struct resil_attempt *a, uint32_t path, uint64_t now)
 {
     struct resil_health_info h;
 
-    a->path = path;
     resil_health_look(&a->ip, path, now, &h);
-    a->tier = (int)h.tier;
-    a->rtt_ns = h.srtt_ns;
-    a->rttvar_ns = h.rttvar_ns;
+    set_health(a, path, &h);
 }
 
 uint64_t resil_race_delay_rule(uint64_t srtt_ns, uint64_t rttvar_ns,
@@ -191,22 +201,50 @@ uint64_t resil_race_delay(const struct resil_race *r, int i)
     return resil_race_delay_rule(srtt, var, r->delay_ns);
 }
 
-uint64_t resil_race_delay_for(const struct resil_ip *c, int n, int first,
-                              uint64_t max_ns, uint64_t now_ns)
+/* c[0, n) with their health and the paths known already (no system
+ * call), in c's order: what resil_race_first and resil_race_delay_for
+ * read. Returns n, clamped to RESIL_RACE_MAX. */
+static int look_all(const struct resil_ip *c, int n, uint64_t now_ns,
+                    struct resil_attempt *all)
 {
-    struct resil_attempt all[RESIL_RACE_MAX] = {0};
-    uint64_t srtt, var;
+    uint32_t path[RESIL_RACE_MAX];
+    struct resil_health_info h[RESIL_RACE_MAX];
 
     if (n > RESIL_RACE_MAX)
         n = RESIL_RACE_MAX;
+    if (n <= 0)
+        return 0;
+    /* each cache's lock once, not once per candidate */
+    resil_path_cached_n(c, n, path);
+    resil_health_look_n(c, path, n, now_ns, h);
+    for (int i = 0; i < n; i++) {
+        memset(&all[i], 0, sizeof(all[i]));
+        all[i].ip = c[i];
+        set_health(&all[i], path[i], &h[i]);
+    }
+    return n;
+}
+
+static uint64_t delay_of(const struct resil_attempt *all, int n, int first,
+                         uint64_t max_ns)
+{
+    uint64_t srtt, var;
+
     if (first < 0 || first >= n)
         return max_ns;
-    for (int i = 0; i < n; i++) {
-        all[i].ip = c[i];
-        fill(&all[i], resil_path_cached(&c[i]), now_ns);
-    }
     history(&all[first], all, n, &srtt, &var);
     return resil_race_delay_rule(srtt, var, max_ns);
+}
+
+uint64_t resil_race_delay_for(const struct resil_ip *c, int n, int first,
+                              uint64_t max_ns, uint64_t now_ns)
+{
+    struct resil_attempt all[RESIL_RACE_MAX];
+
+    if (first < 0 || first >= n || first >= RESIL_RACE_MAX)
+        return max_ns;
+    n = look_all(c, n, now_ns, all);
+    return delay_of(all, n, first, max_ns);
 }
 
 /* The attempt started last is still waited for on its delay: candidates
@@ -258,33 +296,52 @@ int resil_race_add(struct resil_race *r, const struct resil_ip *ip,
     return -1;
 }
 
-int resil_race_first(const struct resil_ip *c, int n, int family,
-                     bool v6only, uint64_t now_ns)
+/* resil_race_first over candidates look_all filled. */
+static int first_of(const struct resil_attempt *c, int n, int family,
+                    bool v6only)
 {
     const struct resil_race probe = {.family = family, .v6only = v6only};
     struct resil_attempt all[RESIL_RACE_MAX];
     int m = 0;
 
-    for (int i = 0; i < n && m < RESIL_RACE_MAX; i++) {
+    for (int i = 0; i < n; i++) {
         bool dup = false;
         for (int j = 0; j < m && !dup; j++)
-            dup = resil_ip_equal(&all[j].ip, &c[i]);
-        if (dup || !reachable(&probe, &c[i]))
+            dup = resil_ip_equal(&all[j].ip, &c[i].ip);
+        if (dup || !reachable(&probe, &c[i].ip))
             continue;
-        memset(&all[m], 0, sizeof(all[m]));
-        all[m].ip = c[i];
         /* only the paths known already: the first pick depends on them
          * only through a dead sibling, which a race looked up */
-        fill(&all[m], resil_path_cached(&c[i]), now_ns);
-        m++;
+        all[m++] = c[i];
     }
     if (m == 0)
         return -1;
     resil_race_order(all, 0, m);
     for (int i = 0; i < n; i++)
-        if (resil_ip_equal(&c[i], &all[0].ip))
+        if (resil_ip_equal(&c[i].ip, &all[0].ip))
             return i;
     return -1;
+}
+
+int resil_race_first(const struct resil_ip *c, int n, int family,
+                     bool v6only, uint64_t now_ns)
+{
+    struct resil_attempt all[RESIL_RACE_MAX];
+
+    n = look_all(c, n, now_ns, all);
+    return first_of(all, n, family, v6only);
+}
+
+int resil_race_pick(const struct resil_ip *c, int n, int family, bool v6only,
+                    uint64_t max_ns, uint64_t now_ns, uint64_t *delay_ns)
+{
+    struct resil_attempt all[RESIL_RACE_MAX];
+    int fi;
+
+    n = look_all(c, n, now_ns, all);
+    fi = first_of(all, n, family, v6only);
+    *delay_ns = delay_of(all, n, fi, max_ns);
+    return fi;
 }
 
 int resil_race_next(struct resil_race *r, uint64_t now_ns, uint64_t *wake_ns)

@@ -131,6 +131,12 @@ uint64_t resil_race_delay(const struct resil_race *r, int i);
 uint64_t resil_race_delay_for(const struct resil_ip *c, int n, int first,
                               uint64_t max_ns, uint64_t now_ns);
 
+/* resil_race_first and resil_race_delay_for of its answer at once (the
+ * candidates looked up once): returns the index, *delay_ns the delay
+ * (max_ns when the index is -1). */
+int resil_race_pick(const struct resil_ip *c, int n, int family, bool v6only,
+                    uint64_t max_ns, uint64_t now_ns, uint64_t *delay_ns);
+
 /* The attempt to start now (marked running), or -1. *wake_ns gets the time
  * the engine should call again (UINT64_MAX: only on an event). */
 int resil_race_next(struct resil_race *r, uint64_t now_ns, uint64_t *wake_ns);
