@@ -265,7 +265,8 @@ static void first_matches_race(const char *const *cands, int n, int family,
     struct resil_race r;
     struct resil_ip ips[8];
     char a[RESIL_ADDRSTRLEN], b[RESIL_ADDRSTRLEN];
-    int fi;
+    uint64_t pd;
+    int fi, pi;
 
     resil_race_init(&r, family, v6only, D, now);
     for (int i = 0; i < n; i++) {
@@ -273,6 +274,11 @@ static void first_matches_race(const char *const *cands, int n, int family,
         resil_race_add(&r, &ips[i], now);
     }
     fi = resil_race_first(ips, n, family, v6only, now);
+    /* the connect's one look-up of both answers the same */
+    pi = resil_race_pick(ips, n, family, v6only, D, now, &pd);
+    cr_expect_eq(pi, fi, "pick %d, first %d", pi, fi);
+    cr_expect_eq(pd, fi < 0 ? D : resil_race_delay_for(ips, n, fi, D, now),
+                 "pick's delay %llu", (unsigned long long)pd);
     if (r.n == 0) {
         cr_expect_eq(fi, -1, "nothing reachable, got %d", fi);
         return;
