@@ -112,11 +112,34 @@ void resil_sock_ref(struct resil_sock *s)
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
 }
 
+/* Storage for an option record of len value bytes: a free box inside s
+ * when it fits, else the heap. */
+static struct resil_sockopt *opt_alloc(struct resil_sock *s, socklen_t len)
+{
+    if (len <= RESIL_OPT_BOX_LEN)
+        for (int i = 0; i < RESIL_OPT_BOXES; i++)
+            if (!(s->opt_box_used & (1u << i))) {
+                s->opt_box_used |= (unsigned char)(1u << i);
+                return (struct resil_sockopt *)(void *)s->opt_box[i];
+            }
+    return malloc(sizeof(struct resil_sockopt) + len);
+}
+
+static void opt_release(struct resil_sock *s, struct resil_sockopt *o)
+{
+    for (int i = 0; i < RESIL_OPT_BOXES; i++)
+        if ((unsigned char *)o == s->opt_box[i]) {
+            s->opt_box_used &= (unsigned char)~(1u << i);
+            return;
+        }
+    free(o);
+}
+
 void resil_sock_free_(struct resil_sock *s)
 {
     for (struct resil_sockopt *o = s->opts, *n; o; o = n) {
         n = o->next;
-        free(o);
+        opt_release(s, o);
     }
     resil_epoll_sock_free(s);
     resil_sess_free(s->sess);
@@ -138,14 +161,14 @@ resil_status_t resil_sock_add_opt(struct resil_sock *s, int level, int name,
             o = *pp;
             *pp = o->next;
             if (o->len != len) {
-                free(o);
+                opt_release(s, o);
                 o = NULL;
             }
             break;
         }
     }
     if (o == NULL) {
-        o = malloc(sizeof(*o) + len);
+        o = opt_alloc(s, len);
         if (o == NULL)
             return RESIL_ENOMEM;
     }

@@ -64,6 +64,8 @@ struct resil_sockopt {
     socklen_t len;
     unsigned char val[];
 };
+#define RESIL_OPT_BOXES 2
+#define RESIL_OPT_BOX_LEN 16 /* an int, a struct linger or timeval */
 
 /* One epoll registration of a managed socket (epoll.h; epoll.c's). */
 struct resil_epset;
@@ -163,6 +165,13 @@ struct resil_sock {
     struct resil_ip cur_ip;  /* the address actually connected */
     uint64_t connected_ns;
     struct resil_sockopt *opts; /* replayed on every attempt, in order */
+    /* the first RESIL_OPT_BOXES options of at most RESIL_OPT_BOX_LEN bytes
+     * live here (table.c opt_alloc): a program setting TCP_NODELAY or
+     * SO_LINGER allocates nothing for it */
+    _Alignas(struct resil_sockopt) unsigned char
+        opt_box[RESIL_OPT_BOXES]
+               [sizeof(struct resil_sockopt) + RESIL_OPT_BOX_LEN];
+    unsigned char opt_box_used; /* bit i: opt_box[i] holds a record */
     resil_lock_t ep_mu;         /* epoll.h: guards the four below */
     bool ep_gone;               /* fd closed: record nothing more */
     struct resil_epreg *ep;     /* the program's epoll registrations of fd */

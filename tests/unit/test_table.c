@@ -81,6 +81,52 @@ Test(table, options_latest_value_wins_in_order)
     resil_sock_unref(s);
 }
 
+/* The first small options live inside the socket, the rest on the heap;
+ * a value that changes size moves; every value reads back as set (the ASan
+ * run checks that nothing leaks and no box is freed). */
+Test(table, options_boxed_and_heaped)
+{
+    struct resil_sock *s = resil_sock_new(3, AF_INET, 1);
+    int v[4] = {11, 22, 33, 44};
+    struct linger lg = {1, 5};
+    char big[40];
+    const struct resil_sockopt *o;
+    int n = 0;
+
+    memset(big, 7, sizeof(big));
+    cr_assert_eq(resil_sock_add_opt(s, 6, 1, &v[0], sizeof(int)), RESIL_OK);
+    cr_assert_eq(resil_sock_add_opt(s, 1, 13, &lg, sizeof(lg)), RESIL_OK);
+    cr_expect_eq(s->opt_box_used, 3, "both boxes taken");
+    cr_assert_eq(resil_sock_add_opt(s, 6, 2, &v[1], sizeof(int)), RESIL_OK);
+    cr_assert_eq(resil_sock_add_opt(s, 1, 99, big, sizeof(big)), RESIL_OK);
+    /* 6/1 changes size: its box is freed, and taken again */
+    cr_assert_eq(resil_sock_add_opt(s, 6, 1, &lg, sizeof(lg)), RESIL_OK);
+    cr_expect_eq(s->opt_box_used, 3);
+    /* the same size: the record is reused in place */
+    cr_assert_eq(resil_sock_add_opt(s, 6, 2, &v[2], sizeof(int)), RESIL_OK);
+    for (o = s->opts; o; o = o->next, n++) {
+        switch (n) {
+        case 0:
+            cr_expect(o->level == 1 && o->name == 13 &&
+                      memcmp(o->val, &lg, sizeof(lg)) == 0);
+            break;
+        case 1:
+            cr_expect(o->name == 99 && o->len == sizeof(big) &&
+                      memcmp(o->val, big, sizeof(big)) == 0);
+            break;
+        case 2:
+            cr_expect(o->name == 1 && o->len == sizeof(lg) &&
+                      memcmp(o->val, &lg, sizeof(lg)) == 0);
+            break;
+        case 3:
+            cr_expect(o->name == 2 && *(const int *)o->val == 33);
+            break;
+        }
+    }
+    cr_expect_eq(n, 4);
+    resil_sock_unref(s);
+}
+
 Test(table, take_if)
 {
     struct resil_sock *a = resil_sock_new(9001, AF_INET, 1);
