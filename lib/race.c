@@ -202,8 +202,9 @@ uint64_t resil_race_delay(const struct resil_race *r, int i)
 }
 
 /* c[0, n) with their health and the paths known already (no system
- * call), in c's order: what resil_race_first and resil_race_delay_for
- * read. Returns n, clamped to RESIL_RACE_MAX. */
+ * call: the first pick depends on paths only through a dead sibling, which
+ * a race looked up), in c's order: what resil_race_first and
+ * resil_race_delay_for read. Returns n, clamped to RESIL_RACE_MAX. */
 static int look_all(const struct resil_ip *c, int n, uint64_t now_ns,
                     struct resil_attempt *all)
 {
@@ -310,8 +311,6 @@ static int first_of(const struct resil_attempt *c, int n, int family,
             dup = resil_ip_equal(&all[j].ip, &c[i].ip);
         if (dup || !reachable(&probe, &c[i].ip))
             continue;
-        /* only the paths known already: the first pick depends on them
-         * only through a dead sibling, which a race looked up */
         all[m++] = c[i];
     }
     if (m == 0)
