@@ -488,6 +488,36 @@ for mode in "" nb; do
 		na "connect+close $how (conn/s)" "" "the connect loop failed"
 	fi
 done
+# The same connect+close in instructions of the program's own thread
+# (callgrind, 2000 connects minus 1000: exact, where the rates above swing
+# with the VM's scheduling): what the hooks add to every connect. The
+# engine's share (keepalive an attempt delay later) runs on its thread.
+cc_ir() { # blk|nb [VAR=VAL...]: instructions per connect+close
+	local n f v=() nb=()
+	[ "$1" = nb ] && nb=(nb)
+	shift
+	for n in 1000 2000; do
+		f=$(mktemp -u /tmp/resil-bench-cg.XXXXXX)
+		env "$@" valgrind --tool=callgrind --separate-threads=yes \
+			--callgrind-out-file="$f" "$B" connrate $LIVE $P_CLOSE $n \
+			"${nb[@]}" >/dev/null 2>&1 || { rm -f "$f"*; return 1; }
+		v+=("$(awk '/^summary:/ { print $2; exit }' "$f-01")")
+		rm -f "$f"*
+	done
+	[ -n "${v[0]}" ] && [ -n "${v[1]}" ] || return 1
+	echo $(((v[1] - v[0]) / 1000))
+}
+for mode in blk nb; do
+	how=blocking
+	[ $mode = nb ] && how=non-blocking
+	M="connect+close $how: instructions per connect, 1 address / group (callgrind, program's thread)"
+	if p=$(cc_ir $mode) && s=$(cc_ir $mode LD_PRELOAD="$LIB") &&
+		g=$(cc_ir $mode LD_PRELOAD="$LIB" RESIL_ALTERNATES="$ALT_LIVE"); then
+		row "$M" "$p" "$s / $g" "+$((s - p)) / +$((g - p))" ""
+	else
+		na "$M" "" "callgrind failed"
+	fi
+done
 
 # ---- 4. data path on a managed connected socket ------------------------
 pp=() pr=() ok=1
