@@ -2359,9 +2359,9 @@ resil_status_t resil_conn_connect(struct resil_sock *s,
     }
     pthread_mutex_unlock(&s->mu);
     /* the race's first candidate (race.h: recent winners, the program's
-     * own choice, its name's order, recent failures last) */
-    /* and the first attempt's delay from the candidates' RTT history
-     * (issue 9: a fabric's RTT is a fraction of a millisecond) */
+     * own choice, its name's order, recent failures last), and its
+     * attempt delay from the candidates' RTT history (issue 9: a fabric's
+     * RTT is a fraction of a millisecond) */
     fi = resil_race_pick(cand, n, s->family, s->v6only, pend_delay(), now,
                          &delay);
     if (fi < 0)
