@@ -83,35 +83,16 @@ else
     bad "process start+exit: callgrind failed"
 fi
 
-ir_main() { # [pre [VAR=VAL...]] -- CMD...: instructions of the first thread
-    local pre=(env -u LD_PRELOAD) f n
-    if [ "$1" = pre ]; then
-        pre=(env LD_PRELOAD="$LIB")
-        shift
-        while [ "$1" != -- ]; do pre+=("$1"); shift; done
-    fi
-    shift
-    f=$(mktemp -u /tmp/resil-cost.XXXXXX)
-    "${pre[@]}" valgrind --tool=callgrind --separate-threads=yes \
-        --callgrind-out-file="$f" "$@" >/dev/null 2>&1
-    n=$(awk '/^summary:/ { print $2; exit }' "$f-01" 2>/dev/null)
-    rm -f "$f"*
-    [ -n "$n" ] && echo "$n"
-}
-
-per_connect() { # [pre VAR=VAL...] -- nb|blk: one connect+close
-    local a b mode=${*: -1} args=("${@:1:$#-1}") nb=()
-    [ "$mode" = nb ] && nb=(nb)
-    a=$(ir_main "${args[@]}" "$PROG" $NC connect "${nb[@]}") &&
-        b=$(ir_main "${args[@]}" "$PROG" $((2 * NC)) connect "${nb[@]}") &&
-        echo $(((b - a) / NC))
-}
-
+# shellcheck source=tests/bench/ir.sh
+. "$ROOT/tests/bench/ir.sh"
 for mode in blk nb; do
     how=blocking
     [ $mode = nb ] && how=non-blocking
-    if p=$(per_connect -- $mode) &&
-        r=$(per_connect pre RESIL_ALTERNATES=127.0.0.1,127.0.0.2 -- $mode); then
+    nb=()
+    [ $mode = nb ] && nb=(nb)
+    if p=$(ir_per $NC -- "$PROG" @N connect "${nb[@]}") &&
+        r=$(ir_per $NC LD_PRELOAD="$LIB" RESIL_ALTERNATES=127.0.0.1,127.0.0.2 \
+            -- "$PROG" @N connect "${nb[@]}"); then
         m="connect+close $how, group, first alive: +$((r - p)) instructions in the program's thread ($p plain, $r preloaded; <= +$CONNECT_MAX)"
         if [ $((r - p)) -le $CONNECT_MAX ]; then ok "$m"; else bad "$m"; fi
     else

@@ -492,20 +492,13 @@ done
 # (callgrind, 2000 connects minus 1000: exact, where the rates above swing
 # with the VM's scheduling): what the hooks add to every connect. The
 # engine's share (keepalive an attempt delay later) runs on its thread.
+# shellcheck source=tests/bench/ir.sh
+. "$ROOT/tests/bench/ir.sh"
 cc_ir() { # blk|nb [VAR=VAL...]: instructions per connect+close
-	local n f v=() nb=()
+	local nb=()
 	[ "$1" = nb ] && nb=(nb)
 	shift
-	for n in 1000 2000; do
-		f=$(mktemp -u /tmp/resil-bench-cg.XXXXXX)
-		env "$@" valgrind --tool=callgrind --separate-threads=yes \
-			--callgrind-out-file="$f" "$B" connrate $LIVE $P_CLOSE $n \
-			"${nb[@]}" >/dev/null 2>&1 || { rm -f "$f"*; return 1; }
-		v+=("$(awk '/^summary:/ { print $2; exit }' "$f-01")")
-		rm -f "$f"*
-	done
-	[ -n "${v[0]}" ] && [ -n "${v[1]}" ] || return 1
-	echo $(((v[1] - v[0]) / 1000))
+	ir_per 1000 "$@" -- "$B" connrate $LIVE $P_CLOSE @N "${nb[@]}"
 }
 for mode in blk nb; do
 	how=blocking
