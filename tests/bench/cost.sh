@@ -28,10 +28,10 @@ CALL_MAX=16     # DESIGN.md: <= 16 extra instructions (the floor is ~12)
 # about 10,000 instructions here; resolving every real function at start
 # and binding every import at load (-z now) cost 150,000.
 START_MAX=40000
-# Not a DESIGN.md figure either: a tripwire. A connect+close to a group
-# cost 7,723 (blocking) and 5,996 (non-blocking) instructions in the
-# program's thread until both caches were looked up once per connect
-# (session 17: 4,088 and 3,529; one address 1,767 and 2,132).
+# Not a DESIGN.md figure either: a tripwire. In this loop a connect+close
+# to a group cost +7,481 to +7,630 (blocking) and +5,975 (non-blocking)
+# instructions in the program's thread until both caches were looked up
+# once per connect (session 17: +3,991 and +3,423).
 CONNECT_MAX=5000
 NC=500
 PASS=0 FAIL=0
@@ -86,10 +86,8 @@ fi
 # shellcheck source=tests/bench/ir.sh
 . "$ROOT/tests/bench/ir.sh"
 for mode in blk nb; do
-    how=blocking
-    [ $mode = nb ] && how=non-blocking
-    nb=()
-    [ $mode = nb ] && nb=(nb)
+    how=blocking nb=()
+    [ $mode = nb ] && how=non-blocking nb=(nb)
     if p=$(ir_per $NC -- "$PROG" @N connect "${nb[@]}") &&
         r=$(ir_per $NC LD_PRELOAD="$LIB" RESIL_ALTERNATES=127.0.0.1,127.0.0.2 \
             -- "$PROG" @N connect "${nb[@]}"); then
